@@ -1,0 +1,167 @@
+//! The HTTP surface the Functions host talks to: `GET /` (readiness) and
+//! `POST /EventHubForwarder` (one invocation). Statuses are chosen here and only here.
+
+use std::error::Error as _;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument;
+
+use crate::host::{decode_invocation, HostError, InvocationResult};
+use crate::pipeline::{Forwarder, Summary};
+
+/// The function's folder name, which is also its route.
+pub const FUNCTION_NAME: &str = "EventHubForwarder";
+/// Header carrying the host's invocation id.
+const INVOCATION_ID: &str = "x-azure-functions-invocationid";
+
+/// The router, ready to serve.
+pub fn router(forwarder: Arc<Forwarder>) -> Router {
+    Router::new()
+        .route("/", get(ready))
+        .route(&format!("/{FUNCTION_NAME}"), post(invoke))
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(forwarder)
+}
+
+/// Serves on `listener` until `shutdown` completes, then finishes in-flight invocations.
+///
+/// # Errors
+/// When accepting connections fails.
+pub async fn serve(
+    listener: TcpListener,
+    forwarder: Arc<Forwarder>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(forwarder))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn json(status: StatusCode, logs: Vec<String>, error: Option<String>) -> Response {
+    (status, Json(InvocationResult::new(logs, error))).into_response()
+}
+
+/// The host's readiness probe and ping: any answer means ready.
+async fn ready() -> Response {
+    (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))).into_response()
+}
+
+async fn not_found() -> Response {
+    let error = format!("not found: the handler serves GET / and POST /{FUNCTION_NAME}");
+    json(StatusCode::NOT_FOUND, vec![], Some(error))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("An invocation panicked; answering 500 so the host retries it.");
+    json(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        vec![],
+        Some("internal error; the invocation will be retried".into()),
+    )
+}
+
+async fn invoke(
+    State(forwarder): State<Arc<Forwarder>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let invocation_id = headers
+        .get(INVOCATION_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let span = tracing::info_span!("invocation", id = invocation_id.as_deref().unwrap_or("-"));
+    run_invocation(forwarder, invocation_id, body)
+        .instrument(span)
+        .await
+}
+
+async fn run_invocation(
+    forwarder: Arc<Forwarder>,
+    invocation_id: Option<String>,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let deadline = started + forwarder.config().delivery_deadline;
+    let limit = forwarder.config().max_body_bytes;
+
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(error) => return body_error(&error, limit),
+    };
+
+    let worker = forwarder.clone();
+    let converted = tokio::task::spawn_blocking(move || {
+        decode_invocation(&bytes).map(|invocation| worker.convert(invocation))
+    })
+    .await;
+    let converted = match converted {
+        Ok(Ok(converted)) => converted,
+        Ok(Err(error)) => return host_error(&error),
+        Err(join_error) => {
+            tracing::error!(error = %join_error, "Decoding the invocation panicked.");
+            return json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                vec![],
+                Some("internal error while decoding the invocation".into()),
+            );
+        }
+    };
+
+    let delivery = forwarder.deliver(&converted.events, deadline).await;
+    let summary = Summary {
+        invocation_id,
+        meta: converted.meta,
+        convert: converted.tally,
+        delivery,
+        duration: started.elapsed(),
+    };
+    let line = summary.to_string();
+    if summary.needs_retry() {
+        tracing::error!("{line}");
+        json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            vec![line],
+            Some("delivery to the audit webhook failed; the invocation will be retried".into()),
+        )
+    } else {
+        tracing::info!("{line}");
+        json(StatusCode::OK, vec![line], None)
+    }
+}
+
+fn body_error(error: &axum::Error, limit: usize) -> Response {
+    let mut source = error.source();
+    let mut too_large = false;
+    while let Some(cause) = source {
+        too_large |= cause.is::<http_body_util::LengthLimitError>();
+        source = cause.source();
+    }
+    if too_large {
+        let message = format!(
+            "the invocation body exceeds AUDIT_MAX_BODY_BYTES ({limit} bytes); raise it or lower maxEventBatchSize in host.json"
+        );
+        tracing::error!("{message}");
+        json(StatusCode::PAYLOAD_TOO_LARGE, vec![], Some(message))
+    } else {
+        let message = format!("reading the invocation body failed: {error}");
+        tracing::error!("{message}");
+        json(StatusCode::BAD_REQUEST, vec![], Some(message))
+    }
+}
+
+fn host_error(error: &HostError) -> Response {
+    tracing::error!(%error, "Refusing a malformed invocation request.");
+    json(StatusCode::BAD_REQUEST, vec![], Some(error.to_string()))
+}

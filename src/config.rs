@@ -1,0 +1,514 @@
+//! Handler configuration: read from the environment (Function app settings), validated once.
+//!
+//! Every setting is parsed and checked at startup, so a bad value stops the process with the
+//! variable's name and the reason instead of failing the first invocation. The raw strings never
+//! leave this module: [`Config`] holds typed, validated values only.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::redact::redact_url;
+
+/// The settings this module reads, with their defaults, in the order the README documents them.
+pub mod vars {
+    /// Where Events are delivered (required in handler mode).
+    pub const WEBHOOK_URL: &str = "AUDIT_WEBHOOK_URL";
+    /// `eventlist` (default) or `event`.
+    pub const WEBHOOK_FORMAT: &str = "AUDIT_WEBHOOK_FORMAT";
+    /// Comma-separated diagnostic categories that carry audit Events.
+    pub const CATEGORIES: &str = "AUDIT_CATEGORIES";
+    /// Maximum Events in one POST.
+    pub const BATCH_MAX_EVENTS: &str = "AUDIT_BATCH_MAX_EVENTS";
+    /// Maximum bytes in one POST (a single larger Event is still sent alone).
+    pub const BATCH_MAX_BYTES: &str = "AUDIT_BATCH_MAX_BYTES";
+    /// Time limit of one HTTP attempt.
+    pub const WEBHOOK_TIMEOUT: &str = "AUDIT_WEBHOOK_TIMEOUT";
+    /// Total delivery budget of one invocation, retries included.
+    pub const DELIVERY_DEADLINE: &str = "AUDIT_DELIVERY_DEADLINE";
+    /// How many batches of one invocation are in flight at once.
+    pub const WEBHOOK_CONCURRENCY: &str = "AUDIT_WEBHOOK_CONCURRENCY";
+    /// First retry delay (before jitter).
+    pub const RETRY_INITIAL_BACKOFF: &str = "AUDIT_RETRY_INITIAL_BACKOFF";
+    /// Largest retry delay (before jitter).
+    pub const RETRY_MAX_BACKOFF: &str = "AUDIT_RETRY_MAX_BACKOFF";
+    /// Largest invocation body the handler accepts.
+    pub const MAX_BODY_BYTES: &str = "AUDIT_MAX_BODY_BYTES";
+}
+
+/// Default diagnostic categories that carry audit Events.
+pub const DEFAULT_CATEGORIES: &str = "kube-audit,kube-audit-admin";
+/// kube-apiserver's webhook batch size.
+pub const DEFAULT_BATCH_MAX_EVENTS: usize = 400;
+/// kube-apiserver splits webhook batches at 10 MiB; Falco refuses bodies over 12 MiB.
+pub const DEFAULT_BATCH_MAX_BYTES: usize = 10 * 1024 * 1024;
+/// kube-apiserver's per-request webhook timeout.
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Well below the shipped `functionTimeout` (10 minutes) so the handler always answers first.
+pub const DEFAULT_DELIVERY_DEADLINE: Duration = Duration::from_secs(120);
+/// Batches of one invocation in flight at once.
+pub const DEFAULT_WEBHOOK_CONCURRENCY: usize = 4;
+/// First retry delay.
+pub const DEFAULT_RETRY_INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+/// Retry delay cap.
+pub const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A batch of 100 events of 1 MiB is about 140 MiB once base64-encoded; leave room above it.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+
+/// How Events are wrapped for the webhook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// `{"apiVersion":"audit.k8s.io/v1","kind":"EventList","items":[…]}`, as kube-apiserver sends.
+    EventList,
+    /// One bare Event per POST, for receivers that want that.
+    Event,
+}
+
+impl WebhookFormat {
+    fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "eventlist" => Some(Self::EventList),
+            "event" => Some(Self::Event),
+            _ => None,
+        }
+    }
+}
+
+/// A configuration problem, naming the variable. Values of URL settings are shown redacted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required variable is unset or empty.
+    #[error("{var} is required but not set")]
+    Missing {
+        /// The variable's name.
+        var: &'static str,
+    },
+    /// A variable is set to something unusable.
+    #[error("{var}={value:?} is invalid: {reason}")]
+    Invalid {
+        /// The variable's name.
+        var: &'static str,
+        /// The offending value (redacted where it could hold a credential).
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// Retry timing for one webhook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetrySettings {
+    /// Time limit of one attempt.
+    pub attempt_timeout: Duration,
+    /// First delay before jitter.
+    pub initial_backoff: Duration,
+    /// Delay cap before jitter.
+    pub max_backoff: Duration,
+}
+
+/// The validated handler configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// Where Events go. May carry credentials in its user-info, so `Debug` shows it redacted.
+    pub webhook_url: Url,
+    /// How Events are wrapped.
+    pub format: WebhookFormat,
+    /// Lower-cased categories whose records carry audit Events.
+    pub categories: BTreeSet<String>,
+    /// Maximum Events in one POST.
+    pub batch_max_events: usize,
+    /// Maximum bytes in one POST.
+    pub batch_max_bytes: usize,
+    /// Total delivery budget of one invocation.
+    pub delivery_deadline: Duration,
+    /// Batches of one invocation in flight at once.
+    pub concurrency: usize,
+    /// Retry timing.
+    pub retry: RetrySettings,
+    /// Largest invocation body accepted.
+    pub max_body_bytes: usize,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("webhook_url", &redact_url(&self.webhook_url))
+            .field("format", &self.format)
+            .field("categories", &self.categories)
+            .field("batch_max_events", &self.batch_max_events)
+            .field("batch_max_bytes", &self.batch_max_bytes)
+            .field("delivery_deadline", &self.delivery_deadline)
+            .field("concurrency", &self.concurrency)
+            .field("retry", &self.retry)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// The first variable that is missing or invalid.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests need not touch the process environment.
+    /// Empty values count as unset.
+    ///
+    /// # Errors
+    /// The first variable that is missing or invalid.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+
+        let webhook_url = parse_webhook_url(get(vars::WEBHOOK_URL))?;
+        let format = match get(vars::WEBHOOK_FORMAT) {
+            None => WebhookFormat::EventList,
+            Some(v) => WebhookFormat::parse(&v).ok_or_else(|| ConfigError::Invalid {
+                var: vars::WEBHOOK_FORMAT,
+                value: v.clone(),
+                reason: "expected `eventlist` or `event`".into(),
+            })?,
+        };
+        let categories = parse_categories(
+            get(vars::CATEGORIES)
+                .as_deref()
+                .unwrap_or(DEFAULT_CATEGORIES),
+        )?;
+        let batch_max_events = parse_count(
+            vars::BATCH_MAX_EVENTS,
+            get(vars::BATCH_MAX_EVENTS),
+            DEFAULT_BATCH_MAX_EVENTS,
+            1..=100_000,
+        )?;
+        let batch_max_bytes = parse_bytes(
+            vars::BATCH_MAX_BYTES,
+            get(vars::BATCH_MAX_BYTES),
+            DEFAULT_BATCH_MAX_BYTES,
+            1024,
+        )?;
+        let attempt_timeout = parse_duration(
+            vars::WEBHOOK_TIMEOUT,
+            get(vars::WEBHOOK_TIMEOUT),
+            DEFAULT_WEBHOOK_TIMEOUT,
+        )?;
+        let delivery_deadline = parse_duration(
+            vars::DELIVERY_DEADLINE,
+            get(vars::DELIVERY_DEADLINE),
+            DEFAULT_DELIVERY_DEADLINE,
+        )?;
+        let concurrency = parse_count(
+            vars::WEBHOOK_CONCURRENCY,
+            get(vars::WEBHOOK_CONCURRENCY),
+            DEFAULT_WEBHOOK_CONCURRENCY,
+            1..=64,
+        )?;
+        let initial_backoff = parse_duration(
+            vars::RETRY_INITIAL_BACKOFF,
+            get(vars::RETRY_INITIAL_BACKOFF),
+            DEFAULT_RETRY_INITIAL_BACKOFF,
+        )?;
+        let max_backoff = parse_duration(
+            vars::RETRY_MAX_BACKOFF,
+            get(vars::RETRY_MAX_BACKOFF),
+            DEFAULT_RETRY_MAX_BACKOFF,
+        )?;
+        if max_backoff < initial_backoff {
+            return Err(ConfigError::Invalid {
+                var: vars::RETRY_MAX_BACKOFF,
+                value: humantime::format_duration(max_backoff).to_string(),
+                reason: format!(
+                    "must not be shorter than {} ({})",
+                    vars::RETRY_INITIAL_BACKOFF,
+                    humantime::format_duration(initial_backoff)
+                ),
+            });
+        }
+        let max_body_bytes = parse_bytes(
+            vars::MAX_BODY_BYTES,
+            get(vars::MAX_BODY_BYTES),
+            DEFAULT_MAX_BODY_BYTES,
+            64 * 1024,
+        )?;
+
+        Ok(Self {
+            webhook_url,
+            format,
+            categories,
+            batch_max_events,
+            batch_max_bytes,
+            delivery_deadline,
+            concurrency,
+            retry: RetrySettings {
+                attempt_timeout,
+                initial_backoff,
+                max_backoff,
+            },
+            max_body_bytes,
+        })
+    }
+}
+
+fn parse_webhook_url(value: Option<String>) -> Result<Url, ConfigError> {
+    let var = vars::WEBHOOK_URL;
+    let raw = value.ok_or(ConfigError::Missing { var })?;
+    let invalid = |shown: String, reason: &str| ConfigError::Invalid {
+        var,
+        value: shown,
+        reason: reason.to_string(),
+    };
+    // The raw text may hold a password: never echo it unparsed.
+    let url = Url::parse(raw.trim()).map_err(|e| {
+        invalid(
+            "<unparsable URL, not shown>".into(),
+            &format!("not an absolute URL ({e})"),
+        )
+    })?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(invalid(
+            redact_url(&url),
+            "the scheme must be http or https",
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(redact_url(&url), "the URL has no host"));
+    }
+    Ok(url)
+}
+
+fn parse_categories(value: &str) -> Result<BTreeSet<String>, ConfigError> {
+    let set: BTreeSet<String> = value
+        .split(',')
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty())
+        .collect();
+    if set.is_empty() {
+        return Err(ConfigError::Invalid {
+            var: vars::CATEGORIES,
+            value: value.into(),
+            reason: "name at least one category, e.g. kube-audit-admin".into(),
+        });
+    }
+    Ok(set)
+}
+
+fn parse_count(
+    var: &'static str,
+    value: Option<String>,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<usize, ConfigError> {
+    let Some(v) = value else { return Ok(default) };
+    match v.trim().parse::<usize>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(ConfigError::Invalid {
+            var,
+            value: v,
+            reason: format!(
+                "expected a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        }),
+    }
+}
+
+/// Parses a byte size: a plain number of bytes, or a number with a unit (`10MiB`, `512 KiB`).
+fn parse_bytes(
+    var: &'static str,
+    value: Option<String>,
+    default: usize,
+    min: usize,
+) -> Result<usize, ConfigError> {
+    let Some(v) = value else { return Ok(default) };
+    let trimmed = v.trim();
+    let parsed = trimmed.parse::<u64>().ok().or_else(|| {
+        trimmed
+            .parse::<bytesize::ByteSize>()
+            .ok()
+            .map(|b| b.as_u64())
+    });
+    match parsed.and_then(|n| usize::try_from(n).ok()) {
+        Some(n) if n >= min => Ok(n),
+        Some(_) => Err(ConfigError::Invalid {
+            var,
+            value: v,
+            reason: format!("must be at least {min} bytes"),
+        }),
+        None => Err(ConfigError::Invalid {
+            var,
+            value: v,
+            reason: "expected a size in bytes, e.g. 10485760 or 10MiB".into(),
+        }),
+    }
+}
+
+/// Parses a duration written `500ms`, `10s`, `2m` (humantime syntax). Zero is refused.
+fn parse_duration(
+    var: &'static str,
+    value: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(v) = value else { return Ok(default) };
+    match humantime::parse_duration(v.trim()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(ConfigError::Invalid {
+            var,
+            value: v,
+            reason: "must be longer than zero".into(),
+        }),
+        Err(e) => Err(ConfigError::Invalid {
+            var,
+            value: v,
+            reason: format!("expected a duration such as 500ms, 10s or 2m ({e})"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const URL: (&str, &str) = (vars::WEBHOOK_URL, "http://127.0.0.1:7765/k8s_audit");
+
+    /// Only the webhook URL is required; everything else has the documented default.
+    #[test]
+    fn defaults() {
+        let c = config(&[URL]).unwrap();
+        assert_eq!(c.format, WebhookFormat::EventList);
+        assert_eq!(
+            c.categories.iter().collect::<Vec<_>>(),
+            ["kube-audit", "kube-audit-admin"]
+        );
+        assert_eq!(c.batch_max_events, 400);
+        assert_eq!(c.batch_max_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.retry.attempt_timeout, Duration::from_secs(30));
+        assert_eq!(c.delivery_deadline, Duration::from_secs(120));
+        assert_eq!(c.concurrency, 4);
+        assert_eq!(c.max_body_bytes, 256 * 1024 * 1024);
+    }
+
+    #[test]
+    fn missing_url_names_the_variable() {
+        let err = config(&[]).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::Missing {
+                var: "AUDIT_WEBHOOK_URL"
+            }
+        );
+        assert_eq!(err.to_string(), "AUDIT_WEBHOOK_URL is required but not set");
+    }
+
+    #[test]
+    fn blank_values_count_as_unset() {
+        let c = config(&[URL, (vars::WEBHOOK_FORMAT, "  ")]).unwrap();
+        assert_eq!(c.format, WebhookFormat::EventList);
+    }
+
+    #[test]
+    fn each_invalid_value_names_its_variable() {
+        let cases: &[(&str, &str)] = &[
+            (vars::WEBHOOK_FORMAT, "xml"),
+            (vars::CATEGORIES, " , "),
+            (vars::BATCH_MAX_EVENTS, "0"),
+            (vars::BATCH_MAX_EVENTS, "many"),
+            (vars::BATCH_MAX_BYTES, "12"),
+            (vars::BATCH_MAX_BYTES, "ten megs"),
+            (vars::WEBHOOK_TIMEOUT, "30"),
+            (vars::WEBHOOK_TIMEOUT, "0s"),
+            (vars::DELIVERY_DEADLINE, "soon"),
+            (vars::WEBHOOK_CONCURRENCY, "65"),
+            (vars::RETRY_INITIAL_BACKOFF, "-1s"),
+            (vars::MAX_BODY_BYTES, "1KiB"),
+        ];
+        for (var, value) in cases {
+            let err = config(&[URL, (var, value)]).unwrap_err();
+            match &err {
+                ConfigError::Invalid { var: got, .. } => assert_eq!(got, var, "{value}"),
+                other => panic!("{var}={value}: unexpected {other:?}"),
+            }
+            assert!(err.to_string().starts_with(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn backoff_cap_must_not_be_below_initial() {
+        let err = config(&[
+            URL,
+            (vars::RETRY_INITIAL_BACKOFF, "10s"),
+            (vars::RETRY_MAX_BACKOFF, "1s"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("AUDIT_RETRY_MAX_BACKOFF"), "{err}");
+    }
+
+    #[test]
+    fn parses_units() {
+        let c = config(&[
+            URL,
+            (vars::WEBHOOK_FORMAT, "Event"),
+            (vars::BATCH_MAX_BYTES, "512KiB"),
+            (vars::WEBHOOK_TIMEOUT, "500ms"),
+            (vars::DELIVERY_DEADLINE, "2m"),
+            (vars::CATEGORIES, "Kube-Audit-Admin"),
+        ])
+        .unwrap();
+        assert_eq!(c.format, WebhookFormat::Event);
+        assert_eq!(c.batch_max_bytes, 512 * 1024);
+        assert_eq!(c.retry.attempt_timeout, Duration::from_millis(500));
+        assert_eq!(c.delivery_deadline, Duration::from_secs(120));
+        assert_eq!(
+            c.categories.iter().collect::<Vec<_>>(),
+            ["kube-audit-admin"]
+        );
+    }
+
+    #[test]
+    fn url_must_be_http_with_host() {
+        for bad in ["ftp://x/y", "not a url", "http://"] {
+            let err = config(&[(vars::WEBHOOK_URL, bad)]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        var: "AUDIT_WEBHOOK_URL",
+                        ..
+                    }
+                ),
+                "{bad}: {err:?}"
+            );
+        }
+    }
+
+    /// A password in the webhook URL must not leak through errors or `Debug`.
+    #[test]
+    fn url_credentials_never_shown() {
+        let secret = "s3cr3t-pa55";
+        let c = config(&[(
+            vars::WEBHOOK_URL,
+            "https://user:s3cr3t-pa55@audit.example:8443/k8s_audit?token=s3cr3t-pa55",
+        )])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(shown.contains("audit.example"), "{shown}");
+
+        let err = config(&[(vars::WEBHOOK_URL, "ftp://user:s3cr3t-pa55@h/")]).unwrap_err();
+        assert!(!err.to_string().contains(secret), "{err}");
+        let err = config(&[(vars::WEBHOOK_URL, "http://user:s3cr3t-pa55@[::1")]).unwrap_err();
+        assert!(!err.to_string().contains(secret), "{err}");
+    }
+}

@@ -1,0 +1,291 @@
+//! AKS diagnostic-settings records in, audit Events out.
+//!
+//! Azure Monitor packs several records into one Event Hub event:
+//! `{"records":[{"category":"kube-audit","properties":{"log":"<Event JSON>"},…},…]}`.
+//! Records of the configured audit categories are converted; other categories are skipped and
+//! counted; anything malformed is counted and logged, and never stops the rest of the batch.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::audit::{AuditEvent, EventError};
+use crate::redact::excerpt;
+
+/// Characters of bad input quoted in a log line.
+const EXCERPT_CHARS: usize = 120;
+
+/// What conversion saw, for the invocation summary.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ConvertTally {
+    /// Event Hub events read.
+    pub bodies: u64,
+    /// Event Hub events that were not a diagnostic envelope at all.
+    pub malformed_bodies: u64,
+    /// Records found in the envelopes.
+    pub records: u64,
+    /// Records turned into audit Events.
+    pub converted: u64,
+    /// Records of other categories, by category.
+    pub skipped: BTreeMap<String, u64>,
+    /// Records of an audit category whose log is not a valid Event, or with no category.
+    pub malformed_records: u64,
+}
+
+impl ConvertTally {
+    /// Records skipped for their category, all categories together.
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+}
+
+/// Where a body came from, for log lines.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyOrigin {
+    /// Index of the event in the invocation.
+    pub index: usize,
+    /// Its Event Hub sequence number, when the host sent it.
+    pub sequence_number: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    records: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Record<'a> {
+    #[serde(borrow, default)]
+    category: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    properties: Option<Properties<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Properties<'a> {
+    #[serde(borrow, default)]
+    log: Option<&'a RawValue>,
+}
+
+/// Why a record could not be converted.
+#[derive(Debug, thiserror::Error)]
+enum RecordError {
+    #[error("the record is not a JSON object with a category: {0}")]
+    Shape(String),
+    #[error("the record has no category")]
+    NoCategory,
+    #[error("the record has no properties.log")]
+    NoLog,
+    #[error("properties.log is neither a string nor an object")]
+    LogType,
+    #[error("properties.log is not a valid audit Event: {0}")]
+    Event(#[from] EventError),
+}
+
+/// Converts one Event Hub event body, appending its audit Events to `out`.
+pub fn convert_body(
+    body: &[u8],
+    origin: BodyOrigin,
+    categories: &BTreeSet<String>,
+    out: &mut Vec<AuditEvent>,
+    tally: &mut ConvertTally,
+) {
+    tally.bodies += 1;
+    let envelope: Envelope<'_> = match serde_json::from_slice(body) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            tally.malformed_bodies += 1;
+            tracing::warn!(
+                index = origin.index,
+                sequence_number = origin.sequence_number,
+                %error,
+                excerpt = %excerpt(body, EXCERPT_CHARS),
+                "Skipping an event that is not a diagnostic-settings envelope."
+            );
+            return;
+        }
+    };
+    for (record_index, raw) in envelope.records.into_iter().enumerate() {
+        tally.records += 1;
+        match convert_record(raw, categories) {
+            Ok(event) => {
+                tally.converted += 1;
+                out.push(event);
+            }
+            Err(Skip(category)) => *tally.skipped.entry(category).or_default() += 1,
+            Err(Malformed(error, quoted)) => {
+                tally.malformed_records += 1;
+                tracing::warn!(
+                    index = origin.index,
+                    sequence_number = origin.sequence_number,
+                    record = record_index,
+                    %error,
+                    excerpt = %excerpt(quoted.unwrap_or(raw.get()).as_bytes(), EXCERPT_CHARS),
+                    "Skipping a malformed diagnostic record."
+                );
+            }
+        }
+    }
+}
+
+/// A record that yields no Event: another category (skipped) or broken (malformed).
+enum Outcome<'a> {
+    Skip(String),
+    /// The error, and the text to quote when it is not the whole record (the bad log).
+    Malformed(RecordError, Option<&'a str>),
+}
+use Outcome::{Malformed, Skip};
+
+fn convert_record<'a>(
+    raw: &'a RawValue,
+    categories: &BTreeSet<String>,
+) -> Result<AuditEvent, Outcome<'a>> {
+    let record: Record<'a> = serde_json::from_str(raw.get())
+        .map_err(|e| Malformed(RecordError::Shape(e.to_string()), None))?;
+    let category = match record.category.as_deref().map(str::trim) {
+        Some(c) if !c.is_empty() => c,
+        _ => return Err(Malformed(RecordError::NoCategory, None)),
+    };
+    let wanted = categories.contains(category)
+        || categories.iter().any(|c| c.eq_ignore_ascii_case(category));
+    if !wanted {
+        return Err(Skip(category.to_ascii_lowercase()));
+    }
+    let log = record
+        .properties
+        .and_then(|p| p.log)
+        .ok_or(Malformed(RecordError::NoLog, None))?;
+    let quoted = Some(log.get());
+    let event = match log.get().as_bytes().first() {
+        Some(b'"') => {
+            let text: Cow<'_, str> = serde_json::from_str(log.get())
+                .map_err(|e| Malformed(RecordError::Shape(e.to_string()), quoted))?;
+            AuditEvent::parse(&text)
+        }
+        Some(b'{') => AuditEvent::parse(log.get()),
+        _ => return Err(Malformed(RecordError::LogType, quoted)),
+    };
+    event.map_err(|e| Malformed(e.into(), quoted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::tests::event_json;
+    use serde_json::json;
+
+    fn categories() -> BTreeSet<String> {
+        ["kube-audit".to_string(), "kube-audit-admin".to_string()].into()
+    }
+
+    fn record(category: &str, log: serde_json::Value) -> serde_json::Value {
+        json!({
+            "operationName": "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read",
+            "category": category,
+            "resourceId": "/SUBSCRIPTIONS/0000/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/AKS1",
+            "properties": {"log": log, "stream": "stdout", "pod": "kube-apiserver-1"},
+            "time": "2026-11-23T07:00:00.0000000Z"
+        })
+    }
+
+    fn convert(body: &[u8]) -> (Vec<AuditEvent>, ConvertTally) {
+        let mut out = Vec::new();
+        let mut tally = ConvertTally::default();
+        let origin = BodyOrigin {
+            index: 0,
+            sequence_number: Some(7),
+        };
+        convert_body(body, origin, &categories(), &mut out, &mut tally);
+        (out, tally)
+    }
+
+    #[test]
+    fn both_audit_categories_convert_exactly() {
+        let a = event_json("id-a");
+        let b = event_json("id-b");
+        let body = json!({"records": [
+            record("kube-audit", json!(format!("{a}\n"))),
+            record("kube-audit-admin", json!(b)),
+        ]});
+        let (events, tally) = convert(body.to_string().as_bytes());
+        assert_eq!(
+            events.iter().map(AuditEvent::json).collect::<Vec<_>>(),
+            [a.as_str(), b.as_str()]
+        );
+        assert_eq!(
+            (tally.records, tally.converted, tally.malformed_records),
+            (2, 2, 0)
+        );
+    }
+
+    #[test]
+    fn a_log_that_is_already_an_object_is_accepted() {
+        let a = event_json("id-obj");
+        let body =
+            format!(r#"{{"records":[{{"category":"kube-audit","properties":{{"log":{a}}}}}]}}"#);
+        let (events, _) = convert(body.as_bytes());
+        assert_eq!(events[0].json(), a);
+    }
+
+    #[test]
+    fn other_categories_are_skipped_and_counted() {
+        let body = json!({"records": [
+            record("kube-apiserver", json!("I1123 07:00:00 plain text")),
+            record("guard", json!("{}")),
+            record("kube-apiserver", json!("another line")),
+            record("KUBE-AUDIT", json!(event_json("upper"))),
+        ]});
+        let (events, tally) = convert(body.to_string().as_bytes());
+        assert_eq!(events.len(), 1);
+        assert_eq!(tally.skipped.get("kube-apiserver"), Some(&2));
+        assert_eq!(tally.skipped.get("guard"), Some(&1));
+        assert_eq!(tally.skipped_total(), 3);
+    }
+
+    /// Each malformed record is counted and skipped; its neighbours still convert.
+    #[test]
+    fn malformed_records_never_sink_the_batch() {
+        let good = event_json("good");
+        let truncated = &good[..good.len() / 2];
+        let body = json!({"records": [
+            record("kube-audit", json!(truncated)),
+            record("kube-audit", json!("plain text, not JSON")),
+            record("kube-audit", json!(42)),
+            {"category": "kube-audit"},
+            {"category": "kube-audit", "properties": {}},
+            {"properties": {"log": good}},
+            "a string where a record belongs",
+            record("kube-audit", json!(good.replace("ResponseComplete", "Bogus"))),
+            record("kube-audit", json!(good)),
+        ]});
+        let (events, tally) = convert(body.to_string().as_bytes());
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].json(), good);
+        assert_eq!(tally.records, 9);
+        assert_eq!(tally.malformed_records, 8);
+        assert_eq!(tally.converted, 1);
+    }
+
+    #[test]
+    fn bodies_that_are_not_envelopes_are_counted() {
+        for body in [
+            &b"hello"[..],
+            b"{\"records\":5}",
+            b"[]",
+            b"{\"records\":[",
+            &[0xff, 0xfe],
+        ] {
+            let (events, tally) = convert(body);
+            assert!(events.is_empty());
+            assert_eq!((tally.bodies, tally.malformed_bodies), (1, 1), "{body:?}");
+        }
+        let (_, tally) = convert(br#"{"records":[]}"#);
+        assert_eq!(
+            (tally.bodies, tally.malformed_bodies, tally.records),
+            (1, 0, 0)
+        );
+    }
+}

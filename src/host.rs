@@ -1,0 +1,509 @@
+//! The Functions host's wire format: invocation requests in, invocation results out.
+//!
+//! The host POSTs `{"Data":{…},"Metadata":{…}}` (see `host-contract` §1.2–1.4 in the README's
+//! references). The Event Hub trigger value under `Data` arrives in one of several encodings,
+//! depending on `cardinality` and `dataType` in `function.json`; [`decode_invocation`] accepts
+//! all of them and yields the raw bytes of each Event Hub event, byte-exact where the host keeps
+//! them so (`binary`).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// One decoded invocation: the Event Hub event bodies and what the host told us about them.
+#[derive(Debug, Default)]
+pub struct Invocation {
+    /// The raw bytes of each Event Hub event, in partition order.
+    pub bodies: Vec<Vec<u8>>,
+    /// Where the events came from, for logs.
+    pub meta: InvocationMeta,
+}
+
+/// The parts of `Metadata` the handler uses. Every member is optional.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct InvocationMeta {
+    /// `PartitionContext.PartitionId`.
+    pub partition_id: Option<String>,
+    /// `PartitionContext.EventHubName`.
+    pub event_hub: Option<String>,
+    /// `PartitionContext.ConsumerGroup`.
+    pub consumer_group: Option<String>,
+    /// `SequenceNumberArray` (many) or `[SequenceNumber]` (one).
+    pub sequence_numbers: Vec<i64>,
+    /// First and last `EnqueuedTimeUtc[Array]` entries, as the host wrote them.
+    pub enqueued_first: Option<String>,
+    /// See `enqueued_first`.
+    pub enqueued_last: Option<String>,
+    /// `RetryContext.RetryCount`, present only when a retry policy is configured.
+    pub retry_count: Option<i64>,
+    /// `RetryContext.MaxRetryCount`.
+    pub max_retry_count: Option<i64>,
+}
+
+impl InvocationMeta {
+    /// Sequence number of the event at `index`, when the host sent them.
+    pub fn sequence_number(&self, index: usize) -> Option<i64> {
+        self.sequence_numbers.get(index).copied()
+    }
+}
+
+/// Why an invocation request could not be read at all. Answered with 400.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The body is not a JSON object with `Data`.
+    #[error("the invocation body is not a Functions host request: {0}")]
+    Envelope(String),
+    /// `Data` has no trigger value.
+    #[error("the invocation has no trigger data under `Data`")]
+    NoData,
+    /// The trigger value has a shape no host encoding produces.
+    #[error("the trigger data under `Data.{binding}` is not an Event Hub batch: {reason}")]
+    Data {
+        /// The binding name.
+        binding: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// The handler's answer to the host (`HttpScriptInvocationResult`).
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct InvocationResult {
+    /// Output bindings; the forwarder has none.
+    pub outputs: serde_json::Map<String, serde_json::Value>,
+    /// Lines the host writes to the function's log (discarded by the host on non-2xx).
+    pub logs: Vec<String>,
+    /// Always null.
+    pub return_value: Option<serde_json::Value>,
+    /// Set on failures, for whoever reads the body (the host does not).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+impl InvocationResult {
+    /// A result carrying `logs`, and `error` when the invocation failed.
+    pub fn new(logs: Vec<String>, error: Option<String>) -> Self {
+        Self {
+            outputs: serde_json::Map::new(),
+            logs,
+            return_value: None,
+            error,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Request<'a> {
+    #[serde(rename = "Data", alias = "data", borrow, default)]
+    data: Option<HashMap<String, &'a RawValue>>,
+    #[serde(rename = "Metadata", alias = "metadata", borrow, default)]
+    metadata: Option<HashMap<String, &'a RawValue>>,
+}
+
+/// Reads a host invocation request.
+///
+/// # Errors
+/// [`HostError`] when the body is not a host request or the trigger value has no known shape.
+/// Bad *event bodies* are not errors here: they are passed on and counted later.
+pub fn decode_invocation(body: &[u8]) -> Result<Invocation, HostError> {
+    let request: Request<'_> =
+        serde_json::from_slice(body).map_err(|e| HostError::Envelope(e.to_string()))?;
+    let meta = request
+        .metadata
+        .as_ref()
+        .map(decode_meta)
+        .unwrap_or_default();
+    let data = request.data.unwrap_or_default();
+    let (binding, raw) = pick_binding(&data).ok_or(HostError::NoData)?;
+    let bodies = decode_data(raw).map_err(|reason| HostError::Data {
+        binding: binding.to_string(),
+        reason,
+    })?;
+    Ok(Invocation { bodies, meta })
+}
+
+/// The trigger value: the only `Data` member, or `events` when there are several.
+fn pick_binding<'m, 'a>(
+    data: &'m HashMap<String, &'a RawValue>,
+) -> Option<(&'m str, &'a RawValue)> {
+    if data.len() == 1 {
+        return data.iter().next().map(|(k, v)| (k.as_str(), *v));
+    }
+    data.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("events"))
+        .map(|(k, v)| (k.as_str(), *v))
+}
+
+fn first_byte(text: &str) -> Option<u8> {
+    text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
+        .bytes()
+        .next()
+}
+
+/// Decodes the trigger value into event bodies. Shapes (host-contract §1.2):
+///
+/// | function.json | `Data.<name>` |
+/// |---|---|
+/// | many + binary | a string holding a JSON array of base64 strings |
+/// | many + string | a string holding a JSON array of body strings |
+/// | many + unset | a string holding a JSON array of parsed bodies |
+/// | one + string/unset | a string holding the body as a JSON string |
+/// | one + binary | a base64 string |
+///
+/// A structured array or object (no string wrapping) is accepted too.
+fn decode_data(raw: &RawValue) -> Result<Vec<Vec<u8>>, String> {
+    match first_byte(raw.get()) {
+        Some(b'"') => {
+            let text: String = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+            decode_text(&text)
+        }
+        Some(b'[') => decode_array(raw.get()),
+        Some(b'{') => Ok(vec![raw.get().as_bytes().to_vec()]),
+        Some(b'n') => Err("it is null".into()),
+        _ => Err("expected a string, an array or an object".into()),
+    }
+}
+
+/// The trigger value was a string: its text is a JSON array (many), a JSON string (one +
+/// string) or base64 (one + binary).
+fn decode_text(text: &str) -> Result<Vec<Vec<u8>>, String> {
+    match first_byte(text) {
+        Some(b'[') => decode_array(text),
+        Some(b'"') => {
+            let body: String = serde_json::from_str(text)
+                .map_err(|e| format!("a quoted single event that is not a JSON string: {e}"))?;
+            Ok(vec![body.into_bytes()])
+        }
+        Some(b'{') => Ok(vec![text.as_bytes().to_vec()]),
+        _ => Ok(vec![decode_element_text(text)]),
+    }
+}
+
+fn decode_array(text: &str) -> Result<Vec<Vec<u8>>, String> {
+    let items: Vec<&RawValue> =
+        serde_json::from_str(text).map_err(|e| format!("a batch that is not a JSON array: {e}"))?;
+    items.into_iter().map(decode_element).collect()
+}
+
+/// One element of a `many` batch: a base64 string (binary), a body string (string) or a parsed
+/// body (dataType unset).
+fn decode_element(raw: &RawValue) -> Result<Vec<u8>, String> {
+    if first_byte(raw.get()) == Some(b'"') {
+        let text: Cow<'_, str> = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+        Ok(decode_element_text(&text))
+    } else {
+        Ok(raw.get().as_bytes().to_vec())
+    }
+}
+
+/// A string element is base64 (`binary`) or the body itself (`string`). Every diagnostic
+/// envelope starts with `{`, which base64 never contains, so the two cannot be confused for
+/// any body the forwarder can use; text that is not valid base64 is passed on as it is and
+/// reported as malformed later.
+fn decode_element_text(text: &str) -> Vec<u8> {
+    if matches!(first_byte(text), Some(b'{' | b'[')) {
+        return text.as_bytes().to_vec();
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .unwrap_or_else(|_| text.as_bytes().to_vec())
+}
+
+/// A metadata value: the host writes scalars and arrays as JSON text inside a JSON string,
+/// and objects as objects. Accept both, and a bare string as a last resort.
+fn lenient<T: DeserializeOwned>(raw: &RawValue) -> Option<T> {
+    if first_byte(raw.get()) == Some(b'"') {
+        let text: String = serde_json::from_str(raw.get()).ok()?;
+        serde_json::from_str(&text)
+            .ok()
+            .or_else(|| serde_json::from_value(serde_json::Value::String(text)).ok())
+    } else {
+        serde_json::from_str(raw.get()).ok()
+    }
+}
+
+/// Case-insensitive lookup, as the host's binding data dictionary is.
+fn member<'a>(meta: &HashMap<String, &'a RawValue>, key: &str) -> Option<&'a RawValue> {
+    meta.get(key).copied().or_else(|| {
+        meta.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| *v)
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct PartitionContext {
+    partition_id: Option<String>,
+    event_hub_name: Option<String>,
+    consumer_group: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RetryContext {
+    retry_count: Option<i64>,
+    max_retry_count: Option<i64>,
+}
+
+/// A number that the host may have written as a number or as text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Number {
+    Int(i64),
+    Text(String),
+}
+
+impl Number {
+    fn value(&self) -> Option<i64> {
+        match self {
+            Self::Int(n) => Some(*n),
+            Self::Text(s) => s.trim().trim_matches('"').parse().ok(),
+        }
+    }
+}
+
+fn decode_meta(meta: &HashMap<String, &RawValue>) -> InvocationMeta {
+    let partition: PartitionContext = member(meta, "PartitionContext")
+        .or_else(|| member(meta, "TriggerPartitionContext"))
+        .and_then(lenient)
+        .unwrap_or_default();
+    let sequence_numbers = match member(meta, "SequenceNumberArray") {
+        Some(raw) => lenient::<Vec<Number>>(raw)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Number::value)
+            .collect(),
+        None => member(meta, "SequenceNumber")
+            .and_then(lenient::<Number>)
+            .and_then(|n| n.value())
+            .into_iter()
+            .collect(),
+    };
+    let enqueued: Vec<String> = match member(meta, "EnqueuedTimeUtcArray") {
+        Some(raw) => lenient(raw).unwrap_or_default(),
+        None => member(meta, "EnqueuedTimeUtc")
+            .and_then(lenient::<String>)
+            .into_iter()
+            .collect(),
+    };
+    let retry: RetryContext = member(meta, "RetryContext")
+        .and_then(lenient)
+        .unwrap_or_default();
+    InvocationMeta {
+        partition_id: partition.partition_id,
+        event_hub: partition.event_hub_name,
+        consumer_group: partition.consumer_group,
+        sequence_numbers,
+        enqueued_first: enqueued.first().cloned(),
+        enqueued_last: enqueued.last().cloned(),
+        retry_count: retry.retry_count,
+        max_retry_count: retry.max_retry_count,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const BODY_A: &str = r#"{"records":[{"category":"kube-audit"}]}"#;
+    const BODY_B: &str = "hello";
+
+    fn b64(s: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    fn request(data: serde_json::Value, metadata: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({"Data": {"events": data}, "Metadata": metadata})).unwrap()
+    }
+
+    fn bodies(data: serde_json::Value) -> Vec<Vec<u8>> {
+        decode_invocation(&request(data, json!({}))).unwrap().bodies
+    }
+
+    /// many + binary: a string holding a JSON array of base64 strings; bytes come back exact,
+    /// non-UTF-8 included.
+    #[test]
+    fn many_binary() {
+        let raw = [0xffu8, 0xfe, b'{'];
+        let inner = serde_json::to_string(&[b64(BODY_A.as_bytes()), b64(&raw)]).unwrap();
+        assert_eq!(
+            bodies(json!(inner)),
+            vec![BODY_A.as_bytes().to_vec(), raw.to_vec()]
+        );
+    }
+
+    /// many + string: a string holding a JSON array of body strings.
+    #[test]
+    fn many_string() {
+        let inner = serde_json::to_string(&[BODY_A, BODY_B]).unwrap();
+        assert_eq!(
+            bodies(json!(inner)),
+            vec![BODY_A.as_bytes().to_vec(), BODY_B.as_bytes().to_vec()]
+        );
+    }
+
+    /// many + dataType unset: a string holding an array of re-serialised JSON bodies.
+    #[test]
+    fn many_unset_objects() {
+        let inner = r#"[{"records":[]},{"records":[{"a":1}]}]"#;
+        assert_eq!(
+            bodies(json!(inner)),
+            vec![
+                br#"{"records":[]}"#.to_vec(),
+                br#"{"records":[{"a":1}]}"#.to_vec()
+            ]
+        );
+    }
+
+    /// one + string (or unset): the body as a JSON string inside the string.
+    #[test]
+    fn one_string() {
+        let inner = serde_json::to_string(BODY_A).unwrap();
+        assert_eq!(bodies(json!(inner)), vec![BODY_A.as_bytes().to_vec()]);
+        let inner = serde_json::to_string(BODY_B).unwrap();
+        assert_eq!(bodies(json!(inner)), vec![BODY_B.as_bytes().to_vec()]);
+    }
+
+    /// one + binary: plain base64, not double-encoded.
+    #[test]
+    fn one_binary() {
+        assert_eq!(
+            bodies(json!(b64(BODY_A.as_bytes()))),
+            vec![BODY_A.as_bytes().to_vec()]
+        );
+    }
+
+    /// A structured array (no string wrapping) of strings or objects, for robustness.
+    #[test]
+    fn structured_array() {
+        let got = bodies(json!([b64(BODY_A.as_bytes()), {"records": []}, BODY_A]));
+        assert_eq!(
+            got,
+            vec![
+                BODY_A.as_bytes().to_vec(),
+                br#"{"records":[]}"#.to_vec(),
+                BODY_A.as_bytes().to_vec()
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_batch_is_not_an_error() {
+        assert!(bodies(json!("[]")).is_empty());
+        assert!(bodies(json!([])).is_empty());
+    }
+
+    /// Text that is neither JSON nor base64 is passed on for the converter to count.
+    #[test]
+    fn undecodable_element_is_kept_for_counting() {
+        let inner = serde_json::to_string(&["not base64 !"]).unwrap();
+        assert_eq!(bodies(json!(inner)), vec![b"not base64 !".to_vec()]);
+    }
+
+    #[test]
+    fn binding_name_is_free_when_alone_and_events_when_not() {
+        let body = serde_json::to_vec(&json!({"Data": {"auditBatch": "[]"}})).unwrap();
+        assert!(decode_invocation(&body).unwrap().bodies.is_empty());
+        let body =
+            serde_json::to_vec(&json!({"Data": {"other": 1, "Events": "[\"e30=\"]"}})).unwrap();
+        assert_eq!(
+            decode_invocation(&body).unwrap().bodies,
+            vec![b"{}".to_vec()]
+        );
+    }
+
+    #[test]
+    fn envelope_errors() {
+        assert!(matches!(
+            decode_invocation(b"nope"),
+            Err(HostError::Envelope(_))
+        ));
+        assert!(matches!(
+            decode_invocation(b"[1]"),
+            Err(HostError::Envelope(_))
+        ));
+        assert!(matches!(decode_invocation(b"{}"), Err(HostError::NoData)));
+        assert!(matches!(
+            decode_invocation(br#"{"Data":{"a":1,"b":2}}"#),
+            Err(HostError::NoData)
+        ));
+        let err = decode_invocation(br#"{"Data":{"events":42}}"#).unwrap_err();
+        assert!(err.to_string().contains("Data.events"), "{err}");
+        let err = decode_invocation(br#"{"Data":{"events":"[1,"}}"#).unwrap_err();
+        assert!(matches!(err, HostError::Data { .. }), "{err}");
+    }
+
+    /// Metadata as the host writes it for `many`: arrays as JSON text in strings, partition
+    /// context as an object, unknown keys ignored.
+    #[test]
+    fn metadata_many() {
+        let meta = json!({
+            "PartitionContext": {"IsCheckpointingAfterInvocation": true, "EventHubName": "aks-audit",
+                                 "ConsumerGroup": "forwarder", "PartitionId": "3"},
+            "SequenceNumberArray": "[4211,4212]",
+            "EnqueuedTimeUtcArray": "[\"2026-08-01T12:00:00.123\",\"2026-08-01T12:00:00.456\"]",
+            "RetryContext": {"RetryCount": 2, "MaxRetryCount": -1, "Exception": null},
+            "SomethingNew": "[1,2,3]",
+            "sys": {"MethodName": "EventHubForwarder"}
+        });
+        let inv = decode_invocation(&request(json!("[]"), meta)).unwrap();
+        assert_eq!(
+            inv.meta,
+            InvocationMeta {
+                partition_id: Some("3".into()),
+                event_hub: Some("aks-audit".into()),
+                consumer_group: Some("forwarder".into()),
+                sequence_numbers: vec![4211, 4212],
+                enqueued_first: Some("2026-08-01T12:00:00.123".into()),
+                enqueued_last: Some("2026-08-01T12:00:00.456".into()),
+                retry_count: Some(2),
+                max_retry_count: Some(-1),
+            }
+        );
+    }
+
+    /// Metadata for `one`: scalars double-encoded, keys in any case, older builds without
+    /// `PartitionContext` but with `TriggerPartitionContext`.
+    #[test]
+    fn metadata_one_and_quirks() {
+        let meta = json!({
+            "triggerPartitionContext": {"PartitionId": "0"},
+            "sequencenumber": "4212",
+            "EnqueuedTimeUtc": "2026-08-01T12:00:00",
+            "Offset": "\"8589934704\""
+        });
+        let inv = decode_invocation(&request(json!("\"{}\""), meta)).unwrap();
+        assert_eq!(inv.meta.partition_id.as_deref(), Some("0"));
+        assert_eq!(inv.meta.sequence_numbers, vec![4212]);
+        assert_eq!(
+            inv.meta.enqueued_first.as_deref(),
+            Some("2026-08-01T12:00:00")
+        );
+        assert_eq!(inv.meta.sequence_number(0), Some(4212));
+        assert_eq!(inv.meta.sequence_number(1), None);
+    }
+
+    /// Missing or garbled metadata never fails an invocation.
+    #[test]
+    fn metadata_missing_or_garbled() {
+        let inv = decode_invocation(br#"{"Data":{"events":"[]"}}"#).unwrap();
+        assert_eq!(inv.meta, InvocationMeta::default());
+        let meta = json!({"PartitionContext": "not json", "SequenceNumberArray": "[x]",
+                          "EnqueuedTimeUtcArray": 7, "RetryContext": []});
+        let inv = decode_invocation(&request(json!("[]"), meta)).unwrap();
+        assert_eq!(inv.meta, InvocationMeta::default());
+    }
+
+    #[test]
+    fn result_shape_is_what_the_host_reads() {
+        let text = serde_json::to_string(&InvocationResult::new(vec!["x".into()], None)).unwrap();
+        assert_eq!(text, r#"{"Outputs":{},"Logs":["x"],"ReturnValue":null}"#);
+    }
+}

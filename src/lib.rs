@@ -1,0 +1,47 @@
+//! aks-audit-forwarder: an Azure Functions custom handler that turns AKS control-plane audit
+//! logs, streamed by a diagnostic setting to an Event Hub, into `audit.k8s.io/v1` Events and
+//! delivers them to a Kubernetes audit webhook (Sysdig, Falco, any `audit.k8s.io` receiver),
+//! with nothing lost.
+//!
+//! # Layout
+//!
+//! The data moves through one representation per module:
+//! host request → event bodies → diagnostic records → audit Events → webhook batches.
+//!
+//! - [`config`]: environment → validated [`Config`]; every error names its variable.
+//! - [`host`]: the Functions host's wire format; decodes every `Data` encoding and the
+//!   `Metadata` the logs use; the [`InvocationResult`] answer.
+//! - [`diagnostics`]: diagnostic-settings envelopes → audit Events, by category; counts and
+//!   skips anything malformed.
+//! - [`audit`]: the validated [`AuditEvent`] (kept as its original JSON text) and the
+//!   `EventList` / `Event` encodings.
+//! - [`batch`]: splits Events into batches bounded by count and bytes.
+//! - [`retry`]: retry classification, backoff and the deadline-bounded retry loop.
+//! - [`webhook`]: the HTTP client for one audit webhook.
+//! - [`pipeline`]: one invocation end to end, and its [`Summary`].
+//! - [`app`]: the HTTP routes the host calls; the only place statuses are chosen.
+//! - [`telemetry`]: log setup for the host's stdout/stderr capture.
+//! - [`redact`]: keeps credentials out of logs and errors.
+//! - [`receiver`]: a local audit webhook receiver (demo, tests, checking a deployment).
+//! - [`hostsim`]: a stand-in for the Functions host that builds and sends invocations.
+//! - [`demo`]: the `demo` and `replay` commands.
+
+pub mod app;
+pub mod audit;
+pub mod batch;
+pub mod config;
+pub mod demo;
+pub mod diagnostics;
+pub mod host;
+pub mod hostsim;
+pub mod pipeline;
+pub mod receiver;
+pub mod redact;
+pub mod retry;
+pub mod telemetry;
+pub mod webhook;
+
+pub use audit::AuditEvent;
+pub use config::Config;
+pub use host::InvocationResult;
+pub use pipeline::{Forwarder, Summary};

@@ -1,0 +1,348 @@
+//! A local audit webhook receiver: what Sysdig's `:7765/k8s_audit` or Falco's `k8s-audit`
+//! endpoint would see, for the demo, for tests and for checking a real deployment.
+//!
+//! It accepts what those receivers accept (an `EventList`, a single `Event`, or a JSON array of
+//! Events, on any path), refuses what they refuse (a body that is not JSON, a non-JSON content
+//! type, an Event without `stageTimestamp`: the whole payload, as Sysdig does), and keeps every
+//! accepted Event. A script of canned answers (`503`, `429` with `Retry-After`, a hang) can be
+//! queued ahead of normal service to exercise the forwarder's retries.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A canned answer, served in queue order before normal service resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scripted {
+    /// Answer this status without reading the payload.
+    Status(u16),
+    /// Answer this status with `Retry-After: <seconds>`.
+    RetryAfter(u16, u64),
+    /// Wait this long, then serve normally (a receiver slower than the forwarder's timeout).
+    Delay(Duration),
+}
+
+impl std::str::FromStr for Scripted {
+    type Err = String;
+
+    /// `503`, `429:2` (status with Retry-After seconds) or `sleep:5s`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Some(d) = s.strip_prefix("sleep:") {
+            return humantime::parse_duration(d)
+                .map(Self::Delay)
+                .map_err(|e| format!("{s:?}: {e}"));
+        }
+        let status = |t: &str| {
+            t.parse::<u16>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+                .ok_or_else(|| format!("{s:?}: expected an HTTP status such as 503"))
+        };
+        match s.split_once(':') {
+            Some((code, secs)) => Ok(Self::RetryAfter(
+                status(code)?,
+                secs.parse()
+                    .map_err(|_| format!("{s:?}: Retry-After must be whole seconds"))?,
+            )),
+            None => Ok(Self::Status(status(s)?)),
+        }
+    }
+}
+
+/// One accepted POST.
+#[derive(Debug, Clone)]
+pub struct ReceivedBatch {
+    /// The request path.
+    pub path: String,
+    /// `EventList`, `Event` or `array`.
+    pub shape: &'static str,
+    /// The Events, as parsed JSON.
+    pub events: Vec<Value>,
+}
+
+/// Counters over everything received so far.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReceiverStats {
+    /// POSTs accepted.
+    pub batches: u64,
+    /// Events accepted.
+    pub events: u64,
+    /// Accepted Events whose `(auditID, stage)` was seen before.
+    pub duplicates: u64,
+    /// POSTs refused as malformed (400).
+    pub refused: u64,
+    /// Canned failures served from the script.
+    pub scripted_failures: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    batches: Vec<ReceivedBatch>,
+    seen: HashSet<(String, String)>,
+    stats: ReceiverStats,
+    script: VecDeque<Scripted>,
+    out: Option<std::fs::File>,
+}
+
+/// Shared receiver state.
+#[derive(Clone, Default)]
+pub struct Receiver {
+    inner: Arc<Mutex<Inner>>,
+    verbose: bool,
+}
+
+impl Receiver {
+    /// A receiver that keeps what it gets in memory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Also prints one line per accepted POST.
+    pub fn verbose(mut self) -> Self {
+        self.verbose = true;
+        self
+    }
+
+    /// Also appends every accepted Event to `file` as one JSON line.
+    pub fn with_output(self, file: std::fs::File) -> Self {
+        self.lock().out = Some(file);
+        self
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues canned answers ahead of normal service.
+    pub fn push_script(&self, items: impl IntoIterator<Item = Scripted>) {
+        self.lock().script.extend(items);
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ReceiverStats {
+        self.lock().stats.clone()
+    }
+
+    /// Every accepted POST so far.
+    pub fn batches(&self) -> Vec<ReceivedBatch> {
+        self.lock().batches.clone()
+    }
+
+    /// Every accepted Event so far, in arrival order.
+    pub fn events(&self) -> Vec<Value> {
+        self.lock()
+            .batches
+            .iter()
+            .flat_map(|b| b.events.iter().cloned())
+            .collect()
+    }
+
+    /// The router, to mount on any listener.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .fallback(any(receive))
+            .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
+            .with_state(self.clone())
+    }
+
+    /// Binds `addr` and serves in the background until the handle is stopped or dropped.
+    ///
+    /// # Errors
+    /// When `addr` cannot be bound.
+    pub async fn start(&self, addr: SocketAddr) -> std::io::Result<RunningReceiver> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let router = self.router();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(RunningReceiver {
+            addr,
+            receiver: self.clone(),
+            stop: Some(stop),
+            task,
+        })
+    }
+}
+
+/// A receiver serving in the background.
+pub struct RunningReceiver {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state.
+    pub receiver: Receiver,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl RunningReceiver {
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops accepting, lets open requests finish, and waits.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for RunningReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn refuse(receiver: &Receiver, message: String) -> Response {
+    receiver.lock().stats.refused += 1;
+    if receiver.verbose {
+        println!("receiver: refused a POST: {message}");
+    }
+    (StatusCode::BAD_REQUEST, message).into_response()
+}
+
+async fn receive(
+    State(receiver): State<Receiver>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let next = receiver.lock().script.pop_front();
+    match next {
+        Some(Scripted::Status(code)) => return scripted(&receiver, code, None),
+        Some(Scripted::RetryAfter(code, secs)) => return scripted(&receiver, code, Some(secs)),
+        Some(Scripted::Delay(d)) => tokio::time::sleep(d).await,
+        None => {}
+    }
+
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    if !json_type {
+        return refuse(&receiver, "Content-Type must be application/json".into());
+    }
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return refuse(&receiver, format!("Malformed JSON: {e}")),
+    };
+    let (shape, events) = match value {
+        Value::Array(items) => ("array", items),
+        Value::Object(ref o) if o.get("kind").and_then(Value::as_str) == Some("EventList") => {
+            match o.get("items") {
+                Some(Value::Array(items)) => ("EventList", items.clone()),
+                _ => return refuse(&receiver, "EventList without items".into()),
+            }
+        }
+        Value::Object(_) => ("Event", vec![value]),
+        _ => {
+            return refuse(
+                &receiver,
+                "expected an Event, an EventList or an array".into(),
+            )
+        }
+    };
+    for (i, event) in events.iter().enumerate() {
+        if event.get("kind").and_then(Value::as_str) != Some("Event") {
+            return refuse(&receiver, format!("item {i}: kind is not Event"));
+        }
+        if event
+            .get("stageTimestamp")
+            .and_then(Value::as_str)
+            .is_none()
+        {
+            return refuse(&receiver, format!("item {i}: no stageTimestamp"));
+        }
+    }
+
+    let mut inner = receiver.lock();
+    for event in &events {
+        let key = (
+            event["auditID"].as_str().unwrap_or_default().to_string(),
+            event["stage"].as_str().unwrap_or_default().to_string(),
+        );
+        if !inner.seen.insert(key) {
+            inner.stats.duplicates += 1;
+        }
+        if let Some(out) = inner.out.as_mut() {
+            let _ = writeln!(out, "{event}");
+        }
+    }
+    inner.stats.batches += 1;
+    inner.stats.events += events.len() as u64;
+    if receiver.verbose {
+        println!(
+            "receiver: {} {} with {} event(s) on {}",
+            shape,
+            if shape == "EventList" {
+                "batch"
+            } else {
+                "payload"
+            },
+            events.len(),
+            uri.path()
+        );
+    }
+    inner.batches.push(ReceivedBatch {
+        path: uri.path().to_string(),
+        shape,
+        events,
+    });
+    StatusCode::OK.into_response()
+}
+
+fn scripted(receiver: &Receiver, code: u16, retry_after: Option<u64>) -> Response {
+    receiver.lock().stats.scripted_failures += 1;
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if receiver.verbose {
+        println!("receiver: answering {status} as scripted");
+    }
+    let mut response = (status, format!("scripted {code}")).into_response();
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, secs.into());
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_syntax() {
+        assert_eq!("503".parse(), Ok(Scripted::Status(503)));
+        assert_eq!("429:2".parse(), Ok(Scripted::RetryAfter(429, 2)));
+        assert_eq!(
+            "sleep:1500ms".parse(),
+            Ok(Scripted::Delay(Duration::from_millis(1500)))
+        );
+        assert!("5033".parse::<Scripted>().is_err());
+        assert!("429:x".parse::<Scripted>().is_err());
+        assert!("sleep:forever".parse::<Scripted>().is_err());
+    }
+}

@@ -1,0 +1,386 @@
+//! When to retry a webhook POST, how long to wait, and the bounded retry loop.
+//!
+//! Classification is kept apart from the mechanism, as in Vector's HTTP sink: 408, 429 and
+//! 5xx (but 501) and transport errors are worth another try; other statuses are final. The loop
+//! retries with capped exponential backoff and jitter, honours `Retry-After`, gives each attempt
+//! its own timeout and never runs past the invocation's deadline.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use tokio::time::Instant;
+
+use crate::config::RetrySettings;
+
+/// What one attempt's result calls for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryAction {
+    /// Delivered.
+    Successful,
+    /// A failure that a later attempt may not repeat.
+    Retry {
+        /// Why, for the logs.
+        reason: Cow<'static, str>,
+        /// The receiver's `Retry-After`, if it sent one.
+        after: Option<Duration>,
+    },
+    /// A failure that the same request will always meet.
+    DontRetry {
+        /// Why, for the logs.
+        reason: Cow<'static, str>,
+    },
+}
+
+/// The final result of delivering one batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The receiver answered 2xx.
+    Delivered {
+        /// Attempts made, the successful one included.
+        attempts: u32,
+    },
+    /// The receiver refused the batch for good (a 4xx other than 408/429).
+    Rejected {
+        /// Why.
+        reason: Cow<'static, str>,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// Still failing when the deadline came: the invocation must be retried.
+    Failed {
+        /// The last failure.
+        reason: Cow<'static, str>,
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+/// Classifies an HTTP status. `detail` (e.g. a body excerpt) is appended to the reason.
+pub fn classify_status(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    detail: &str,
+) -> RetryAction {
+    if status.is_success() {
+        return RetryAction::Successful;
+    }
+    let reason: Cow<'static, str> = if detail.is_empty() {
+        format!("HTTP {status}").into()
+    } else {
+        format!("HTTP {status}: {detail}").into()
+    };
+    match status {
+        StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => RetryAction::Retry {
+            reason,
+            after: retry_after,
+        },
+        StatusCode::NOT_IMPLEMENTED => RetryAction::DontRetry { reason },
+        s if s.is_server_error() => RetryAction::Retry {
+            reason,
+            after: retry_after,
+        },
+        _ => RetryAction::DontRetry { reason },
+    }
+}
+
+/// Classifies a transport error. The URL is stripped from the message: it may hold
+/// credentials.
+pub fn classify_error(error: reqwest::Error) -> RetryAction {
+    let builder = error.is_builder();
+    let reason: Cow<'static, str> = format!("{:#}", anyhow::Error::new(error.without_url())).into();
+    if builder {
+        RetryAction::DontRetry { reason }
+    } else {
+        RetryAction::Retry {
+            reason,
+            after: None,
+        }
+    }
+}
+
+/// Reads `Retry-After`: delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Exponential backoff from `initial`, doubling to `max`, with "equal jitter": each delay is
+/// drawn from `[d/2, d]`, so retries spread out but never collapse to zero.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// Starts at `initial`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self { next: initial, max }
+    }
+
+    /// The next delay.
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self.next.min(self.max);
+        self.next = self.next.saturating_mul(2).min(self.max);
+        let half = ceiling / 2;
+        let spread = u64::try_from((ceiling - half).as_micros()).unwrap_or(u64::MAX);
+        half + Duration::from_micros(fastrand::u64(0..=spread))
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or `deadline` would pass before the next
+/// try. Each attempt is cut off after `settings.attempt_timeout` or at the deadline, whichever
+/// is sooner.
+pub async fn run<F, Fut>(settings: &RetrySettings, deadline: Instant, mut attempt: F) -> Delivery
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = RetryAction>,
+{
+    let mut backoff = Backoff::new(settings.initial_backoff, settings.max_backoff);
+    let mut attempts = 0;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Delivery::Failed {
+                reason: "the delivery deadline passed before the batch could be sent".into(),
+                attempts,
+            };
+        }
+        let limit = settings.attempt_timeout.min(deadline - now);
+        attempts += 1;
+        let (reason, after) = match tokio::time::timeout(limit, attempt()).await {
+            Ok(RetryAction::Successful) => return Delivery::Delivered { attempts },
+            Ok(RetryAction::DontRetry { reason }) => {
+                return Delivery::Rejected { reason, attempts }
+            }
+            Ok(RetryAction::Retry { reason, after }) => (reason, after),
+            Err(_) => (
+                format!("no answer within {}", humantime::format_duration(limit)).into(),
+                None,
+            ),
+        };
+        let delay = after.unwrap_or_else(|| backoff.next_delay());
+        if Instant::now() + delay >= deadline {
+            return Delivery::Failed { reason, attempts };
+        }
+        tracing::warn!(
+            attempt = attempts,
+            %reason,
+            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "Webhook delivery failed; retrying."
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn status_table() {
+        let retry = [408, 429, 500, 502, 503, 504, 599];
+        let final_ = [400, 401, 403, 404, 409, 413, 422, 501];
+        for code in retry {
+            let s = StatusCode::from_u16(code).unwrap();
+            assert!(
+                matches!(classify_status(s, None, ""), RetryAction::Retry { .. }),
+                "{code}"
+            );
+        }
+        for code in final_ {
+            let s = StatusCode::from_u16(code).unwrap();
+            assert!(
+                matches!(classify_status(s, None, ""), RetryAction::DontRetry { .. }),
+                "{code}"
+            );
+        }
+        for code in [200, 201, 202, 204] {
+            let s = StatusCode::from_u16(code).unwrap();
+            assert_eq!(classify_status(s, None, ""), RetryAction::Successful);
+        }
+        let after = Some(Duration::from_secs(3));
+        assert_eq!(
+            classify_status(StatusCode::TOO_MANY_REQUESTS, after, "slow down"),
+            RetryAction::Retry {
+                reason: "HTTP 429 Too Many Requests: slow down".into(),
+                after
+            }
+        );
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    /// Delays double from the initial value to the cap, each jittered within [d/2, d].
+    #[test]
+    fn backoff_is_capped_and_jittered_within_bounds() {
+        let initial = Duration::from_millis(100);
+        let max = Duration::from_secs(2);
+        for _ in 0..200 {
+            let mut b = Backoff::new(initial, max);
+            let mut ceiling = initial;
+            for _ in 0..12 {
+                let d = b.next_delay();
+                assert!(
+                    d >= ceiling / 2 && d <= ceiling,
+                    "{d:?} not in [{:?}, {ceiling:?}]",
+                    ceiling / 2
+                );
+                ceiling = (ceiling * 2).min(max);
+            }
+        }
+    }
+
+    fn settings(timeout_ms: u64) -> RetrySettings {
+        RetrySettings {
+            attempt_timeout: Duration::from_millis(timeout_ms),
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(4),
+        }
+    }
+
+    /// Replays a script of results, one per attempt, counting attempts.
+    fn scripted(
+        script: Vec<RetryAction>,
+    ) -> (
+        Arc<AtomicU32>,
+        impl FnMut() -> std::future::Ready<RetryAction>,
+    ) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let counter = calls.clone();
+        let f = move || {
+            let i = counter.fetch_add(1, Ordering::SeqCst) as usize;
+            std::future::ready(script.get(i).cloned().unwrap_or(RetryAction::Successful))
+        };
+        (calls, f)
+    }
+
+    fn transient() -> RetryAction {
+        RetryAction::Retry {
+            reason: "HTTP 503".into(),
+            after: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_then_success() {
+        let (calls, f) = scripted(vec![transient(), transient()]);
+        let start = Instant::now();
+        let got = run(&settings(1000), start + Duration::from_secs(60), f).await;
+        assert_eq!(got, Delivery::Delivered { attempts: 3 });
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // Two backoffs: [250, 500] ms then [500, 1000] ms.
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(750) && waited <= Duration::from_millis(1500),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_failure_is_not_retried() {
+        let (calls, f) = scripted(vec![RetryAction::DontRetry {
+            reason: "HTTP 400".into(),
+        }]);
+        let got = run(&settings(1000), Instant::now() + Duration::from_secs(60), f).await;
+        assert_eq!(
+            got,
+            Delivery::Rejected {
+                reason: "HTTP 400".into(),
+                attempts: 1
+            }
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// Always failing: gives up before the deadline, never after it.
+    #[tokio::test(start_paused = true)]
+    async fn deadline_bounds_the_loop() {
+        let (calls, f) = scripted(vec![transient(); 1000]);
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(20);
+        let got = run(&settings(1000), deadline, f).await;
+        assert!(matches!(got, Delivery::Failed { .. }), "{got:?}");
+        assert!(Instant::now() <= deadline);
+        let n = calls.load(Ordering::SeqCst);
+        // 0.5 + 1 + 2 + 4 + 4 … seconds (jittered down to half): between 5 and 12 attempts fit.
+        assert!((5..=12).contains(&n), "{n} attempts");
+    }
+
+    /// A hanging receiver: each attempt is cut at the per-attempt timeout.
+    #[tokio::test(start_paused = true)]
+    async fn attempt_timeout_applies() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let counter = calls.clone();
+        let start = Instant::now();
+        let got = run(&settings(2000), start + Duration::from_secs(7), move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<RetryAction>()
+        })
+        .await;
+        match got {
+            Delivery::Failed { reason, attempts } => {
+                // The last attempt may be cut shorter, by the deadline.
+                assert!(reason.contains("no answer within"), "{reason}");
+                assert_eq!(attempts, calls.load(Ordering::SeqCst));
+                // 2 s + backoff + 2 s + backoff + what is left of 7 s.
+                assert_eq!(attempts, 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(start.elapsed() <= Duration::from_secs(7));
+    }
+
+    /// `Retry-After` is honoured instead of the backoff, and a wait past the deadline ends
+    /// the loop at once.
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured() {
+        let slow = RetryAction::Retry {
+            reason: "HTTP 429".into(),
+            after: Some(Duration::from_secs(3)),
+        };
+        let (_, f) = scripted(vec![slow.clone()]);
+        let start = Instant::now();
+        let got = run(&settings(1000), start + Duration::from_secs(60), f).await;
+        assert_eq!(got, Delivery::Delivered { attempts: 2 });
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+
+        let (_, f) = scripted(vec![RetryAction::Retry {
+            reason: "HTTP 429".into(),
+            after: Some(Duration::from_secs(120)),
+        }]);
+        let start = Instant::now();
+        let got = run(&settings(1000), start + Duration::from_secs(60), f).await;
+        assert!(
+            matches!(got, Delivery::Failed { attempts: 1, .. }),
+            "{got:?}"
+        );
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+}

@@ -1,0 +1,320 @@
+//! Delivery to a real receiver that fails on cue: retries, deadlines, redelivery, load.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use aks_audit_forwarder::hostsim::{build_request, Shape, SimPartition};
+use aks_audit_forwarder::receiver::{Receiver, Scripted};
+
+use crate::helpers::*;
+
+/// A flaky receiver (503, 503, then 200): the batch is retried and delivered, the host gets 200.
+#[tokio::test]
+async fn flaky_sink_is_retried_until_delivered() {
+    let receiver = start_receiver().await;
+    receiver
+        .receiver
+        .push_script([Scripted::Status(503), Scripted::Status(503)]);
+    let handler = spawn_handler(&[("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit"))]).await;
+    let (bodies, expected) = audit_bodies("flaky", 2, 5, 0);
+    let request = build_request(
+        Shape::ManyBinary,
+        &bodies,
+        &mut SimPartition::new("0"),
+        None,
+    )
+    .unwrap();
+    let answer = handler
+        .host
+        .invoke("EventHubForwarder", request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let stats = receiver.receiver.stats();
+    assert_eq!(stats.scripted_failures, 2);
+    assert_eq!(stats.batches, 1);
+    assert_same_events(receiver.receiver.events(), &expected);
+    assert!(answer.body.contains("attempts=3"), "{}", answer.body);
+}
+
+/// The receiver is down: the handler answers 500 once the delivery deadline passes (not
+/// later), and the host's retry, sent with a `RetryContext` once the receiver is up,
+/// delivers everything.
+#[tokio::test]
+async fn sink_down_fails_within_deadline_then_redelivery_succeeds() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/k8s_audit");
+    let handler = spawn_handler(&[
+        ("AUDIT_WEBHOOK_URL", &url),
+        ("AUDIT_DELIVERY_DEADLINE", "2s"),
+        ("AUDIT_WEBHOOK_TIMEOUT", "1s"),
+    ])
+    .await;
+    let (bodies, expected) = audit_bodies("down", 3, 2, 0);
+    let mut partition = SimPartition::new("3");
+
+    let started = Instant::now();
+    let request = build_request(Shape::ManyBinary, &bodies, &mut partition, Some(0)).unwrap();
+    let answer = handler
+        .host
+        .invoke("EventHubForwarder", request)
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(answer.status, 500, "{}", answer.body);
+    assert_eq!(answer.content_type.as_deref(), Some("application/json"));
+    assert!(answer.body.contains("failed=6"), "{}", answer.body);
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+
+    let receiver = Receiver::new()
+        .start(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .await
+        .expect("receiver on the same port");
+    partition.next_sequence = 0;
+    let request = build_request(Shape::ManyBinary, &bodies, &mut partition, Some(1)).unwrap();
+    let answer = handler
+        .host
+        .invoke("EventHubForwarder", request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.contains("retry=1"), "{}", answer.body);
+    assert_same_events(receiver.receiver.events(), &expected);
+}
+
+/// A 429 with `Retry-After: 1` is honoured: the next attempt waits at least a second.
+#[tokio::test]
+async fn too_many_requests_honours_retry_after() {
+    let receiver = start_receiver().await;
+    receiver
+        .receiver
+        .push_script([Scripted::RetryAfter(429, 1)]);
+    let handler = spawn_handler(&[("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit"))]).await;
+    let (bodies, expected) = audit_bodies("busy", 1, 3, 0);
+    let request = build_request(
+        Shape::ManyBinary,
+        &bodies,
+        &mut SimPartition::new("0"),
+        None,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let answer = handler
+        .host
+        .invoke("EventHubForwarder", request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // The configured backoff is 50 ms; only Retry-After explains a wait of a second.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_same_events(receiver.receiver.events(), &expected);
+}
+
+/// A permanent 400 is not retried: counted as rejected, logged, and answered 200 so the
+/// partition moves on.
+#[tokio::test]
+async fn permanent_rejection_is_not_retried() {
+    let receiver = start_receiver().await;
+    receiver.receiver.push_script([Scripted::Status(400)]);
+    let handler = spawn_handler(&[("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit"))]).await;
+    let (bodies, _) = audit_bodies("poison", 1, 2, 0);
+    let request = build_request(
+        Shape::ManyBinary,
+        &bodies,
+        &mut SimPartition::new("0"),
+        None,
+    )
+    .unwrap();
+    let answer = handler
+        .host
+        .invoke("EventHubForwarder", request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.contains("rejected=2"), "{}", answer.body);
+    assert!(answer.body.contains("attempts=1"), "{}", answer.body);
+    assert_eq!(receiver.receiver.stats().events, 0);
+    assert!(handler.log().contains("refused a batch for good"));
+}
+
+/// A receiver slower than `AUDIT_WEBHOOK_TIMEOUT`: the attempt is cut and retried.
+#[tokio::test]
+async fn slow_sink_hits_the_attempt_timeout_and_is_retried() {
+    let receiver = start_receiver().await;
+    receiver
+        .receiver
+        .push_script([Scripted::Delay(Duration::from_secs(3))]);
+    let handler = spawn_handler(&[
+        ("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit")),
+        ("AUDIT_WEBHOOK_TIMEOUT", "500ms"),
+    ])
+    .await;
+    let (bodies, expected) = audit_bodies("slow", 1, 2, 0);
+    let request = build_request(
+        Shape::ManyBinary,
+        &bodies,
+        &mut SimPartition::new("0"),
+        None,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let answer = handler
+        .host
+        .invoke("EventHubForwarder", request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // The cut attempt may still land once the receiver wakes: at-least-once, same Events.
+    let mut events = receiver.receiver.events();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    events = if receiver.receiver.events().len() > events.len() {
+        let all = receiver.receiver.events();
+        assert_eq!(receiver.receiver.stats().duplicates, 2);
+        all[..2].to_vec()
+    } else {
+        events
+    };
+    assert_same_events(events, &expected);
+}
+
+/// `AUDIT_WEBHOOK_FORMAT=event`: one bare Event per POST; batching by count and bytes
+/// otherwise.
+#[tokio::test]
+async fn event_format_and_batch_bounds() {
+    let receiver = start_receiver().await;
+    let handler = spawn_handler(&[
+        ("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit")),
+        ("AUDIT_WEBHOOK_FORMAT", "event"),
+    ])
+    .await;
+    let (bodies, expected) = audit_bodies("single", 2, 3, 0);
+    let request = build_request(
+        Shape::ManyBinary,
+        &bodies,
+        &mut SimPartition::new("0"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        handler
+            .host
+            .invoke("EventHubForwarder", request)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let batches = receiver.receiver.batches();
+    assert_eq!(batches.len(), 6);
+    assert!(batches
+        .iter()
+        .all(|b| b.shape == "Event" && b.events.len() == 1));
+    assert_same_events(receiver.receiver.events(), &expected);
+    drop(handler);
+
+    let receiver = start_receiver().await;
+    let handler = spawn_handler(&[
+        ("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit")),
+        ("AUDIT_BATCH_MAX_EVENTS", "4"),
+    ])
+    .await;
+    let (bodies, expected) = audit_bodies("four", 3, 3, 0);
+    let request = build_request(
+        Shape::ManyBinary,
+        &bodies,
+        &mut SimPartition::new("0"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        handler
+            .host
+            .invoke("EventHubForwarder", request)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let mut sizes: Vec<usize> = receiver
+        .receiver
+        .batches()
+        .iter()
+        .map(|b| b.events.len())
+        .collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![1, 4, 4]);
+    assert_same_events(receiver.receiver.events(), &expected);
+}
+
+/// The largest batch the host sends: 100 Event Hub events of about 1 MiB each (≈140 MiB
+/// once base64-encoded), all delivered in batches under the byte bound.
+#[tokio::test]
+async fn hundred_one_mib_events() {
+    let receiver = start_receiver().await;
+    let handler = spawn_handler(&[("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit"))]).await;
+    // 10 records of ~100 KiB per event: ~1 MiB per event.
+    let (bodies, expected) = audit_bodies("mib", 100, 10, 100 * 1024);
+    let total: usize = bodies.iter().map(Vec::len).sum();
+    assert!(total > 100 * 1000 * 1024, "{total}");
+    let request = build_request(
+        Shape::ManyBinary,
+        &bodies,
+        &mut SimPartition::new("0"),
+        None,
+    )
+    .unwrap();
+    drop(bodies);
+    assert!(request.len() > 130 * 1024 * 1024, "{}", request.len());
+    let answer = handler
+        .host
+        .invoke("EventHubForwarder", request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(receiver.receiver.stats().events, 1000);
+    assert!(receiver.receiver.stats().batches >= 10);
+    assert_same_events(receiver.receiver.events(), &expected);
+}
+
+/// Eight partitions post at once, as a host owning eight partitions does.
+#[tokio::test]
+async fn eight_partitions_at_once() {
+    let receiver = start_receiver().await;
+    let handler = spawn_handler(&[("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit"))]).await;
+    let mut expected = Vec::new();
+    let mut tasks = Vec::new();
+    for p in 0..8 {
+        let (bodies, events) = audit_bodies(&format!("p{p}"), 20, 10, 200);
+        expected.extend(events);
+        let host = handler.host.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut partition = SimPartition::new(p.to_string());
+            let mut statuses = Vec::new();
+            for chunk in bodies.chunks(10) {
+                let request =
+                    build_request(Shape::ManyBinary, chunk, &mut partition, None).unwrap();
+                statuses.push(
+                    host.invoke("EventHubForwarder", request)
+                        .await
+                        .unwrap()
+                        .status,
+                );
+            }
+            statuses
+        }));
+    }
+    for task in tasks {
+        assert!(task.await.unwrap().iter().all(|s| *s == 200));
+    }
+    assert_eq!(receiver.receiver.stats().duplicates, 0);
+    assert_same_events(receiver.receiver.events(), &expected);
+}
