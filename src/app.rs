@@ -103,7 +103,7 @@ async fn run_invocation(
 
     let worker = forwarder.clone();
     let converted = tokio::task::spawn_blocking(move || {
-        decode_invocation(&bytes).map(|invocation| worker.convert(invocation))
+        decode_invocation(bytes).map(|invocation| worker.convert(invocation))
     })
     .await;
     let converted = match converted {
