@@ -350,9 +350,8 @@ mod tests {
         }
         let text = vec![br#"{"records":[]}"#.to_vec(), b"hello".to_vec()];
         let mut p = SimPartition::new("0");
-        let inv =
-            decode_invocation(build_request(Shape::ManyString, &text, &mut p, None).unwrap())
-                .unwrap();
+        let inv = decode_invocation(build_request(Shape::ManyString, &text, &mut p, None).unwrap())
+            .unwrap();
         assert_eq!(inv.bodies, text);
         for shape in [Shape::OneString, Shape::OneBinary] {
             let mut p = SimPartition::new("0");
