@@ -53,9 +53,22 @@ param aksResourceGroup string = resourceGroup().name
 @description('Also stream the kube-audit category (every request, get and list included: much more volume). kube-audit-admin is always streamed.')
 param includeKubeAudit bool = false
 
-@description('AUDIT_WEBHOOK_URL: where the audit Events go, e.g. http://10.240.0.100:7765/k8s_audit. Secure because it may carry credentials.')
+@description('AUDIT_WEBHOOK_URL: where the audit Events go, e.g. http://10.240.0.100:7765/k8s_audit. Secure because it may carry credentials. Leave empty only when auditRoutes is set.')
 @secure()
-param auditWebhookUrl string
+param auditWebhookUrl string = ''
+
+@description('AUDIT_ROUTES: routes from clusters to webhooks, as an inline YAML or JSON document (see the README). Empty: every cluster goes to auditWebhookUrl.')
+param auditRoutes string = ''
+
+@description('AUDIT_POLICY: an audit.k8s.io/v1 Policy applied to every Event, inline YAML or JSON. Empty: Events pass unchanged.')
+param auditPolicy string = ''
+
+@description('AUDIT_CLUSTER_ANNOTATIONS: on adds the source cluster as annotations to every Event; off forwards Events untouched.')
+@allowed([
+  'on'
+  'off'
+])
+param auditClusterAnnotations string = 'on'
 
 @description('AUDIT_WEBHOOK_FORMAT: eventlist (as kube-apiserver sends) or event (one Event per POST).')
 @allowed([
@@ -287,6 +300,18 @@ var appSettings = [
   {
     name: 'AUDIT_WEBHOOK_URL'
     value: auditWebhookUrl
+  }
+  {
+    name: 'AUDIT_ROUTES'
+    value: auditRoutes
+  }
+  {
+    name: 'AUDIT_POLICY'
+    value: auditPolicy
+  }
+  {
+    name: 'AUDIT_CLUSTER_ANNOTATIONS'
+    value: auditClusterAnnotations
   }
   {
     name: 'AUDIT_WEBHOOK_FORMAT'

@@ -119,12 +119,14 @@ async fn run_invocation(
         }
     };
 
-    let delivery = forwarder.deliver(&converted.events, deadline).await;
+    let (delivery, per_route) = forwarder.deliver(&converted.routed, deadline).await;
     let summary = Summary {
         invocation_id,
         meta: converted.meta,
         convert: converted.tally,
+        routing: converted.routing,
         delivery,
+        per_route,
         duration: started.elapsed(),
     };
     let line = summary.to_string();

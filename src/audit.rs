@@ -5,10 +5,12 @@
 //! re-serialised, so unknown fields, key order and timestamp precision survive untouched.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use crate::config::WebhookFormat;
+use crate::routes::ClusterId;
 
 /// The API version of every Event the forwarder sends.
 pub const API_VERSION: &str = "audit.k8s.io/v1";
@@ -19,10 +21,11 @@ pub const EVENT_LIST_PREFIX: &str =
 /// End of an `EventList` body.
 pub const EVENT_LIST_SUFFIX: &str = "]}";
 
-/// A validated audit Event, held as its original JSON text.
+/// A validated audit Event, held as its original JSON text, with the cluster it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
     json: Box<str>,
+    cluster: Option<Arc<ClusterId>>,
 }
 
 impl AuditEvent {
@@ -62,7 +65,29 @@ impl AuditEvent {
             .ok_or(EventError::Missing("stageTimestamp"))?;
         time::OffsetDateTime::parse(&stamp, &time::format_description::well_known::Rfc3339)
             .map_err(|_| EventError::Timestamp(stamp.to_string()))?;
-        Ok(Self { json: json.into() })
+        Ok(Self {
+            json: json.into(),
+            cluster: None,
+        })
+    }
+
+    /// The same Event with different text, produced by an edit of this validated Event.
+    pub(crate) fn with_json(&self, json: String) -> Self {
+        Self {
+            json: json.into(),
+            cluster: self.cluster.clone(),
+        }
+    }
+
+    /// Records the cluster the Event came from.
+    pub fn with_cluster(mut self, cluster: Arc<ClusterId>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The cluster the Event came from, when its record named one.
+    pub fn cluster(&self) -> Option<&Arc<ClusterId>> {
+        self.cluster.as_ref()
     }
 
     /// The Event's JSON text, exactly as received (trimmed).

@@ -5,12 +5,17 @@
 //! leave this module: [`Config`] holds typed, validated values only.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::time::Duration;
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use secrecy::SecretString;
 use url::Url;
 
+use crate::policy::Policy;
 use crate::redact::redact_url;
+use crate::routes::{parse_routes, Bearer, Destination, Matcher, RouteConfig};
 
 /// The settings this module reads, with their defaults, in the order the README documents them.
 pub mod vars {
@@ -36,6 +41,16 @@ pub mod vars {
     pub const RETRY_MAX_BACKOFF: &str = "AUDIT_RETRY_MAX_BACKOFF";
     /// Largest invocation body the handler accepts.
     pub const MAX_BODY_BYTES: &str = "AUDIT_MAX_BODY_BYTES";
+    /// Bearer token sent to `AUDIT_WEBHOOK_URL` (may be a Key Vault reference).
+    pub const WEBHOOK_BEARER_TOKEN: &str = "AUDIT_WEBHOOK_BEARER_TOKEN";
+    /// An audit Policy file (YAML or JSON), relative to the app root allowed.
+    pub const POLICY_FILE: &str = "AUDIT_POLICY_FILE";
+    /// An audit Policy inline (YAML or JSON).
+    pub const POLICY: &str = "AUDIT_POLICY";
+    /// Routes (YAML or JSON) mapping clusters to webhooks: a file name, or the document inline.
+    pub const ROUTES: &str = "AUDIT_ROUTES";
+    /// `on` (default) or `off`: cluster annotations on every Event.
+    pub const CLUSTER_ANNOTATIONS: &str = "AUDIT_CLUSTER_ANNOTATIONS";
 }
 
 /// Default diagnostic categories that carry audit Events.
@@ -109,12 +124,15 @@ pub struct RetrySettings {
 }
 
 /// The validated handler configuration.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Config {
-    /// Where Events go. May carry credentials in its user-info, so `Debug` shows it redacted.
-    pub webhook_url: Url,
-    /// How Events are wrapped.
-    pub format: WebhookFormat,
+    /// Where Events go: the routes from `AUDIT_ROUTES`, or one catch-all route to
+    /// `AUDIT_WEBHOOK_URL`. `Debug` shows URLs redacted and tokens hidden.
+    pub routes: Vec<RouteConfig>,
+    /// The Policy applied to routes that have none of their own.
+    pub policy: Option<Arc<Policy>>,
+    /// Whether every Event gets its cluster's annotations.
+    pub cluster_annotations: bool,
     /// Lower-cased categories whose records carry audit Events.
     pub categories: BTreeSet<String>,
     /// Maximum Events in one POST.
@@ -129,22 +147,6 @@ pub struct Config {
     pub retry: RetrySettings,
     /// Largest invocation body accepted.
     pub max_body_bytes: usize,
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("webhook_url", &redact_url(&self.webhook_url))
-            .field("format", &self.format)
-            .field("categories", &self.categories)
-            .field("batch_max_events", &self.batch_max_events)
-            .field("batch_max_bytes", &self.batch_max_bytes)
-            .field("delivery_deadline", &self.delivery_deadline)
-            .field("concurrency", &self.concurrency)
-            .field("retry", &self.retry)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .finish()
-    }
 }
 
 impl Config {
@@ -163,8 +165,11 @@ impl Config {
     /// The first variable that is missing or invalid.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let base = get("FUNCTIONS_APP_ROOT_PATH")
+            .map(PathBuf::from)
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_default();
 
-        let webhook_url = parse_webhook_url(get(vars::WEBHOOK_URL))?;
         let format = match get(vars::WEBHOOK_FORMAT) {
             None => WebhookFormat::EventList,
             Some(v) => WebhookFormat::parse(&v).ok_or_else(|| ConfigError::Invalid {
@@ -234,9 +239,100 @@ impl Config {
             64 * 1024,
         )?;
 
+        let policy = match (get(vars::POLICY_FILE), get(vars::POLICY)) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    var: vars::POLICY,
+                    value: "<inline policy>".into(),
+                    reason: format!("set {} or {}, not both", vars::POLICY_FILE, vars::POLICY),
+                })
+            }
+            (Some(file), None) => Some(Arc::new(
+                Policy::from_file(&base.join(file.trim())).map_err(|e| ConfigError::Invalid {
+                    var: vars::POLICY_FILE,
+                    value: file.clone(),
+                    reason: e.to_string(),
+                })?,
+            )),
+            (None, Some(text)) => Some(Arc::new(Policy::parse(&text, vars::POLICY).map_err(
+                |e| ConfigError::Invalid {
+                    var: vars::POLICY,
+                    value: "<inline policy>".into(),
+                    reason: e.to_string(),
+                },
+            )?)),
+            (None, None) => None,
+        };
+        let cluster_annotations = match get(vars::CLUSTER_ANNOTATIONS)
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("on" | "true" | "1") => true,
+            Some("off" | "false" | "0") => false,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    var: vars::CLUSTER_ANNOTATIONS,
+                    value: other.into(),
+                    reason: "expected on or off".into(),
+                })
+            }
+        };
+        let routes = match get(vars::ROUTES) {
+            Some(file) => {
+                if get(vars::WEBHOOK_URL).is_some() {
+                    return Err(ConfigError::Invalid {
+                        var: vars::ROUTES,
+                        value: file,
+                        reason: format!(
+                            "set {} or {}, not both: give the catch-all webhook a route of its own",
+                            vars::WEBHOOK_URL,
+                            vars::ROUTES
+                        ),
+                    });
+                }
+                let invalid = |reason: String| ConfigError::Invalid {
+                    var: vars::ROUTES,
+                    value: if is_inline(&file) {
+                        "<inline routes>".into()
+                    } else {
+                        file.clone()
+                    },
+                    reason,
+                };
+                let (text, dir) = if is_inline(&file) {
+                    (file.clone(), base.clone())
+                } else {
+                    let path = base.join(file.trim());
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+                    (
+                        text,
+                        path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                    )
+                };
+                let dir = dir.as_path();
+                parse_routes(&text, dir, &|name| get(name)).map_err(invalid)?
+            }
+            None => {
+                let url = parse_webhook_url(get(vars::WEBHOOK_URL))?;
+                let bearer = get(vars::WEBHOOK_BEARER_TOKEN).map(|t| Bearer(SecretString::from(t)));
+                vec![RouteConfig {
+                    name: "default".into(),
+                    matcher: Matcher::default(),
+                    destination: Some(Destination {
+                        url,
+                        format,
+                        policy: None,
+                        bearer,
+                    }),
+                }]
+            }
+        };
+
         Ok(Self {
-            webhook_url,
-            format,
+            routes,
+            policy,
+            cluster_annotations,
             categories,
             batch_max_events,
             batch_max_bytes,
@@ -250,6 +346,12 @@ impl Config {
             max_body_bytes,
         })
     }
+}
+
+/// An inline YAML or JSON document rather than a file name.
+fn is_inline(value: &str) -> bool {
+    let v = value.trim_start();
+    v.starts_with('{') || v.starts_with("routes:") || v.contains('\n')
 }
 
 fn parse_webhook_url(value: Option<String>) -> Result<Url, ConfigError> {
@@ -383,11 +485,18 @@ mod tests {
 
     const URL: (&str, &str) = (vars::WEBHOOK_URL, "http://127.0.0.1:7765/k8s_audit");
 
+    fn format_of(c: &Config) -> WebhookFormat {
+        c.routes[0].destination.as_ref().unwrap().format
+    }
+
     /// Only the webhook URL is required; everything else has the documented default.
     #[test]
     fn defaults() {
         let c = config(&[URL]).unwrap();
-        assert_eq!(c.format, WebhookFormat::EventList);
+        assert_eq!(format_of(&c), WebhookFormat::EventList);
+        assert_eq!(c.routes.len(), 1);
+        assert!(c.policy.is_none());
+        assert!(c.cluster_annotations);
         assert_eq!(
             c.categories.iter().collect::<Vec<_>>(),
             ["kube-audit", "kube-audit-admin"]
@@ -415,7 +524,7 @@ mod tests {
     #[test]
     fn blank_values_count_as_unset() {
         let c = config(&[URL, (vars::WEBHOOK_FORMAT, "  ")]).unwrap();
-        assert_eq!(c.format, WebhookFormat::EventList);
+        assert_eq!(format_of(&c), WebhookFormat::EventList);
     }
 
     #[test]
@@ -433,6 +542,10 @@ mod tests {
             (vars::WEBHOOK_CONCURRENCY, "65"),
             (vars::RETRY_INITIAL_BACKOFF, "-1s"),
             (vars::MAX_BODY_BYTES, "1KiB"),
+            (vars::CLUSTER_ANNOTATIONS, "maybe"),
+            (vars::POLICY, "kind: Policy"),
+            (vars::POLICY_FILE, "/nonexistent/policy.yaml"),
+            (vars::ROUTES, "/nonexistent/routes.yaml"),
         ];
         for (var, value) in cases {
             let err = config(&[URL, (var, value)]).unwrap_err();
@@ -442,6 +555,75 @@ mod tests {
             }
             assert!(err.to_string().starts_with(var), "{err}");
         }
+    }
+
+    /// A policy file is found relative to the app root, and a bad one names file and line.
+    #[test]
+    fn policy_file_relative_to_app_root() {
+        let dir = std::env::temp_dir().join(format!("aaf-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("good.yaml"),
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("bad.yaml"),
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Loud\n",
+        )
+        .unwrap();
+        let root = dir.to_str().unwrap();
+        let c = config(&[
+            URL,
+            ("FUNCTIONS_APP_ROOT_PATH", root),
+            (vars::POLICY_FILE, "good.yaml"),
+        ])
+        .unwrap();
+        assert!(c.policy.is_some());
+        let err = config(&[
+            URL,
+            ("FUNCTIONS_APP_ROOT_PATH", root),
+            (vars::POLICY_FILE, "bad.yaml"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("AUDIT_POLICY_FILE=\"bad.yaml\" is invalid"),
+            "{err}"
+        );
+        assert!(
+            err.contains("bad.yaml: ") && err.contains("line 4"),
+            "{err}"
+        );
+        let err = config(&[URL, (vars::POLICY_FILE, "a"), (vars::POLICY, "b")]).unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn routes_replace_the_single_url() {
+        let dir = std::env::temp_dir().join(format!("aaf-routes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("routes.yaml"),
+            "routes:\n- name: all\n  webhook: {url: 'http://127.0.0.1:1/'}\n",
+        )
+        .unwrap();
+        let root = dir.to_str().unwrap();
+        let c = config(&[
+            ("FUNCTIONS_APP_ROOT_PATH", root),
+            (vars::ROUTES, "routes.yaml"),
+        ])
+        .unwrap();
+        assert_eq!(c.routes[0].name, "all");
+        let err = config(&[
+            URL,
+            ("FUNCTIONS_APP_ROOT_PATH", root),
+            (vars::ROUTES, "routes.yaml"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -466,7 +648,7 @@ mod tests {
             (vars::CATEGORIES, "Kube-Audit-Admin"),
         ])
         .unwrap();
-        assert_eq!(c.format, WebhookFormat::Event);
+        assert_eq!(format_of(&c), WebhookFormat::Event);
         assert_eq!(c.batch_max_bytes, 512 * 1024);
         assert_eq!(c.retry.attempt_timeout, Duration::from_millis(500));
         assert_eq!(c.delivery_deadline, Duration::from_secs(120));
@@ -505,6 +687,10 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains(secret), "{shown}");
         assert!(shown.contains("audit.example"), "{shown}");
+
+        let c = config(&[URL, (vars::WEBHOOK_BEARER_TOKEN, secret)]).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains(secret), "{shown}");
 
         let err = config(&[(vars::WEBHOOK_URL, "ftp://user:s3cr3t-pa55@h/")]).unwrap_err();
         assert!(!err.to_string().contains(secret), "{err}");

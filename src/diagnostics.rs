@@ -7,12 +7,14 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::audit::{AuditEvent, EventError};
 use crate::redact::excerpt;
+use crate::routes::ClusterId;
 
 /// Characters of bad input quoted in a log line.
 const EXCERPT_CHARS: usize = 120;
@@ -60,6 +62,8 @@ struct Envelope<'a> {
 struct Record<'a> {
     #[serde(borrow, default)]
     category: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "resourceId")]
+    resource_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     properties: Option<Properties<'a>>,
 }
@@ -108,12 +112,24 @@ pub fn convert_body(
             return;
         }
     };
+    // Records of one envelope nearly always share a cluster: parse its id once.
+    let mut cluster: Option<Arc<ClusterId>> = None;
     for (record_index, raw) in envelope.records.into_iter().enumerate() {
         tally.records += 1;
         match convert_record(raw, categories) {
-            Ok(event) => {
+            Ok((event, resource_id)) => {
                 tally.converted += 1;
-                out.push(event);
+                let id = resource_id.as_deref().unwrap_or("");
+                let same = cluster
+                    .as_ref()
+                    .is_some_and(|c| c.resource_id.eq_ignore_ascii_case(id.trim()));
+                if !same {
+                    cluster = Some(Arc::new(ClusterId::parse(id)));
+                }
+                match &cluster {
+                    Some(c) => out.push(event.with_cluster(c.clone())),
+                    None => out.push(event),
+                }
             }
             Err(Skip(category)) => *tally.skipped.entry(category).or_default() += 1,
             Err(Malformed(error, quoted)) => {
@@ -142,7 +158,7 @@ use Outcome::{Malformed, Skip};
 fn convert_record<'a>(
     raw: &'a RawValue,
     categories: &BTreeSet<String>,
-) -> Result<AuditEvent, Outcome<'a>> {
+) -> Result<(AuditEvent, Option<Cow<'a, str>>), Outcome<'a>> {
     let record: Record<'a> = serde_json::from_str(raw.get())
         .map_err(|e| Malformed(RecordError::Shape(e.to_string()), None))?;
     let category = match record.category.as_deref().map(str::trim) {
@@ -156,6 +172,7 @@ fn convert_record<'a>(
     }
     let log = record
         .properties
+        .as_ref()
         .and_then(|p| p.log)
         .ok_or(Malformed(RecordError::NoLog, None))?;
     let quoted = Some(log.get());
@@ -168,7 +185,9 @@ fn convert_record<'a>(
         Some(b'{') => AuditEvent::parse(log.get()),
         _ => return Err(Malformed(RecordError::LogType, quoted)),
     };
-    event.map_err(|e| Malformed(e.into(), quoted))
+    event
+        .map(|e| (e, record.resource_id))
+        .map_err(|e| Malformed(e.into(), quoted))
 }
 
 #[cfg(test)]

@@ -15,6 +15,10 @@
 //!   skips anything malformed.
 //! - [`audit`]: the validated [`AuditEvent`] (kept as its original JSON text) and the
 //!   `EventList` / `Event` encodings.
+//! - [`policy`]: the `audit.k8s.io/v1` Policy, evaluated as kube-apiserver does and applied
+//!   to recorded Events.
+//! - [`routes`]: routes from clusters (`resourceId`) to webhooks; cluster annotations.
+//! - [`jsonedit`]: byte-preserving edits of Event JSON for the two modules above.
 //! - [`batch`]: splits Events into batches bounded by count and bytes.
 //! - [`retry`]: retry classification, backoff and the deadline-bounded retry loop.
 //! - [`webhook`]: the HTTP client for one audit webhook.
@@ -34,10 +38,13 @@ pub mod demo;
 pub mod diagnostics;
 pub mod host;
 pub mod hostsim;
+pub mod jsonedit;
 pub mod pipeline;
+pub mod policy;
 pub mod receiver;
 pub mod redact;
 pub mod retry;
+pub mod routes;
 pub mod telemetry;
 pub mod webhook;
 

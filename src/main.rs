@@ -149,8 +149,8 @@ async fn serve() -> anyhow::Result<()> {
         .with_context(|| format!("binding 127.0.0.1:{port}"))?;
     tracing::info!(
         port,
-        webhook = %forwarder.webhook().shown_url(),
-        format = ?forwarder.config().format,
+        routes = %forwarder.describe_routes(),
+        policy = forwarder.config().policy.is_some(),
         "Handler ready."
     );
     app::serve(listener, forwarder, shutdown_signal()).await?;

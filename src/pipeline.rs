@@ -10,28 +10,59 @@ use tokio::time::Instant;
 
 use crate::audit::{encode, AuditEvent};
 use crate::batch::{plan, BatchLimits};
-use crate::config::Config;
+use crate::config::{Config, WebhookFormat};
 use crate::diagnostics::{convert_body, BodyOrigin, ConvertTally};
 use crate::host::{Invocation, InvocationMeta};
+use crate::policy::Policy;
 use crate::retry::Delivery;
+use crate::routes::{annotate, Matcher};
 use crate::webhook::Webhook;
+
+/// A route with its client built.
+#[derive(Debug)]
+struct ActiveRoute {
+    name: String,
+    matcher: Matcher,
+    /// `None`: Events of this route are dropped and counted.
+    target: Option<Target>,
+}
+
+#[derive(Debug)]
+struct Target {
+    webhook: Webhook,
+    format: WebhookFormat,
+    policy: Option<Arc<Policy>>,
+}
 
 /// Everything one invocation needs, shared by all invocations.
 #[derive(Debug)]
 pub struct Forwarder {
     config: Config,
-    webhook: Webhook,
+    routes: Vec<ActiveRoute>,
 }
 
-/// Events converted from one invocation, ready for delivery.
+/// Events converted from one invocation, filtered and sorted by route, ready for delivery.
 #[derive(Debug)]
 pub struct Converted {
-    /// The Events, in partition order.
-    pub events: Vec<AuditEvent>,
+    /// The Events for each route, in partition order (index = route order).
+    pub routed: Vec<Vec<AuditEvent>>,
     /// What conversion saw.
     pub tally: ConvertTally,
+    /// What routing and the Policy did.
+    pub routing: RoutingTally,
     /// Where they came from.
     pub meta: InvocationMeta,
+}
+
+/// Events that conversion produced but that are not delivered, by reason.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RoutingTally {
+    /// Dropped by the audit Policy (level `None` or an omitted stage).
+    pub policy_dropped: u64,
+    /// Taken by a route that drops.
+    pub route_dropped: u64,
+    /// Matched by no route.
+    pub unrouted: u64,
 }
 
 /// Delivery counts of one invocation.
@@ -64,8 +95,12 @@ pub struct Summary {
     pub meta: InvocationMeta,
     /// Conversion counts.
     pub convert: ConvertTally,
-    /// Delivery counts.
+    /// What routing and the Policy did.
+    pub routing: RoutingTally,
+    /// Delivery counts, all routes together.
     pub delivery: DeliveryTally,
+    /// Delivery counts per route, when there is more than one route.
+    pub per_route: Vec<(String, DeliveryTally)>,
     /// Wall time of the invocation.
     pub duration: Duration,
 }
@@ -119,10 +154,22 @@ impl fmt::Display for Summary {
         }
         write!(
             f,
-            " malformed={} (events={} records={}) delivered={} batches={} rejected={} failed={} attempts={} duration_ms={}",
+            " malformed={} (events={} records={}) policy_dropped={}",
             c.malformed_bodies + c.malformed_records,
             c.malformed_bodies,
             c.malformed_records,
+            self.routing.policy_dropped,
+        )?;
+        if self.routing.unrouted > 0 || self.routing.route_dropped > 0 {
+            write!(
+                f,
+                " unrouted={} route_dropped={}",
+                self.routing.unrouted, self.routing.route_dropped
+            )?;
+        }
+        write!(
+            f,
+            " delivered={} batches={} rejected={} failed={} attempts={} duration_ms={}",
             d.delivered_events,
             d.delivered_batches,
             d.rejected_events,
@@ -130,6 +177,19 @@ impl fmt::Display for Summary {
             d.attempts,
             self.duration.as_millis()
         )?;
+        if self.per_route.len() > 1 {
+            let parts: Vec<String> = self
+                .per_route
+                .iter()
+                .map(|(name, t)| {
+                    format!(
+                        "{name}:delivered={},rejected={},failed={}",
+                        t.delivered_events, t.rejected_events, t.failed_events
+                    )
+                })
+                .collect();
+            write!(f, " routes=[{}]", parts.join(" "))?;
+        }
         if let Some(reason) = &d.last_failure {
             write!(f, " last_failure={reason:?}")?;
         }
@@ -137,14 +197,44 @@ impl fmt::Display for Summary {
     }
 }
 
+impl DeliveryTally {
+    fn add(&mut self, other: &Self) {
+        self.delivered_batches += other.delivered_batches;
+        self.delivered_events += other.delivered_events;
+        self.rejected_batches += other.rejected_batches;
+        self.rejected_events += other.rejected_events;
+        self.failed_batches += other.failed_batches;
+        self.failed_events += other.failed_events;
+        self.attempts += other.attempts;
+        if other.last_failure.is_some() {
+            self.last_failure.clone_from(&other.last_failure);
+        }
+    }
+}
+
 impl Forwarder {
-    /// Builds the shared state.
+    /// Builds the shared state: one HTTP client per route.
     ///
     /// # Errors
-    /// When the HTTP client cannot be built.
+    /// When an HTTP client cannot be built.
     pub fn new(config: Config) -> anyhow::Result<Arc<Self>> {
-        let webhook = Webhook::new(config.webhook_url.clone(), config.retry)?;
-        Ok(Arc::new(Self { config, webhook }))
+        let mut routes = Vec::new();
+        for route in &config.routes {
+            let target = match &route.destination {
+                None => None,
+                Some(d) => Some(Target {
+                    webhook: Webhook::new(d.url.clone(), config.retry, d.bearer.clone())?,
+                    format: d.format,
+                    policy: d.policy.clone().or_else(|| config.policy.clone()),
+                }),
+            };
+            routes.push(ActiveRoute {
+                name: route.name.clone(),
+                matcher: route.matcher.clone(),
+                target,
+            });
+        }
+        Ok(Arc::new(Self { config, routes }))
     }
 
     /// The validated configuration.
@@ -152,12 +242,21 @@ impl Forwarder {
         &self.config
     }
 
-    /// The webhook client.
-    pub fn webhook(&self) -> &Webhook {
-        &self.webhook
+    /// `name -> webhook` for each delivering route, URLs redacted.
+    pub fn describe_routes(&self) -> String {
+        let parts: Vec<String> = self
+            .routes
+            .iter()
+            .map(|r| match &r.target {
+                Some(t) => format!("{} -> {} ({:?})", r.name, t.webhook.shown_url(), t.format),
+                None => format!("{} -> drop", r.name),
+            })
+            .collect();
+        parts.join("; ")
     }
 
-    /// Converts every event body of an invocation. CPU-bound: run it off the async workers.
+    /// Converts every event body of an invocation, applies routes, the Policy and cluster
+    /// annotations. CPU-bound: run it off the async workers.
     pub fn convert(&self, invocation: Invocation) -> Converted {
         let Invocation { bodies, meta } = invocation;
         let mut events = Vec::new();
@@ -175,27 +274,105 @@ impl Forwarder {
                 &mut tally,
             );
         }
+
+        let mut routed: Vec<Vec<AuditEvent>> = self.routes.iter().map(|_| Vec::new()).collect();
+        let mut routing = RoutingTally::default();
+        let mut last: Option<(Arc<crate::routes::ClusterId>, Option<usize>)> = None;
+        let unknown = Arc::new(crate::routes::ClusterId::default());
+        for event in events {
+            let cluster = event.cluster().cloned().unwrap_or_else(|| unknown.clone());
+            let index = match &last {
+                Some((c, i)) if Arc::ptr_eq(c, &cluster) => *i,
+                _ => {
+                    let i = self.routes.iter().position(|r| r.matcher.matches(&cluster));
+                    last = Some((cluster.clone(), i));
+                    i
+                }
+            };
+            let Some(index) = index else {
+                routing.unrouted += 1;
+                continue;
+            };
+            let Some(target) = &self.routes[index].target else {
+                routing.route_dropped += 1;
+                continue;
+            };
+            let event = match &target.policy {
+                Some(policy) => match policy.apply(&event) {
+                    Some(e) => e,
+                    None => {
+                        routing.policy_dropped += 1;
+                        continue;
+                    }
+                },
+                None => event,
+            };
+            let event = if self.config.cluster_annotations && !cluster.resource_id.is_empty() {
+                annotate(&event, &cluster)
+            } else {
+                event
+            };
+            routed[index].push(event);
+        }
+        if routing.unrouted > 0 {
+            tracing::warn!(
+                events = routing.unrouted,
+                "Dropping Events of clusters that no route matches; add a catch-all route to keep them."
+            );
+        }
         Converted {
-            events,
+            routed,
             tally,
+            routing,
             meta,
         }
     }
 
+    /// Delivers each route's Events, routes in parallel. Returns only once every batch has a
+    /// final result: the total, and the tally of each route.
+    pub async fn deliver(
+        &self,
+        routed: &[Vec<AuditEvent>],
+        deadline: Instant,
+    ) -> (DeliveryTally, Vec<(String, DeliveryTally)>) {
+        let work = self
+            .routes
+            .iter()
+            .zip(routed)
+            .filter_map(|(route, events)| {
+                let target = route.target.as_ref()?;
+                Some(async move {
+                    let tally = self.deliver_route(target, events, deadline).await;
+                    (route.name.clone(), tally)
+                })
+            });
+        let per_route: Vec<(String, DeliveryTally)> = futures::future::join_all(work).await;
+        let mut total = DeliveryTally::default();
+        for (_, tally) in &per_route {
+            total.add(tally);
+        }
+        (total, per_route)
+    }
+
     /// Delivers `events` in bounded batches, at most `concurrency` at once, each retried until
-    /// `deadline`. Returns only once every batch has a final result.
-    pub async fn deliver(&self, events: &[AuditEvent], deadline: Instant) -> DeliveryTally {
+    /// `deadline`.
+    async fn deliver_route(
+        &self,
+        target: &Target,
+        events: &[AuditEvent],
+        deadline: Instant,
+    ) -> DeliveryTally {
         let limits = BatchLimits {
-            format: self.config.format,
+            format: target.format,
             max_events: self.config.batch_max_events,
             max_bytes: self.config.batch_max_bytes,
         };
-        let format = self.config.format;
+        let format = target.format;
         let results: Vec<(usize, Delivery)> = stream::iter(plan(events, limits))
             .map(|range| async move {
                 let batch = &events[range];
                 let body = encode(format, batch);
-                (batch.len(), self.webhook.deliver(body, deadline).await)
+                (batch.len(), target.webhook.deliver(body, deadline).await)
             })
             .buffer_unordered(self.config.concurrency)
             .collect()
@@ -217,7 +394,7 @@ impl Forwarder {
                     tracing::error!(
                         events = count,
                         %reason,
-                        webhook = %self.webhook.shown_url(),
+                        webhook = %target.webhook.shown_url(),
                         "The webhook refused a batch for good; its events are not retried."
                     );
                 }
@@ -228,7 +405,7 @@ impl Forwarder {
                     tracing::error!(
                         events = count,
                         %reason,
-                        webhook = %self.webhook.shown_url(),
+                        webhook = %target.webhook.shown_url(),
                         "A batch is still undelivered at the deadline; the invocation will fail so the host retries it."
                     );
                     tally.last_failure = Some(reason.into_owned());

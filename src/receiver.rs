@@ -133,6 +133,11 @@ impl Receiver {
         self.lock().script.extend(items);
     }
 
+    /// Drops the canned answers not served yet: normal service resumes.
+    pub fn clear_script(&self) {
+        self.lock().script.clear();
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> ReceiverStats {
         self.lock().stats.clone()

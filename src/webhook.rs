@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use tokio::time::Instant;
 use url::Url;
 
@@ -13,6 +13,7 @@ use crate::redact::{excerpt, redact_url};
 use crate::retry::{
     self, classify_error, classify_status, parse_retry_after, Delivery, RetryAction,
 };
+use crate::routes::Bearer;
 
 /// Bytes of an error response quoted in the logs (Vector quotes 1 KiB).
 const ERROR_BODY_CHARS: usize = 256;
@@ -25,6 +26,7 @@ pub struct Webhook {
     client: reqwest::Client,
     url: Url,
     retry: RetrySettings,
+    bearer: Option<Bearer>,
 }
 
 impl fmt::Debug for Webhook {
@@ -32,6 +34,7 @@ impl fmt::Debug for Webhook {
         f.debug_struct("Webhook")
             .field("url", &redact_url(&self.url))
             .field("retry", &self.retry)
+            .field("bearer", &self.bearer)
             .finish()
     }
 }
@@ -41,13 +44,18 @@ impl Webhook {
     ///
     /// # Errors
     /// When the TLS backend cannot start.
-    pub fn new(url: Url, retry: RetrySettings) -> anyhow::Result<Self> {
+    pub fn new(url: Url, retry: RetrySettings, bearer: Option<Bearer>) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("aks-audit-forwarder/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(retry.attempt_timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(Self { client, url, retry })
+        Ok(Self {
+            client,
+            url,
+            retry,
+            bearer,
+        })
     }
 
     /// The webhook URL, redacted for display.
@@ -61,13 +69,23 @@ impl Webhook {
     }
 
     async fn attempt(&self, body: Bytes) -> RetryAction {
-        let response = self
+        let mut request = self
             .client
             .post(self.url.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(body)
-            .send()
-            .await;
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(bearer) = &self.bearer {
+            let mut value = match HeaderValue::from_str(&bearer.header_value()) {
+                Ok(v) => v,
+                Err(_) => {
+                    return RetryAction::DontRetry {
+                        reason: "the bearer token is not a valid header value".into(),
+                    }
+                }
+            };
+            value.set_sensitive(true);
+            request = request.header(AUTHORIZATION, value);
+        }
+        let response = request.body(body).send().await;
         let mut response = match response {
             Ok(r) => r,
             Err(e) => return classify_error(e),

@@ -93,6 +93,8 @@ pub async fn spawn_handler(settings: &[(&str, &str)]) -> Handler {
         .env("AUDIT_RETRY_INITIAL_BACKOFF", "50ms")
         .env("AUDIT_RETRY_MAX_BACKOFF", "200ms")
         .env("AUDIT_DELIVERY_DEADLINE", "10s")
+        // Events compare byte for byte unless a test turns the cluster annotations on.
+        .env("AUDIT_CLUSTER_ANNOTATIONS", "off")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(append(&log))
@@ -148,12 +150,23 @@ pub fn audit_event(id: &str, pad: usize) -> String {
     .to_string()
 }
 
-/// One diagnostic record of `category` carrying `log`.
+/// The resource id Azure Monitor writes for cluster `name` (upper-cased, as it does).
+pub fn cluster_id(name: &str) -> String {
+    format!("/SUBSCRIPTIONS/0000/RESOURCEGROUPS/RG-{name}/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/{name}")
+        .to_uppercase()
+}
+
+/// One diagnostic record of `category` carrying `log`, from cluster AKS1.
 pub fn record(category: &str, log: &str) -> Value {
+    record_from(&cluster_id("aks1"), category, log)
+}
+
+/// One diagnostic record of `category` carrying `log`, from the cluster `resource_id`.
+pub fn record_from(resource_id: &str, category: &str, log: &str) -> Value {
     json!({
         "operationName": "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read",
         "category": category,
-        "resourceId": "/SUBSCRIPTIONS/0000/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/AKS1",
+        "resourceId": resource_id,
         "properties": {"log": format!("{log}\n"), "stream": "stdout", "pod": "kube-apiserver-1"},
         "time": "2026-11-23T07:00:00.0000000Z"
     })

@@ -1,7 +1,11 @@
 //! Integration tests: the real binary, started as the Functions host starts it, serving
 //! host-shaped invocations and delivering to a real receiver on 127.0.0.1.
 
+// The whole crate is test code: unwrapping is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 mod delivery;
 mod helpers;
 mod invoke;
 mod process;
+mod routing;

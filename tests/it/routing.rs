@@ -1,0 +1,240 @@
+//! Audit Policy, routes and cluster identity, end to end through the real binary.
+
+use std::time::Duration;
+
+use aks_audit_forwarder::hostsim::{build_request, Shape, SimPartition};
+use aks_audit_forwarder::receiver::Scripted;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+fn example(name: &str) -> String {
+    format!("{}/examples/policies/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// An Event at RequestResponse with bodies, of `stage`.
+fn full_event(id: &str, stage: &str) -> String {
+    let mut v: Value = serde_json::from_str(&audit_event(id, 10)).unwrap();
+    v["level"] = json!("RequestResponse");
+    v["stage"] = json!(stage);
+    v["responseObject"] =
+        json!({"kind": "ConfigMap", "metadata": {"name": "app", "managedFields": []}});
+    v.to_string()
+}
+
+/// `AUDIT_POLICY_FILE` with the shipped metadata-only policy: bodies are stripped, the level
+/// lowered, RequestReceived dropped and counted; everything else of each Event is untouched.
+#[tokio::test]
+async fn policy_file_filters_through_the_handler() {
+    let receiver = start_receiver().await;
+    let handler = spawn_handler(&[
+        ("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit")),
+        ("AUDIT_POLICY_FILE", &example("metadata-only.yaml")),
+    ])
+    .await;
+    let events = [
+        full_event("p-1", "ResponseComplete"),
+        full_event("p-2", "RequestReceived"),
+        full_event("p-3", "ResponseComplete"),
+    ];
+    let body = envelope(events.iter().map(|e| record("kube-audit", e)).collect());
+    let request = build_request(
+        Shape::ManyBinary,
+        &[body],
+        &mut SimPartition::new("0"),
+        None,
+    )
+    .unwrap();
+    let answer = handler
+        .host
+        .invoke("EventHubForwarder", request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.contains("policy_dropped=1"), "{}", answer.body);
+
+    let got = receiver.receiver.events();
+    assert_eq!(got.len(), 2);
+    for (out, input) in got.iter().zip([&events[0], &events[2]]) {
+        let mut want: Value = serde_json::from_str(input).unwrap();
+        let obj = want.as_object_mut().unwrap();
+        obj.remove("requestObject");
+        obj.remove("responseObject");
+        obj.insert("level".into(), json!("Metadata"));
+        assert_eq!(out, &want);
+    }
+}
+
+/// A policy that does not parse stops startup, naming the variable, the file and the line.
+#[test]
+fn bad_policy_file_fails_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Everything\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", free_port().to_string())
+        .env("AUDIT_WEBHOOK_URL", "http://127.0.0.1:9/")
+        .env("AUDIT_POLICY_FILE", &path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("AUDIT_POLICY_FILE"), "{stderr}");
+    assert!(
+        stderr.contains("policy.yaml") && stderr.contains("line 4"),
+        "{stderr}"
+    );
+}
+
+/// One hub, three clusters, two receivers: each cluster's Events go to its route, annotated
+/// with their cluster; a dropping route counts its Events. While one receiver is down the
+/// invocation fails without losing the other route's Events; the host's retry then delivers
+/// the rest, repeating what the healthy route already had (at-least-once).
+#[tokio::test]
+async fn routes_split_a_mixed_batch_and_isolate_a_failing_receiver() {
+    let prod = start_receiver().await;
+    let staging = start_receiver().await;
+    staging
+        .receiver
+        .push_script(std::iter::repeat_n(Scripted::Status(503), 1000));
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.yaml");
+    std::fs::write(
+        &routes,
+        format!(
+            "routes:\n\
+             - name: prod\n  match: {{clusters: ['aks-prod-*']}}\n  webhook: {{url: '{}'}}\n\
+             - name: dev\n  match: {{resourceGroups: ['rg-aks-dev']}}\n  drop: true\n\
+             - name: staging\n  match: {{clusters: [aks-staging]}}\n  webhook: {{url: '{}', format: event}}\n",
+            prod.url("/k8s_audit"),
+            staging.url("/k8s-audit")
+        ),
+    )
+    .unwrap();
+    let handler = spawn_handler(&[
+        ("AUDIT_ROUTES", routes.to_str().unwrap()),
+        ("AUDIT_CLUSTER_ANNOTATIONS", "on"),
+        ("AUDIT_DELIVERY_DEADLINE", "2s"),
+    ])
+    .await;
+
+    let mut records = Vec::new();
+    let mut expected_prod = Vec::new();
+    let mut expected_staging = Vec::new();
+    for i in 0..4 {
+        for (cluster, sink) in [
+            ("aks-prod-weu", Some(&mut expected_prod)),
+            ("aks-dev", None),
+            ("aks-staging", Some(&mut expected_staging)),
+        ] {
+            let event = audit_event(&format!("{cluster}-{i}"), 0);
+            records.push(record_from(&cluster_id(cluster), "kube-audit", &event));
+            if let Some(sink) = sink {
+                sink.push((cluster, event));
+            }
+        }
+    }
+    let bodies = vec![envelope(records)];
+
+    let mut partition = SimPartition::new("0");
+    let request = build_request(Shape::ManyBinary, &bodies, &mut partition, Some(0)).unwrap();
+    let answer = handler
+        .host
+        .invoke("EventHubForwarder", request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 500, "{}", answer.body);
+    for part in [
+        "route_dropped=4",
+        "prod:delivered=4",
+        "staging:delivered=0,rejected=0,failed=4",
+    ] {
+        assert!(
+            answer.body.contains(part),
+            "{part} missing: {}",
+            answer.body
+        );
+    }
+    assert_eq!(
+        prod.receiver.stats().events,
+        4,
+        "the healthy route delivered"
+    );
+
+    // The staging receiver recovers; the host retries the whole invocation.
+    staging.receiver.clear_script();
+    partition.next_sequence = 0;
+    let request = build_request(Shape::ManyBinary, &bodies, &mut partition, Some(1)).unwrap();
+    let answer = handler
+        .host
+        .invoke("EventHubForwarder", request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+
+    let annotated = |(cluster, event): &(&str, String)| {
+        let mut v: Value = serde_json::from_str(event).unwrap();
+        let id = cluster_id(cluster).to_lowercase();
+        v["annotations"]["aks.azure.com/cluster-resource-id"] = json!(id);
+        v["annotations"]["cluster_name"] = json!(cluster);
+        v.to_string()
+    };
+    let want_staging: Vec<String> = expected_staging.iter().map(annotated).collect();
+    assert_same_events(staging.receiver.events(), &want_staging);
+    assert!(staging
+        .receiver
+        .batches()
+        .iter()
+        .all(|b| b.shape == "Event"));
+    // Prod got its four Events twice: once per invocation attempt.
+    let prod_events = prod.receiver.events();
+    assert_eq!(prod.receiver.stats().duplicates, 4);
+    let want_prod: Vec<String> = expected_prod.iter().map(annotated).collect();
+    assert_same_events(prod_events[..4].to_vec(), &want_prod);
+    assert_same_events(prod_events[4..].to_vec(), &want_prod);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+/// Clusters no route matches are dropped and counted, not delivered anywhere.
+#[tokio::test]
+async fn unmatched_clusters_are_counted() {
+    let receiver = start_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.yaml");
+    std::fs::write(
+        &routes,
+        format!(
+            "routes:\n- name: only-prod\n  match: {{clusters: [aks-prod]}}\n  webhook: {{url: '{}'}}\n",
+            receiver.url("/k8s_audit")
+        ),
+    )
+    .unwrap();
+    let handler = spawn_handler(&[("AUDIT_ROUTES", routes.to_str().unwrap())]).await;
+    let body = envelope(vec![
+        record_from(&cluster_id("aks-prod"), "kube-audit", &audit_event("in", 0)),
+        record_from(
+            &cluster_id("aks-other"),
+            "kube-audit",
+            &audit_event("out", 0),
+        ),
+    ]);
+    let request = build_request(
+        Shape::ManyBinary,
+        &[body],
+        &mut SimPartition::new("0"),
+        None,
+    )
+    .unwrap();
+    let answer = handler
+        .host
+        .invoke("EventHubForwarder", request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.contains("unrouted=1"), "{}", answer.body);
+    assert_same_events(receiver.receiver.events(), &[audit_event("in", 0)]);
+}
