@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use aks_audit_forwarder::audit::encode;
 use aks_audit_forwarder::batch::{plan, BatchLimits};
 use aks_audit_forwarder::config::WebhookFormat;
-use aks_audit_forwarder::diagnostics::{convert_body, BodyOrigin, ConvertTally};
+use aks_audit_forwarder::diagnostics::{convert_body, BodyOrigin, Conversion};
 use aks_audit_forwarder::host::decode_invocation;
 use aks_audit_forwarder::hostsim::{build_request, Shape, SimPartition};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 
+use crate::deadletter::to_json_lines;
 use crate::host::{decode_invocation, HostError, InvocationResult};
 use crate::pipeline::{Forwarder, Summary};
 
@@ -119,12 +120,19 @@ async fn run_invocation(
         }
     };
 
-    let (delivery, per_route) = forwarder.deliver(&converted.routed, deadline).await;
+    let (delivery, per_route, poison) = forwarder.deliver(&converted.routed, deadline).await;
+    let mut dead_letters = converted.dead_letters;
+    dead_letters.extend(poison);
+    for item in &mut dead_letters {
+        item.invocation_id.clone_from(&invocation_id);
+        item.partition.clone_from(&converted.meta.partition_id);
+    }
     let summary = Summary {
         invocation_id,
         meta: converted.meta,
         convert: converted.tally,
         routing: converted.routing,
+        dead_lettered: dead_letters.len() as u64,
         delivery,
         per_route,
         duration: started.elapsed(),
@@ -139,7 +147,28 @@ async fn run_invocation(
         )
     } else {
         tracing::info!("{line}");
-        json(StatusCode::OK, vec![line], None)
+        let mut result = InvocationResult::new(vec![line], None);
+        if !dead_letters.is_empty() {
+            match &forwarder.config().deadletter_binding {
+                Some(binding) => {
+                    result.outputs.insert(
+                        binding.clone(),
+                        serde_json::Value::String(to_json_lines(&dead_letters)),
+                    );
+                }
+                None => {
+                    for item in &dead_letters {
+                        tracing::error!(
+                            kind = %item.kind,
+                            reason = %item.reason,
+                            sequence_number = item.sequence_number,
+                            "Undeliverable item, not kept: dead-lettering is off."
+                        );
+                    }
+                }
+            }
+        }
+        (StatusCode::OK, Json(result)).into_response()
     }
 }
 

@@ -26,6 +26,7 @@ pub const EVENT_LIST_SUFFIX: &str = "]}";
 pub struct AuditEvent {
     json: Box<str>,
     cluster: Option<Arc<ClusterId>>,
+    sequence_number: Option<i64>,
 }
 
 impl AuditEvent {
@@ -68,6 +69,7 @@ impl AuditEvent {
         Ok(Self {
             json: json.into(),
             cluster: None,
+            sequence_number: None,
         })
     }
 
@@ -76,7 +78,19 @@ impl AuditEvent {
         Self {
             json: json.into(),
             cluster: self.cluster.clone(),
+            sequence_number: self.sequence_number,
         }
+    }
+
+    /// Records the sequence number of the Event Hub event that carried it.
+    pub fn with_sequence_number(mut self, sequence_number: Option<i64>) -> Self {
+        self.sequence_number = sequence_number;
+        self
+    }
+
+    /// The sequence number of the Event Hub event that carried it.
+    pub fn sequence_number(&self) -> Option<i64> {
+        self.sequence_number
     }
 
     /// Records the cluster the Event came from.

@@ -51,6 +51,8 @@ pub mod vars {
     pub const ROUTES: &str = "AUDIT_ROUTES";
     /// `on` (default) or `off`: cluster annotations on every Event.
     pub const CLUSTER_ANNOTATIONS: &str = "AUDIT_CLUSTER_ANNOTATIONS";
+    /// The blob output binding dead letters are returned through, or `off`.
+    pub const DEADLETTER_BINDING: &str = "AUDIT_DEADLETTER_BINDING";
 }
 
 /// Default diagnostic categories that carry audit Events.
@@ -133,6 +135,8 @@ pub struct Config {
     pub policy: Option<Arc<Policy>>,
     /// Whether every Event gets its cluster's annotations.
     pub cluster_annotations: bool,
+    /// The output binding that receives dead letters; `None` logs them instead.
+    pub deadletter_binding: Option<String>,
     /// Lower-cased categories whose records carry audit Events.
     pub categories: BTreeSet<String>,
     /// Maximum Events in one POST.
@@ -329,10 +333,32 @@ impl Config {
             }
         };
 
+        let deadletter_binding = match get(vars::DEADLETTER_BINDING) {
+            None => Some("deadletter".to_string()),
+            Some(v) if v.trim().eq_ignore_ascii_case("off") => None,
+            Some(v)
+                if v.trim()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                Some(v.trim().to_string())
+            }
+            Some(v) => {
+                return Err(ConfigError::Invalid {
+                    var: vars::DEADLETTER_BINDING,
+                    value: v,
+                    reason:
+                        "expected a binding name from function.json (letters, digits, _) or off"
+                            .into(),
+                })
+            }
+        };
+
         Ok(Self {
             routes,
             policy,
             cluster_annotations,
+            deadletter_binding,
             categories,
             batch_max_events,
             batch_max_bytes,

@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 
 use crate::app::FUNCTION_NAME;
 use crate::config::DEFAULT_CATEGORIES;
-use crate::diagnostics::{convert_body, BodyOrigin, ConvertTally};
+use crate::diagnostics::{convert_body, BodyOrigin, Conversion, ConvertTally};
 use crate::hostsim::{load_bodies, HostSim, Shape, SimPartition};
 use crate::receiver::{Receiver, Scripted};
 
@@ -203,8 +203,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
 
 fn expected_tally(bodies: &[Vec<u8>]) -> ConvertTally {
     let categories: BTreeSet<String> = DEFAULT_CATEGORIES.split(',').map(str::to_owned).collect();
-    let mut tally = ConvertTally::default();
-    let mut events = Vec::new();
+    let mut conversion = Conversion::default();
     // The demo's own check: silence the converter's warnings, the handler already printed them.
     let _quiet = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
     for (index, body) in bodies.iter().enumerate() {
@@ -212,9 +211,9 @@ fn expected_tally(bodies: &[Vec<u8>]) -> ConvertTally {
             index,
             sequence_number: None,
         };
-        convert_body(body, origin, &categories, &mut events, &mut tally);
+        convert_body(body, origin, &categories, &mut conversion);
     }
-    tally
+    conversion.tally
 }
 
 /// `stage verb resource namespace/name user code`, one line.

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::audit::{AuditEvent, EventError};
+use crate::deadletter::DeadLetter;
 use crate::redact::excerpt;
 use crate::routes::ClusterId;
 
@@ -41,6 +42,18 @@ impl ConvertTally {
     pub fn skipped_total(&self) -> u64 {
         self.skipped.values().sum()
     }
+}
+
+/// Everything conversion produces: the Events, the counts, and the dead letters of what
+/// could not be converted.
+#[derive(Debug, Default)]
+pub struct Conversion {
+    /// Audit Events, in order.
+    pub events: Vec<AuditEvent>,
+    /// Counts.
+    pub tally: ConvertTally,
+    /// Malformed records and event bodies, kept for inspection.
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 /// Where a body came from, for log lines.
@@ -94,9 +107,13 @@ pub fn convert_body(
     body: &[u8],
     origin: BodyOrigin,
     categories: &BTreeSet<String>,
-    out: &mut Vec<AuditEvent>,
-    tally: &mut ConvertTally,
+    conversion: &mut Conversion,
 ) {
+    let Conversion {
+        events: out,
+        tally,
+        dead_letters,
+    } = conversion;
     tally.bodies += 1;
     let envelope: Envelope<'_> = match serde_json::from_slice(body) {
         Ok(envelope) => envelope,
@@ -109,6 +126,10 @@ pub fn convert_body(
                 excerpt = %excerpt(body, EXCERPT_CHARS),
                 "Skipping an event that is not a diagnostic-settings envelope."
             );
+            let mut item = DeadLetter::new("malformed-event", error.to_string());
+            item.sequence_number = origin.sequence_number;
+            item.raw = Some(String::from_utf8_lossy(body).into_owned());
+            dead_letters.push(item);
             return;
         }
     };
@@ -126,6 +147,7 @@ pub fn convert_body(
                 if !same {
                     cluster = Some(Arc::new(ClusterId::parse(id)));
                 }
+                let event = event.with_sequence_number(origin.sequence_number);
                 match &cluster {
                     Some(c) => out.push(event.with_cluster(c.clone())),
                     None => out.push(event),
@@ -142,6 +164,10 @@ pub fn convert_body(
                     excerpt = %excerpt(quoted.unwrap_or(raw.get()).as_bytes(), EXCERPT_CHARS),
                     "Skipping a malformed diagnostic record."
                 );
+                let mut item = DeadLetter::new("malformed-record", error.to_string());
+                item.sequence_number = origin.sequence_number;
+                item.raw = Some(raw.get().to_string());
+                dead_letters.push(item);
             }
         }
     }
@@ -211,14 +237,18 @@ mod tests {
     }
 
     fn convert(body: &[u8]) -> (Vec<AuditEvent>, ConvertTally) {
-        let mut out = Vec::new();
-        let mut tally = ConvertTally::default();
+        let (events, tally, _) = convert_all(body);
+        (events, tally)
+    }
+
+    fn convert_all(body: &[u8]) -> (Vec<AuditEvent>, ConvertTally, Vec<DeadLetter>) {
+        let mut conversion = Conversion::default();
         let origin = BodyOrigin {
             index: 0,
             sequence_number: Some(7),
         };
-        convert_body(body, origin, &categories(), &mut out, &mut tally);
-        (out, tally)
+        convert_body(body, origin, &categories(), &mut conversion);
+        (conversion.events, conversion.tally, conversion.dead_letters)
     }
 
     #[test]
@@ -280,9 +310,16 @@ mod tests {
             record("kube-audit", json!(good.replace("ResponseComplete", "Bogus"))),
             record("kube-audit", json!(good)),
         ]});
-        let (events, tally) = convert(body.to_string().as_bytes());
+        let (events, tally, dead) = convert_all(body.to_string().as_bytes());
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].json(), good);
+        assert_eq!(events[0].sequence_number(), Some(7));
+        // Every malformed record is kept as a dead letter with its raw text.
+        assert_eq!(dead.len(), 8);
+        assert!(dead
+            .iter()
+            .all(|d| d.kind == "malformed-record" && d.raw.is_some()));
+        assert!(dead.iter().all(|d| d.sequence_number == Some(7)));
         assert_eq!(tally.records, 9);
         assert_eq!(tally.malformed_records, 8);
         assert_eq!(tally.converted, 1);

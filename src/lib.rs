@@ -19,6 +19,7 @@
 //!   to recorded Events.
 //! - [`routes`]: routes from clusters (`resourceId`) to webhooks; cluster annotations.
 //! - [`jsonedit`]: byte-preserving edits of Event JSON for the two modules above.
+//! - [`deadletter`]: what could not be delivered, kept as JSON lines for replay.
 //! - [`batch`]: splits Events into batches bounded by count and bytes.
 //! - [`retry`]: retry classification, backoff and the deadline-bounded retry loop.
 //! - [`webhook`]: the HTTP client for one audit webhook.
@@ -34,6 +35,7 @@ pub mod app;
 pub mod audit;
 pub mod batch;
 pub mod config;
+pub mod deadletter;
 pub mod demo;
 pub mod diagnostics;
 pub mod host;

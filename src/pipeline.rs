@@ -2,16 +2,19 @@
 //! types here; `app` calls this and turns the summary into the host's answer.
 
 use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use tokio::time::Instant;
 
-use crate::audit::{encode, AuditEvent};
+use crate::audit::{encode, encoded_len, AuditEvent};
 use crate::batch::{plan, BatchLimits};
 use crate::config::{Config, WebhookFormat};
-use crate::diagnostics::{convert_body, BodyOrigin, ConvertTally};
+use crate::deadletter::DeadLetter;
+use crate::diagnostics::{convert_body, BodyOrigin, Conversion, ConvertTally};
 use crate::host::{Invocation, InvocationMeta};
 use crate::policy::Policy;
 use crate::retry::Delivery;
@@ -50,6 +53,8 @@ pub struct Converted {
     pub tally: ConvertTally,
     /// What routing and the Policy did.
     pub routing: RoutingTally,
+    /// Malformed input and unrouted Events, set aside.
+    pub dead_letters: Vec<DeadLetter>,
     /// Where they came from.
     pub meta: InvocationMeta,
 }
@@ -97,6 +102,8 @@ pub struct Summary {
     pub convert: ConvertTally,
     /// What routing and the Policy did.
     pub routing: RoutingTally,
+    /// Items set aside as dead letters (malformed, unrouted, poison).
+    pub dead_lettered: u64,
     /// Delivery counts, all routes together.
     pub delivery: DeliveryTally,
     /// Delivery counts per route, when there is more than one route.
@@ -169,11 +176,12 @@ impl fmt::Display for Summary {
         }
         write!(
             f,
-            " delivered={} batches={} rejected={} failed={} attempts={} duration_ms={}",
+            " delivered={} batches={} rejected={} failed={} dead_lettered={} attempts={} duration_ms={}",
             d.delivered_events,
             d.delivered_batches,
             d.rejected_events,
             d.failed_events,
+            self.dead_lettered,
             d.attempts,
             self.duration.as_millis()
         )?;
@@ -195,6 +203,33 @@ impl fmt::Display for Summary {
         }
         Ok(())
     }
+}
+
+/// Splits `range` in two and pushes both so that the first half is sent first.
+fn push_halves(stack: &mut Vec<Range<usize>>, range: Range<usize>) {
+    let mid = range.start + range.len() / 2;
+    stack.push(mid..range.end);
+    stack.push(range.start..mid);
+}
+
+/// A dead letter carrying `event`.
+fn dead_letter(
+    event: &AuditEvent,
+    kind: &str,
+    reason: String,
+    status: Option<u16>,
+    route: Option<&str>,
+) -> DeadLetter {
+    let mut item = DeadLetter::new(kind, reason);
+    item.status = status;
+    item.route = route.map(str::to_owned);
+    item.cluster = event
+        .cluster()
+        .map(|c| c.resource_id.clone())
+        .filter(|id| !id.is_empty());
+    item.sequence_number = event.sequence_number();
+    item.event = serde_json::value::RawValue::from_string(event.json().to_string()).ok();
+    item
 }
 
 impl DeliveryTally {
@@ -259,21 +294,19 @@ impl Forwarder {
     /// annotations. CPU-bound: run it off the async workers.
     pub fn convert(&self, invocation: Invocation) -> Converted {
         let Invocation { bodies, meta } = invocation;
-        let mut events = Vec::new();
-        let mut tally = ConvertTally::default();
+        let mut conversion = Conversion::default();
         for (index, body) in bodies.into_iter().enumerate() {
             let origin = BodyOrigin {
                 index,
                 sequence_number: meta.sequence_number(index),
             };
-            convert_body(
-                &body,
-                origin,
-                &self.config.categories,
-                &mut events,
-                &mut tally,
-            );
+            convert_body(&body, origin, &self.config.categories, &mut conversion);
         }
+        let Conversion {
+            events,
+            tally,
+            mut dead_letters,
+        } = conversion;
 
         let mut routed: Vec<Vec<AuditEvent>> = self.routes.iter().map(|_| Vec::new()).collect();
         let mut routing = RoutingTally::default();
@@ -291,6 +324,13 @@ impl Forwarder {
             };
             let Some(index) = index else {
                 routing.unrouted += 1;
+                dead_letters.push(dead_letter(
+                    &event,
+                    "unrouted",
+                    "no route takes this cluster".into(),
+                    None,
+                    None,
+                ));
                 continue;
             };
             let Some(target) = &self.routes[index].target else {
@@ -320,21 +360,25 @@ impl Forwarder {
                 "Dropping Events of clusters that no route matches; add a catch-all route to keep them."
             );
         }
+        for item in &mut dead_letters {
+            item.partition.clone_from(&meta.partition_id);
+        }
         Converted {
             routed,
             tally,
             routing,
+            dead_letters,
             meta,
         }
     }
 
     /// Delivers each route's Events, routes in parallel. Returns only once every batch has a
-    /// final result: the total, and the tally of each route.
+    /// final result: the total, the tally of each route, and the poison Events set aside.
     pub async fn deliver(
         &self,
         routed: &[Vec<AuditEvent>],
         deadline: Instant,
-    ) -> (DeliveryTally, Vec<(String, DeliveryTally)>) {
+    ) -> (DeliveryTally, Vec<(String, DeliveryTally)>, Vec<DeadLetter>) {
         let work = self
             .routes
             .iter()
@@ -342,61 +386,126 @@ impl Forwarder {
             .filter_map(|(route, events)| {
                 let target = route.target.as_ref()?;
                 Some(async move {
-                    let tally = self.deliver_route(target, events, deadline).await;
-                    (route.name.clone(), tally)
+                    let (tally, poison) = self.deliver_route(route, target, events, deadline).await;
+                    (route.name.clone(), tally, poison)
                 })
             });
-        let per_route: Vec<(String, DeliveryTally)> = futures::future::join_all(work).await;
+        let results = futures::future::join_all(work).await;
         let mut total = DeliveryTally::default();
-        for (_, tally) in &per_route {
-            total.add(tally);
+        let mut per_route = Vec::new();
+        let mut dead_letters = Vec::new();
+        for (name, tally, poison) in results {
+            total.add(&tally);
+            per_route.push((name, tally));
+            dead_letters.extend(poison);
         }
-        (total, per_route)
+        (total, per_route, dead_letters)
     }
 
     /// Delivers `events` in bounded batches, at most `concurrency` at once, each retried until
-    /// `deadline`.
+    /// `deadline`. A batch refused for good is split in halves until the refused Events stand
+    /// alone; those are set aside as poison and the rest delivered. A 413 also lowers the byte
+    /// bound for every batch of this route not yet sent.
     async fn deliver_route(
         &self,
+        route: &ActiveRoute,
         target: &Target,
         events: &[AuditEvent],
         deadline: Instant,
-    ) -> DeliveryTally {
+    ) -> (DeliveryTally, Vec<DeadLetter>) {
         let limits = BatchLimits {
             format: target.format,
             max_events: self.config.batch_max_events,
             max_bytes: self.config.batch_max_bytes,
         };
-        let format = target.format;
-        let results: Vec<(usize, Delivery)> = stream::iter(plan(events, limits))
+        let max_bytes = AtomicUsize::new(self.config.batch_max_bytes);
+        let max_bytes = &max_bytes;
+        let results: Vec<(DeliveryTally, Vec<DeadLetter>)> = stream::iter(plan(events, limits))
             .map(|range| async move {
-                let batch = &events[range];
-                let body = encode(format, batch);
-                (batch.len(), target.webhook.deliver(body, deadline).await)
+                self.deliver_batch(route, target, events, range, max_bytes, deadline)
+                    .await
             })
             .buffer_unordered(self.config.concurrency)
             .collect()
             .await;
-
         let mut tally = DeliveryTally::default();
-        for (count, delivery) in results {
-            let count = count as u64;
-            match delivery {
+        let mut poison = Vec::new();
+        for (t, p) in results {
+            tally.add(&t);
+            poison.extend(p);
+        }
+        (tally, poison)
+    }
+
+    async fn deliver_batch(
+        &self,
+        route: &ActiveRoute,
+        target: &Target,
+        events: &[AuditEvent],
+        range: Range<usize>,
+        max_bytes: &AtomicUsize,
+        deadline: Instant,
+    ) -> (DeliveryTally, Vec<DeadLetter>) {
+        let mut tally = DeliveryTally::default();
+        let mut poison = Vec::new();
+        // Depth-first, in order: the stack holds what is still to send, last range on top.
+        let mut stack = vec![range];
+        while let Some(range) = stack.pop() {
+            let batch = &events[range.clone()];
+            let bound = max_bytes.load(Ordering::Relaxed);
+            let size = encoded_len(
+                target.format,
+                batch.len(),
+                batch.iter().map(AuditEvent::len).sum(),
+            );
+            if batch.len() > 1 && size > bound {
+                push_halves(&mut stack, range);
+                continue;
+            }
+            let body = encode(target.format, batch);
+            let count = batch.len() as u64;
+            match target.webhook.deliver(body, deadline).await {
                 Delivery::Delivered { attempts } => {
                     tally.delivered_batches += 1;
                     tally.delivered_events += count;
                     tally.attempts += u64::from(attempts);
                 }
-                Delivery::Rejected { reason, attempts } => {
-                    tally.rejected_batches += 1;
-                    tally.rejected_events += count;
+                Delivery::Rejected {
+                    reason,
+                    status,
+                    attempts,
+                } => {
                     tally.attempts += u64::from(attempts);
+                    if status == Some(413) && size > 1 {
+                        // The receiver's limit is below ours: remember it for this route.
+                        max_bytes.fetch_min((size / 2).max(1), Ordering::Relaxed);
+                    }
+                    if batch.len() > 1 {
+                        tracing::warn!(
+                            events = count,
+                            %reason,
+                            route = %route.name,
+                            "The webhook refused a batch; splitting it to isolate the refused Events."
+                        );
+                        push_halves(&mut stack, range);
+                        continue;
+                    }
+                    tally.rejected_batches += 1;
+                    tally.rejected_events += 1;
                     tracing::error!(
-                        events = count,
                         %reason,
+                        route = %route.name,
                         webhook = %target.webhook.shown_url(),
-                        "The webhook refused a batch for good; its events are not retried."
+                        sequence_number = batch[0].sequence_number(),
+                        "The webhook refused an Event for good; it is dead-lettered."
                     );
+                    poison.push(dead_letter(
+                        &batch[0],
+                        "poison",
+                        reason.into_owned(),
+                        status,
+                        Some(&route.name),
+                    ));
                 }
                 Delivery::Failed { reason, attempts } => {
                     tally.failed_batches += 1;
@@ -405,6 +514,7 @@ impl Forwarder {
                     tracing::error!(
                         events = count,
                         %reason,
+                        route = %route.name,
                         webhook = %target.webhook.shown_url(),
                         "A batch is still undelivered at the deadline; the invocation will fail so the host retries it."
                     );
@@ -412,6 +522,6 @@ impl Forwarder {
                 }
             }
         }
-        tally
+        (tally, poison)
     }
 }

@@ -91,6 +91,8 @@ pub struct ReceiverStats {
 
 #[derive(Default)]
 struct Inner {
+    refuse_ids: HashSet<String>,
+    max_body: Option<usize>,
     batches: Vec<ReceivedBatch>,
     seen: HashSet<(String, String)>,
     stats: ReceiverStats,
@@ -126,6 +128,17 @@ impl Receiver {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain data behind; keep serving it.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Refuses with 400 any payload holding an Event with one of these `auditID`s, whole, as
+    /// Sysdig's receiver does with an Event it cannot use.
+    pub fn refuse_audit_ids(&self, ids: impl IntoIterator<Item = String>) {
+        self.lock().refuse_ids.extend(ids);
+    }
+
+    /// Answers 413 to bodies larger than `bytes`.
+    pub fn max_body(&self, bytes: usize) {
+        self.lock().max_body = Some(bytes);
     }
 
     /// Queues canned answers ahead of normal service.
@@ -243,6 +256,11 @@ async fn receive(
         None => {}
     }
 
+    let max_body = receiver.lock().max_body;
+    if max_body.is_some_and(|max| body.len() > max) {
+        receiver.lock().stats.refused += 1;
+        return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
+    }
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -280,6 +298,13 @@ async fn receive(
             .is_none()
         {
             return refuse(&receiver, format!("item {i}: no stageTimestamp"));
+        }
+        let id = event
+            .get("auditID")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if receiver.lock().refuse_ids.contains(id) {
+            return refuse(&receiver, format!("item {i}: event {id} refused"));
         }
     }
 

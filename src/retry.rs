@@ -26,8 +26,17 @@ pub enum RetryAction {
         /// The receiver's `Retry-After`, if it sent one.
         after: Option<Duration>,
     },
-    /// A failure that the same request will always meet.
+    /// The receiver refused this payload for good (400, 413, 422…): the same request will
+    /// always meet it. The batch is split to isolate the offending Events.
     DontRetry {
+        /// Why, for the logs.
+        reason: Cow<'static, str>,
+        /// The HTTP status, when there was one.
+        status: Option<u16>,
+    },
+    /// The receiver is misconfigured for us (401, 403, 404, 501…): no payload can succeed
+    /// until an operator acts, so the invocation fails and the host retries it later.
+    Halt {
         /// Why, for the logs.
         reason: Cow<'static, str>,
     },
@@ -41,10 +50,12 @@ pub enum Delivery {
         /// Attempts made, the successful one included.
         attempts: u32,
     },
-    /// The receiver refused the batch for good (a 4xx other than 408/429).
+    /// The receiver refused the batch for good (a content error such as 400, 413, 422).
     Rejected {
         /// Why.
         reason: Cow<'static, str>,
+        /// The HTTP status.
+        status: Option<u16>,
         /// Attempts made.
         attempts: u32,
     },
@@ -71,17 +82,23 @@ pub fn classify_status(
     } else {
         format!("HTTP {status}: {detail}").into()
     };
-    match status {
-        StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => RetryAction::Retry {
+    match status.as_u16() {
+        408 | 429 => RetryAction::Retry {
             reason,
             after: retry_after,
         },
-        StatusCode::NOT_IMPLEMENTED => RetryAction::DontRetry { reason },
-        s if s.is_server_error() => RetryAction::Retry {
+        // Wrong credentials, wrong path, wrong method: no payload can pass.
+        401 | 403 | 404 | 405 | 407 | 421 | 501 => RetryAction::Halt { reason },
+        s if (500..600).contains(&s) => RetryAction::Retry {
             reason,
             after: retry_after,
         },
-        _ => RetryAction::DontRetry { reason },
+        s if (400..500).contains(&s) => RetryAction::DontRetry {
+            reason,
+            status: Some(s),
+        },
+        // 1xx or an unfollowed 3xx: not an answer to an audit POST.
+        _ => RetryAction::Halt { reason },
     }
 }
 
@@ -91,7 +108,7 @@ pub fn classify_error(error: reqwest::Error) -> RetryAction {
     let builder = error.is_builder();
     let reason: Cow<'static, str> = format!("{:#}", anyhow::Error::new(error.without_url())).into();
     if builder {
-        RetryAction::DontRetry { reason }
+        RetryAction::Halt { reason }
     } else {
         RetryAction::Retry {
             reason,
@@ -156,9 +173,14 @@ where
         attempts += 1;
         let (reason, after) = match tokio::time::timeout(limit, attempt()).await {
             Ok(RetryAction::Successful) => return Delivery::Delivered { attempts },
-            Ok(RetryAction::DontRetry { reason }) => {
-                return Delivery::Rejected { reason, attempts }
+            Ok(RetryAction::DontRetry { reason, status }) => {
+                return Delivery::Rejected {
+                    reason,
+                    status,
+                    attempts,
+                }
             }
+            Ok(RetryAction::Halt { reason }) => return Delivery::Failed { reason, attempts },
             Ok(RetryAction::Retry { reason, after }) => (reason, after),
             Err(_) => (
                 format!("no answer within {}", humantime::format_duration(limit)).into(),
@@ -188,7 +210,8 @@ mod tests {
     #[test]
     fn status_table() {
         let retry = [408, 429, 500, 502, 503, 504, 599];
-        let final_ = [400, 401, 403, 404, 409, 413, 422, 501];
+        let content = [400, 409, 413, 415, 422];
+        let config = [401, 403, 404, 405, 407, 501, 302];
         for code in retry {
             let s = StatusCode::from_u16(code).unwrap();
             assert!(
@@ -196,10 +219,20 @@ mod tests {
                 "{code}"
             );
         }
-        for code in final_ {
+        for code in content {
+            let s = StatusCode::from_u16(code).unwrap();
+            assert_eq!(
+                classify_status(s, None, ""),
+                RetryAction::DontRetry {
+                    reason: format!("HTTP {s}").into(),
+                    status: Some(code)
+                }
+            );
+        }
+        for code in config {
             let s = StatusCode::from_u16(code).unwrap();
             assert!(
-                matches!(classify_status(s, None, ""), RetryAction::DontRetry { .. }),
+                matches!(classify_status(s, None, ""), RetryAction::Halt { .. }),
                 "{code}"
             );
         }
@@ -307,14 +340,27 @@ mod tests {
     async fn permanent_failure_is_not_retried() {
         let (calls, f) = scripted(vec![RetryAction::DontRetry {
             reason: "HTTP 400".into(),
+            status: Some(400),
         }]);
         let got = run(&settings(1000), Instant::now() + Duration::from_secs(60), f).await;
         assert_eq!(
             got,
             Delivery::Rejected {
                 reason: "HTTP 400".into(),
+                status: Some(400),
                 attempts: 1
             }
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // A misconfiguration fails at once: the host's retry policy takes over.
+        let (calls, f) = scripted(vec![RetryAction::Halt {
+            reason: "HTTP 401".into(),
+        }]);
+        let got = run(&settings(1000), Instant::now() + Duration::from_secs(60), f).await;
+        assert!(
+            matches!(got, Delivery::Failed { attempts: 1, .. }),
+            "{got:?}"
         );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }

@@ -77,7 +77,7 @@ impl Webhook {
             let mut value = match HeaderValue::from_str(&bearer.header_value()) {
                 Ok(v) => v,
                 Err(_) => {
-                    return RetryAction::DontRetry {
+                    return RetryAction::Halt {
                         reason: "the bearer token is not a valid header value".into(),
                     }
                 }

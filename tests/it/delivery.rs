@@ -114,14 +114,70 @@ async fn too_many_requests_honours_retry_after() {
     assert_same_events(receiver.receiver.events(), &expected);
 }
 
-/// A permanent 400 is not retried: counted as rejected, logged, and answered 200 so the
-/// partition moves on.
+/// Poison: the receiver refuses (400) any payload holding two particular Events. The batch is
+/// bisected until they stand alone; every other Event is delivered, the two are returned as
+/// dead letters through the `deadletter` output, and the host gets 200 so the partition moves
+/// on.
 #[tokio::test]
-async fn permanent_rejection_is_not_retried() {
+async fn poison_events_are_isolated_and_dead_lettered() {
     let receiver = start_receiver().await;
-    receiver.receiver.push_script([Scripted::Status(400)]);
     let handler = spawn_handler(&[("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit"))]).await;
-    let (bodies, _) = audit_bodies("poison", 1, 2, 0);
+    let (bodies, events) = audit_bodies("poison", 4, 10, 0);
+    let bad = ["poison-1-3".to_string(), "poison-3-9".to_string()];
+    receiver.receiver.refuse_audit_ids(bad.clone());
+    let request = build_request(
+        Shape::ManyBinary,
+        &bodies,
+        &mut SimPartition::new("6"),
+        None,
+    )
+    .unwrap();
+    let answer = handler
+        .host
+        .invoke("EventHubForwarder", request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.contains("delivered=38"), "{}", answer.body);
+    assert!(answer.body.contains("rejected=2"), "{}", answer.body);
+    assert!(answer.body.contains("dead_lettered=2"), "{}", answer.body);
+
+    let good: Vec<String> = events
+        .iter()
+        .filter(|e| !bad.iter().any(|b| e.contains(&format!("\"{b}\""))))
+        .cloned()
+        .collect();
+    assert_same_events(receiver.receiver.events(), &good);
+
+    let result = answer.result.unwrap();
+    let lines = result.outputs["deadletter"].as_str().unwrap();
+    let items = aks_audit_forwarder::deadletter::from_json_lines(lines).unwrap();
+    assert_eq!(items.len(), 2);
+    for (item, id) in items.iter().zip(&bad) {
+        assert_eq!(item.kind, "poison");
+        assert_eq!(item.status, Some(400));
+        assert_eq!(item.partition.as_deref(), Some("6"));
+        assert!(item.sequence_number.is_some());
+        assert!(item.invocation_id.is_some());
+        let event: serde_json::Value =
+            serde_json::from_str(item.event.as_ref().unwrap().get()).unwrap();
+        assert_eq!(&event["auditID"], id.as_str());
+    }
+    assert!(handler.log().contains("dead-lettered"));
+}
+
+/// A 413: the batch is split and the byte bound lowered for the rest of the invocation; an
+/// Event still too large alone is dead-lettered.
+#[tokio::test]
+async fn payload_too_large_splits_and_lowers_the_bound() {
+    let receiver = start_receiver().await;
+    let handler = spawn_handler(&[("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit"))]).await;
+    // 30 Events of ~3 KiB, one of ~40 KiB; the receiver takes at most 16 KiB.
+    let (mut bodies, mut events) = audit_bodies("size", 3, 10, 3 * 1024);
+    let (big_body, big) = audit_bodies("huge", 1, 1, 40 * 1024);
+    bodies.extend(big_body);
+    events.extend(big.clone());
+    receiver.receiver.max_body(16 * 1024);
     let request = build_request(
         Shape::ManyBinary,
         &bodies,
@@ -135,10 +191,43 @@ async fn permanent_rejection_is_not_retried() {
         .await
         .unwrap();
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert!(answer.body.contains("rejected=2"), "{}", answer.body);
+    assert!(answer.body.contains("delivered=30"), "{}", answer.body);
+    assert!(answer.body.contains("dead_lettered=1"), "{}", answer.body);
+    assert_same_events(receiver.receiver.events(), &events[..30]);
+    let refused = receiver.receiver.stats().refused;
+    // Without the lowered bound every later batch would be refused once before splitting.
+    assert!(refused <= 4, "{refused} refusals");
+    let result = answer.result.unwrap();
+    let items = aks_audit_forwarder::deadletter::from_json_lines(
+        result.outputs["deadletter"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(items[0].status, Some(413));
+}
+
+/// A misconfigured receiver (401): not poison — the invocation fails at once so the host
+/// retries it later, and nothing is dead-lettered.
+#[tokio::test]
+async fn unauthorized_fails_the_invocation_instead_of_dead_lettering() {
+    let receiver = start_receiver().await;
+    receiver.receiver.push_script([Scripted::Status(401)]);
+    let handler = spawn_handler(&[("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit"))]).await;
+    let (bodies, _) = audit_bodies("auth", 1, 2, 0);
+    let request = build_request(
+        Shape::ManyBinary,
+        &bodies,
+        &mut SimPartition::new("0"),
+        None,
+    )
+    .unwrap();
+    let answer = handler
+        .host
+        .invoke("EventHubForwarder", request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 500, "{}", answer.body);
     assert!(answer.body.contains("attempts=1"), "{}", answer.body);
-    assert_eq!(receiver.receiver.stats().events, 0);
-    assert!(handler.log().contains("refused a batch for good"));
+    assert!(answer.body.contains("401"), "{}", answer.body);
 }
 
 /// A receiver slower than `AUDIT_WEBHOOK_TIMEOUT`: the attempt is cut and retried.

@@ -1,0 +1,113 @@
+//! Dead letters: what the forwarder could not deliver and will not retry, kept for inspection
+//! and replay instead of being dropped.
+//!
+//! Poison Events (refused for good by the receiver), Events of clusters no route takes,
+//! malformed records and event bodies become one JSON line each. The handler returns them
+//! through the `deadletter` blob output binding of `function.json`, so the Functions host
+//! writes them to storage with its own identity, as part of the same invocation: if the write
+//! fails, the invocation fails and is retried, and nothing is lost.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// One item that could not be delivered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// Why it was set aside.
+    pub reason: String,
+    /// `poison`, `unrouted`, `malformed-record` or `malformed-event`.
+    pub kind: String,
+    /// The receiver's HTTP status, for poison Events.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<u16>,
+    /// The route that refused it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub route: Option<String>,
+    /// The source cluster's resource id.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cluster: Option<String>,
+    /// Event Hub partition.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub partition: Option<String>,
+    /// Event Hub sequence number of the event that carried it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sequence_number: Option<i64>,
+    /// The host's invocation id.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub invocation_id: Option<String>,
+    /// The audit Event, for poison and unrouted items: ready to resend.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub event: Option<Box<RawValue>>,
+    /// The raw record or event body text, for malformed items.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub raw: Option<String>,
+}
+
+impl DeadLetter {
+    /// A dead letter of `kind` for `reason`, with nothing else set.
+    pub fn new(kind: &str, reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            kind: kind.into(),
+            status: None,
+            route: None,
+            cluster: None,
+            partition: None,
+            sequence_number: None,
+            invocation_id: None,
+            event: None,
+            raw: None,
+        }
+    }
+}
+
+/// JSON lines, one dead letter a line.
+pub fn to_json_lines(items: &[DeadLetter]) -> String {
+    let mut out = String::new();
+    for item in items {
+        if let Ok(line) = serde_json::to_string(item) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Reads JSON lines of dead letters, skipping blank lines.
+///
+/// # Errors
+/// The line number and reason of the first line that is not a dead letter.
+pub fn from_json_lines(text: &str) -> Result<Vec<DeadLetter>, String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", n + 1)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_as_json_lines() {
+        let mut poison = DeadLetter::new("poison", "HTTP 400 Bad Request: bad event");
+        poison.status = Some(400);
+        poison.sequence_number = Some(42);
+        poison.event = Some(RawValue::from_string(r#"{"kind":"Event","n":2.50}"#.into()).unwrap());
+        let mut bad = DeadLetter::new("malformed-record", "properties.log is not JSON");
+        bad.raw = Some("{\"category\":\"kube-audit\"}".into());
+        let text = to_json_lines(&[poison.clone(), bad.clone()]);
+        assert_eq!(text.lines().count(), 2);
+        assert!(
+            text.contains(r#""event":{"kind":"Event","n":2.50}"#),
+            "{text}"
+        );
+        let back = from_json_lines(&text).unwrap();
+        assert_eq!(to_json_lines(&back), text);
+        assert_eq!(back[0].status, Some(400));
+        assert_eq!(back[1].raw, bad.raw);
+        assert!(from_json_lines("{}\n").unwrap_err().starts_with("line 1"));
+    }
+}
