@@ -54,15 +54,15 @@ fn request() -> Vec<u8> {
 
 fn forwarder_path(request: &[u8], categories: &BTreeSet<String>) -> usize {
     let invocation = decode_invocation(request).expect("decode");
-    let mut events = Vec::new();
-    let mut tally = ConvertTally::default();
+    let mut conversion = Conversion::default();
     for (index, body) in invocation.bodies.iter().enumerate() {
         let origin = BodyOrigin {
             index,
             sequence_number: None,
         };
-        convert_body(body, origin, categories, &mut events, &mut tally);
+        convert_body(body, origin, categories, &mut conversion);
     }
+    let events = conversion.events;
     let limits = BatchLimits {
         format: WebhookFormat::EventList,
         max_events: 400,
