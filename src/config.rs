@@ -13,6 +13,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use url::Url;
 
+use crate::client::{load_pem, parse_headers, ClientOptions, SecretPem};
 use crate::policy::Policy;
 use crate::redact::redact_url;
 use crate::routes::{parse_routes, Bearer, Destination, Matcher, RouteConfig};
@@ -51,6 +52,20 @@ pub mod vars {
     pub const ROUTES: &str = "AUDIT_ROUTES";
     /// `on` (default) or `off`: cluster annotations on every Event.
     pub const CLUSTER_ANNOTATIONS: &str = "AUDIT_CLUSTER_ANNOTATIONS";
+    /// Extra trusted CA certificates for the webhook: a PEM file or inline PEM.
+    pub const WEBHOOK_CA: &str = "AUDIT_WEBHOOK_CA";
+    /// Client certificate chain for mTLS: a PEM file or inline PEM.
+    pub const WEBHOOK_CLIENT_CERT: &str = "AUDIT_WEBHOOK_CLIENT_CERT";
+    /// The client certificate's private key: a PEM file or inline PEM.
+    pub const WEBHOOK_CLIENT_KEY: &str = "AUDIT_WEBHOOK_CLIENT_KEY";
+    /// `true` skips TLS verification (never in production).
+    pub const WEBHOOK_INSECURE_SKIP_VERIFY: &str = "AUDIT_WEBHOOK_INSECURE_SKIP_VERIFY";
+    /// Basic auth user name.
+    pub const WEBHOOK_USERNAME: &str = "AUDIT_WEBHOOK_USERNAME";
+    /// Basic auth password.
+    pub const WEBHOOK_PASSWORD: &str = "AUDIT_WEBHOOK_PASSWORD";
+    /// Extra headers, as a JSON object.
+    pub const WEBHOOK_HEADERS: &str = "AUDIT_WEBHOOK_HEADERS";
     /// The blob output binding dead letters are returned through, or `off`.
     pub const DEADLETTER_BINDING: &str = "AUDIT_DEADLETTER_BINDING";
 }
@@ -319,7 +334,7 @@ impl Config {
             }
             None => {
                 let url = parse_webhook_url(get(vars::WEBHOOK_URL))?;
-                let bearer = get(vars::WEBHOOK_BEARER_TOKEN).map(|t| Bearer(SecretString::from(t)));
+                let client = client_options(&get, &base)?;
                 vec![RouteConfig {
                     name: "default".into(),
                     matcher: Matcher::default(),
@@ -327,7 +342,7 @@ impl Config {
                         url,
                         format,
                         policy: None,
-                        bearer,
+                        client,
                     }),
                 }]
             }
@@ -371,6 +386,119 @@ impl Config {
             },
             max_body_bytes,
         })
+    }
+}
+
+/// The single webhook's TLS, credentials and headers, from the environment.
+fn client_options(
+    get: &dyn Fn(&str) -> Option<String>,
+    base: &Path,
+) -> Result<ClientOptions, ConfigError> {
+    let invalid = |var: &'static str, value: &str, reason: String| ConfigError::Invalid {
+        var,
+        value: value.to_string(),
+        reason,
+    };
+    let mut client = ClientOptions {
+        bearer: get(vars::WEBHOOK_BEARER_TOKEN).map(|t| Bearer(SecretString::from(t))),
+        ..Default::default()
+    };
+    match (get(vars::WEBHOOK_USERNAME), get(vars::WEBHOOK_PASSWORD)) {
+        (Some(user), Some(password)) => {
+            if client.bearer.is_some() {
+                return Err(invalid(
+                    vars::WEBHOOK_USERNAME,
+                    &user,
+                    format!("set {} or basic auth, not both", vars::WEBHOOK_BEARER_TOKEN),
+                ));
+            }
+            client.basic = Some((user, SecretString::from(password)));
+        }
+        (None, None) => {}
+        (Some(user), None) => {
+            return Err(invalid(
+                vars::WEBHOOK_USERNAME,
+                &user,
+                format!("{} is not set", vars::WEBHOOK_PASSWORD),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Missing {
+                var: vars::WEBHOOK_USERNAME,
+            })
+        }
+    }
+    if let Some(ca) = get(vars::WEBHOOK_CA) {
+        let pem = load_pem(&ca, base).map_err(|e| invalid(vars::WEBHOOK_CA, &shown_pem(&ca), e))?;
+        client.ca_pem = Some(pem);
+        let probe = ClientOptions {
+            ca_pem: client.ca_pem.clone(),
+            ..Default::default()
+        };
+        probe
+            .validate()
+            .map_err(|e| invalid(vars::WEBHOOK_CA, &shown_pem(&ca), e))?;
+    }
+    match (
+        get(vars::WEBHOOK_CLIENT_CERT),
+        get(vars::WEBHOOK_CLIENT_KEY),
+    ) {
+        (Some(cert), Some(key)) => {
+            let cert_pem = load_pem(&cert, base)
+                .map_err(|e| invalid(vars::WEBHOOK_CLIENT_CERT, &shown_pem(&cert), e))?;
+            let key_pem = load_pem(&key, base)
+                .map_err(|e| invalid(vars::WEBHOOK_CLIENT_KEY, "<not shown>", e))?;
+            let mut both = String::from_utf8_lossy(&cert_pem).into_owned();
+            both.push('\n');
+            both.push_str(&String::from_utf8_lossy(&key_pem));
+            let probe = ClientOptions {
+                identity_pem: Some(SecretPem(SecretString::from(both.clone()))),
+                ..Default::default()
+            };
+            probe
+                .validate()
+                .map_err(|e| invalid(vars::WEBHOOK_CLIENT_CERT, &shown_pem(&cert), e))?;
+            client.identity_pem = Some(SecretPem(SecretString::from(both)));
+        }
+        (None, None) => {}
+        (Some(_), None) => {
+            return Err(ConfigError::Missing {
+                var: vars::WEBHOOK_CLIENT_KEY,
+            })
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Missing {
+                var: vars::WEBHOOK_CLIENT_CERT,
+            })
+        }
+    }
+    client.insecure_skip_verify = match get(vars::WEBHOOK_INSECURE_SKIP_VERIFY)
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("false" | "0" | "off") => false,
+        Some("true" | "1" | "on") => true,
+        Some(other) => {
+            return Err(invalid(
+                vars::WEBHOOK_INSECURE_SKIP_VERIFY,
+                other,
+                "expected true or false".into(),
+            ))
+        }
+    };
+    if let Some(headers) = get(vars::WEBHOOK_HEADERS) {
+        client.headers = parse_headers(&headers)
+            .map_err(|e| invalid(vars::WEBHOOK_HEADERS, "<not shown>", e))?;
+    }
+    Ok(client)
+}
+
+/// A PEM setting as it may be shown: its file name, or a placeholder for inline PEM.
+fn shown_pem(value: &str) -> String {
+    if value.trim_start().starts_with("-----BEGIN") {
+        "<inline PEM>".into()
+    } else {
+        value.to_string()
     }
 }
 

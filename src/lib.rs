@@ -23,6 +23,7 @@
 //! - [`batch`]: splits Events into batches bounded by count and bytes.
 //! - [`retry`]: retry classification, backoff and the deadline-bounded retry loop.
 //! - [`webhook`]: the HTTP client for one audit webhook.
+//! - [`client`]: TLS trust, client certificates, credentials and headers of that client.
 //! - [`pipeline`]: one invocation end to end, and its [`Summary`].
 //! - [`app`]: the HTTP routes the host calls; the only place statuses are chosen.
 //! - [`telemetry`]: log setup for the host's stdout/stderr capture.
@@ -34,6 +35,7 @@
 pub mod app;
 pub mod audit;
 pub mod batch;
+pub mod client;
 pub mod config;
 pub mod deadletter;
 pub mod demo;

@@ -258,7 +258,16 @@ impl Forwarder {
             let target = match &route.destination {
                 None => None,
                 Some(d) => Some(Target {
-                    webhook: Webhook::new(d.url.clone(), config.retry, d.bearer.clone())?,
+                    webhook: {
+                        if d.client.insecure_skip_verify {
+                            tracing::warn!(
+                                route = %route.name,
+                                webhook = %crate::redact::redact_url(&d.url),
+                                "TLS VERIFICATION IS OFF for this webhook: anyone on the path can read and change audit Events. Use a CA bundle instead."
+                            );
+                        }
+                        Webhook::new(d.url.clone(), config.retry, &d.client)?
+                    },
                     format: d.format,
                     policy: d.policy.clone().or_else(|| config.policy.clone()),
                 }),

@@ -72,6 +72,8 @@ pub struct ReceivedBatch {
     pub shape: &'static str,
     /// The Events, as parsed JSON.
     pub events: Vec<Value>,
+    /// The request headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
 }
 
 /// Counters over everything received so far.
@@ -340,6 +342,15 @@ async fn receive(
         path: uri.path().to_string(),
         shape,
         events,
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    v.to_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
     });
     StatusCode::OK.into_response()
 }

@@ -11,6 +11,7 @@ use url::Url;
 use wildmatch::WildMatch;
 
 use crate::audit::AuditEvent;
+use crate::client::{load_pem, parse_headers, ClientOptions, SecretPem};
 use crate::config::WebhookFormat;
 use crate::jsonedit::{rewrite, Edit};
 use crate::policy::Policy;
@@ -107,8 +108,8 @@ pub struct Destination {
     pub format: WebhookFormat,
     /// A Policy for this route (else the global one, if any).
     pub policy: Option<Arc<Policy>>,
-    /// `Authorization: Bearer …`, if the receiver wants one.
-    pub bearer: Option<Bearer>,
+    /// TLS, credentials and headers.
+    pub client: ClientOptions,
 }
 
 impl fmt::Debug for Destination {
@@ -117,7 +118,7 @@ impl fmt::Debug for Destination {
             .field("url", &redact_url(&self.url))
             .field("format", &self.format)
             .field("policy", &self.policy.is_some())
-            .field("bearer", &self.bearer)
+            .field("client", &self.client)
             .finish()
     }
 }
@@ -175,6 +176,21 @@ struct WebhookDoc {
     /// The name of an app setting holding the token (keeps secrets out of the file).
     #[serde(default)]
     bearer_token_setting: Option<String>,
+    /// The name of an app setting holding `user:password` for basic auth.
+    #[serde(default)]
+    basic_auth_setting: Option<String>,
+    /// Extra trusted CA certificates: a PEM file path or inline PEM.
+    #[serde(default)]
+    ca: Option<String>,
+    /// The name of an app setting holding the client certificate and key (PEM) for mTLS.
+    #[serde(default)]
+    client_certificate_setting: Option<String>,
+    /// Skip TLS verification (logged loudly).
+    #[serde(default)]
+    insecure_skip_verify: bool,
+    /// Extra headers.
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
 }
 
 fn globs(list: &[String]) -> Vec<WildMatch> {
@@ -220,16 +236,44 @@ pub fn parse_routes(
                         )))
                     }
                 };
-                let bearer = match w.bearer_token_setting {
-                    None => None,
-                    Some(name) => Some(Bearer(SecretString::from(
-                        lookup(&name).filter(|v| !v.is_empty()).ok_or_else(|| {
-                            at(format!(
-                                "app setting {name} (bearerTokenSetting) is not set"
-                            ))
-                        })?,
-                    ))),
+                let setting = |name: &str, field: &str| {
+                    lookup(name)
+                        .filter(|v| !v.is_empty())
+                        .ok_or_else(|| at(format!("app setting {name} ({field}) is not set")))
                 };
+                let mut client = ClientOptions {
+                    insecure_skip_verify: w.insecure_skip_verify,
+                    ..Default::default()
+                };
+                if let Some(name) = &w.bearer_token_setting {
+                    client.bearer = Some(Bearer(SecretString::from(setting(
+                        name,
+                        "bearerTokenSetting",
+                    )?)));
+                }
+                if let Some(name) = &w.basic_auth_setting {
+                    let value = setting(name, "basicAuthSetting")?;
+                    let (user, password) = value
+                        .split_once(':')
+                        .ok_or_else(|| at(format!("app setting {name} must hold user:password")))?;
+                    client.basic =
+                        Some((user.to_string(), SecretString::from(password.to_string())));
+                }
+                if let Some(ca) = &w.ca {
+                    client.ca_pem = Some(load_pem(ca, base).map_err(|e| at(format!("ca: {e}")))?);
+                }
+                if let Some(name) = &w.client_certificate_setting {
+                    let pem = setting(name, "clientCertificateSetting")?;
+                    client.identity_pem = Some(SecretPem(SecretString::from(pem)));
+                }
+                if !w.headers.is_empty() {
+                    let json = serde_json::to_string(&w.headers).map_err(|e| at(e.to_string()))?;
+                    client.headers =
+                        parse_headers(&json).map_err(|e| at(format!("headers: {e}")))?;
+                }
+                client
+                    .validate()
+                    .map_err(|e| at(format!("webhook TLS: {e}")))?;
                 let policy = match r.policy_file {
                     None => None,
                     Some(file) => Some(Arc::new(
@@ -240,7 +284,7 @@ pub fn parse_routes(
                     url,
                     format,
                     policy,
-                    bearer,
+                    client,
                 })
             }
         };

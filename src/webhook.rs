@@ -4,16 +4,16 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use tokio::time::Instant;
 use url::Url;
 
+use crate::client::ClientOptions;
 use crate::config::RetrySettings;
 use crate::redact::{excerpt, redact_url};
 use crate::retry::{
     self, classify_error, classify_status, parse_retry_after, Delivery, RetryAction,
 };
-use crate::routes::Bearer;
 
 /// Bytes of an error response quoted in the logs (Vector quotes 1 KiB).
 const ERROR_BODY_CHARS: usize = 256;
@@ -26,7 +26,7 @@ pub struct Webhook {
     client: reqwest::Client,
     url: Url,
     retry: RetrySettings,
-    bearer: Option<Bearer>,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl fmt::Debug for Webhook {
@@ -34,7 +34,14 @@ impl fmt::Debug for Webhook {
         f.debug_struct("Webhook")
             .field("url", &redact_url(&self.url))
             .field("retry", &self.retry)
-            .field("bearer", &self.bearer)
+            .field(
+                "headers",
+                &self
+                    .headers
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -44,17 +51,20 @@ impl Webhook {
     ///
     /// # Errors
     /// When the TLS backend cannot start.
-    pub fn new(url: Url, retry: RetrySettings, bearer: Option<Bearer>) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+    pub fn new(url: Url, retry: RetrySettings, options: &ClientOptions) -> anyhow::Result<Self> {
+        let builder = reqwest::Client::builder()
             .user_agent(concat!("aks-audit-forwarder/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(retry.attempt_timeout.min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(60));
+        let client = options
+            .apply_tls(builder)
+            .map_err(anyhow::Error::msg)?
             .build()?;
         Ok(Self {
             client,
             url,
             retry,
-            bearer,
+            headers: options.request_headers(),
         })
     }
 
@@ -73,17 +83,8 @@ impl Webhook {
             .client
             .post(self.url.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(bearer) = &self.bearer {
-            let mut value = match HeaderValue::from_str(&bearer.header_value()) {
-                Ok(v) => v,
-                Err(_) => {
-                    return RetryAction::Halt {
-                        reason: "the bearer token is not a valid header value".into(),
-                    }
-                }
-            };
-            value.set_sensitive(true);
-            request = request.header(AUTHORIZATION, value);
+        for (name, value) in &self.headers {
+            request = request.header(name, value.clone());
         }
         let response = request.body(body).send().await;
         let mut response = match response {

@@ -9,3 +9,4 @@ mod helpers;
 mod invoke;
 mod process;
 mod routing;
+mod tls;
