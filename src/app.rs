@@ -27,13 +27,21 @@ const INVOCATION_ID: &str = "x-azure-functions-invocationid";
 
 /// The router, ready to serve.
 pub fn router(forwarder: Arc<Forwarder>) -> Router {
-    Router::new()
-        .route("/", get(ready))
-        .route(&format!("/{FUNCTION_NAME}"), post(invoke))
+    guarded(
+        Router::new()
+            .route("/", get(ready))
+            .route(&format!("/{FUNCTION_NAME}"), post(invoke)),
+    )
+    .with_state(forwarder)
+}
+
+/// JSON 404s for anything but the routes given, and a panic in one invocation answered 500
+/// instead of taking the process down (the host would restart it and count the crash).
+fn guarded<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> {
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(CatchPanicLayer::custom(panic_response))
-        .with_state(forwarder)
 }
 
 /// Serves on `listener` until `shutdown` completes, then finishes in-flight invocations.
@@ -108,7 +116,15 @@ async fn run_invocation(
     })
     .await;
     let converted = match converted {
-        Ok(Ok(converted)) => converted,
+        Ok(Ok(Ok(converted))) => converted,
+        Ok(Ok(Err(limit))) => {
+            tracing::error!(%limit, "Refusing an invocation over a configured limit.");
+            return json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                vec![],
+                Some(limit.to_string()),
+            );
+        }
         Ok(Err(error)) => return host_error(&error),
         Err(join_error) => {
             tracing::error!(error = %join_error, "Decoding the invocation panicked.");
@@ -195,4 +211,43 @@ fn body_error(error: &axum::Error, limit: usize) -> Response {
 fn host_error(error: &HostError) -> Response {
     tracing::error!(%error, "Refusing a malformed invocation request.");
     json(StatusCode::BAD_REQUEST, vec![], Some(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panicking handler is answered with a JSON 500 and the server keeps serving.
+    #[tokio::test]
+    async fn panics_are_contained() {
+        async fn boom() -> Response {
+            panic!("invariant broken")
+        }
+        let app = guarded(
+            Router::new()
+                .route("/", get(ready))
+                .route("/boom", post(boom)),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        let answer = client
+            .post(format!("http://{addr}/boom"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 500);
+        assert_eq!(answer.headers()["content-type"], "application/json");
+        let body: serde_json::Value = serde_json::from_str(&answer.text().await.unwrap()).unwrap();
+        assert!(body["Error"].as_str().unwrap().contains("retried"));
+        let again = client.get(format!("http://{addr}/")).send().await.unwrap();
+        assert_eq!(again.status(), 200);
+        let missing = client
+            .get(format!("http://{addr}/nope"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404);
+    }
 }

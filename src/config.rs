@@ -42,6 +42,8 @@ pub mod vars {
     pub const RETRY_MAX_BACKOFF: &str = "AUDIT_RETRY_MAX_BACKOFF";
     /// Largest invocation body the handler accepts.
     pub const MAX_BODY_BYTES: &str = "AUDIT_MAX_BODY_BYTES";
+    /// Most records one Event Hub event may hold.
+    pub const MAX_RECORDS_PER_EVENT: &str = "AUDIT_MAX_RECORDS_PER_EVENT";
     /// Bearer token sent to `AUDIT_WEBHOOK_URL` (may be a Key Vault reference).
     pub const WEBHOOK_BEARER_TOKEN: &str = "AUDIT_WEBHOOK_BEARER_TOKEN";
     /// An audit Policy file (YAML or JSON), relative to the app root allowed.
@@ -86,6 +88,8 @@ pub const DEFAULT_WEBHOOK_CONCURRENCY: usize = 4;
 pub const DEFAULT_RETRY_INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 /// Retry delay cap.
 pub const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Azure Monitor packs records into events of at most 1 MB: a few thousand at most.
+pub const DEFAULT_MAX_RECORDS_PER_EVENT: usize = 50_000;
 /// A batch of 100 events of 1 MiB is about 140 MiB once base64-encoded; leave room above it.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
 
@@ -166,6 +170,8 @@ pub struct Config {
     pub retry: RetrySettings,
     /// Largest invocation body accepted.
     pub max_body_bytes: usize,
+    /// Most records one Event Hub event may hold.
+    pub max_records_per_event: usize,
 }
 
 impl Config {
@@ -369,7 +375,15 @@ impl Config {
             }
         };
 
+        let max_records_per_event = parse_count(
+            vars::MAX_RECORDS_PER_EVENT,
+            get(vars::MAX_RECORDS_PER_EVENT),
+            DEFAULT_MAX_RECORDS_PER_EVENT,
+            1..=10_000_000,
+        )?;
+
         Ok(Self {
+            max_records_per_event,
             routes,
             policy,
             cluster_annotations,

@@ -54,6 +54,22 @@ pub struct Conversion {
     pub tally: ConvertTally,
     /// Malformed records and event bodies, kept for inspection.
     pub dead_letters: Vec<DeadLetter>,
+    /// Most records one event may hold (`None`: no limit).
+    pub max_records_per_event: Option<usize>,
+    /// Set when an event held more records than allowed; that event was not converted.
+    pub over_limit: Option<TooManyRecords>,
+}
+
+/// An Event Hub event with more records than `AUDIT_MAX_RECORDS_PER_EVENT`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event {index} holds {count} records, more than AUDIT_MAX_RECORDS_PER_EVENT ({max})")]
+pub struct TooManyRecords {
+    /// Index of the event in the invocation.
+    pub index: usize,
+    /// Records it holds.
+    pub count: usize,
+    /// The limit.
+    pub max: usize,
 }
 
 /// Where a body came from, for log lines.
@@ -113,9 +129,21 @@ pub fn convert_body(
         events: out,
         tally,
         dead_letters,
+        max_records_per_event,
+        over_limit,
     } = conversion;
     tally.bodies += 1;
-    let envelope: Envelope<'_> = match serde_json::from_slice(body) {
+    // An object, not the array serde would also accept for a struct.
+    let is_object = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    let parsed = if is_object {
+        serde_json::from_slice(body)
+    } else {
+        Err(serde::de::Error::custom("the event is not a JSON object"))
+    };
+    let envelope: Envelope<'_> = match parsed {
         Ok(envelope) => envelope,
         Err(error) => {
             tally.malformed_bodies += 1;
@@ -135,6 +163,16 @@ pub fn convert_body(
     };
     // Records of one envelope nearly always share a cluster: parse its id once.
     let mut cluster: Option<Arc<ClusterId>> = None;
+    if let Some(max) = *max_records_per_event {
+        if envelope.records.len() > max {
+            *over_limit = Some(TooManyRecords {
+                index: origin.index,
+                count: envelope.records.len(),
+                max,
+            });
+            return;
+        }
+    }
     for (record_index, raw) in envelope.records.into_iter().enumerate() {
         tally.records += 1;
         match convert_record(raw, categories) {
@@ -185,6 +223,12 @@ fn convert_record<'a>(
     raw: &'a RawValue,
     categories: &BTreeSet<String>,
 ) -> Result<(AuditEvent, Option<Cow<'a, str>>), Outcome<'a>> {
+    if !raw.get().starts_with('{') {
+        return Err(Malformed(
+            RecordError::Shape("the record is not a JSON object".into()),
+            None,
+        ));
+    }
     let record: Record<'a> = serde_json::from_str(raw.get())
         .map_err(|e| Malformed(RecordError::Shape(e.to_string()), None))?;
     let category = match record.category.as_deref().map(str::trim) {
@@ -307,6 +351,7 @@ mod tests {
             {"category": "kube-audit", "properties": {}},
             {"properties": {"log": good}},
             "a string where a record belongs",
+            ["kube-audit", null, {"log": good}],
             record("kube-audit", json!(good.replace("ResponseComplete", "Bogus"))),
             record("kube-audit", json!(good)),
         ]});
@@ -315,14 +360,44 @@ mod tests {
         assert_eq!(events[0].json(), good);
         assert_eq!(events[0].sequence_number(), Some(7));
         // Every malformed record is kept as a dead letter with its raw text.
-        assert_eq!(dead.len(), 8);
+        assert_eq!(dead.len(), 9);
         assert!(dead
             .iter()
             .all(|d| d.kind == "malformed-record" && d.raw.is_some()));
         assert!(dead.iter().all(|d| d.sequence_number == Some(7)));
-        assert_eq!(tally.records, 9);
-        assert_eq!(tally.malformed_records, 8);
+        assert_eq!(tally.records, 10);
+        assert_eq!(tally.malformed_records, 9);
         assert_eq!(tally.converted, 1);
+    }
+
+    #[test]
+    fn records_per_event_limit() {
+        let body = json!({"records": [record("kube-audit", json!(event_json("a"))), record("guard", json!("x"))]});
+        let mut conversion = Conversion {
+            max_records_per_event: Some(1),
+            ..Conversion::default()
+        };
+        let origin = BodyOrigin {
+            index: 3,
+            sequence_number: None,
+        };
+        convert_body(
+            body.to_string().as_bytes(),
+            origin,
+            &categories(),
+            &mut conversion,
+        );
+        assert!(conversion.events.is_empty());
+        let err = conversion.over_limit.unwrap();
+        assert_eq!(
+            err,
+            TooManyRecords {
+                index: 3,
+                count: 2,
+                max: 1
+            }
+        );
+        assert!(err.to_string().contains("AUDIT_MAX_RECORDS_PER_EVENT (1)"));
     }
 
     #[test]

@@ -45,6 +45,16 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         script: Vec<Scripted>,
     },
+    /// Send the Events of dead-letter files again, once the cause is fixed. Uses the same
+    /// AUDIT_* settings as the handler (AUDIT_WEBHOOK_URL or AUDIT_ROUTES, TLS, credentials).
+    Resend {
+        /// A dead-letter file (JSON lines), as written to the audit-deadletter container.
+        #[arg(long)]
+        input: PathBuf,
+        /// Where items that still cannot be delivered are written.
+        #[arg(long, default_value = "deadletter-remaining.jsonl")]
+        out: PathBuf,
+    },
     /// Send events to a running handler as the Functions host would.
     Replay {
         /// The handler's base URL, e.g. http://127.0.0.1:8080.
@@ -109,6 +119,24 @@ async fn main() -> anyhow::Result<()> {
             out,
             script,
         } => receive(listen, out, script).await,
+        Cmd::Resend { input, out } => {
+            let config = Config::from_env().context("invalid configuration")?;
+            let report = demo::resend(config, &input, &out).await?;
+            println!(
+                "resend: {} item(s) read, {} delivered, {} malformed skipped, {} remaining{}",
+                report.read,
+                report.delivered,
+                report.skipped,
+                report.remaining,
+                if report.remaining > 0 {
+                    format!(" (written to {})", out.display())
+                } else {
+                    String::new()
+                }
+            );
+            anyhow::ensure!(report.remaining == 0, "some items were not delivered");
+            Ok(())
+        }
         Cmd::Replay { handler, replay } => {
             let report = demo::replay(&handler, &replay.into()).await?;
             println!(

@@ -14,7 +14,7 @@ use crate::audit::{encode, encoded_len, AuditEvent};
 use crate::batch::{plan, BatchLimits};
 use crate::config::{Config, WebhookFormat};
 use crate::deadletter::DeadLetter;
-use crate::diagnostics::{convert_body, BodyOrigin, Conversion, ConvertTally};
+use crate::diagnostics::{convert_body, BodyOrigin, Conversion, ConvertTally, TooManyRecords};
 use crate::host::{Invocation, InvocationMeta};
 use crate::policy::Policy;
 use crate::retry::Delivery;
@@ -301,22 +301,52 @@ impl Forwarder {
 
     /// Converts every event body of an invocation, applies routes, the Policy and cluster
     /// annotations. CPU-bound: run it off the async workers.
-    pub fn convert(&self, invocation: Invocation) -> Converted {
+    ///
+    /// # Errors
+    /// When an event holds more records than `AUDIT_MAX_RECORDS_PER_EVENT`.
+    pub fn convert(&self, invocation: Invocation) -> Result<Converted, TooManyRecords> {
         let Invocation { bodies, meta } = invocation;
-        let mut conversion = Conversion::default();
+        let mut conversion = Conversion {
+            max_records_per_event: Some(self.config.max_records_per_event),
+            ..Conversion::default()
+        };
         for (index, body) in bodies.into_iter().enumerate() {
             let origin = BodyOrigin {
                 index,
                 sequence_number: meta.sequence_number(index),
             };
             convert_body(&body, origin, &self.config.categories, &mut conversion);
+            if let Some(error) = conversion.over_limit {
+                return Err(error);
+            }
         }
         let Conversion {
             events,
             tally,
             mut dead_letters,
+            ..
         } = conversion;
 
+        let (routed, routing) = self.route(events, &mut dead_letters);
+        for item in &mut dead_letters {
+            item.partition.clone_from(&meta.partition_id);
+        }
+        Ok(Converted {
+            routed,
+            tally,
+            routing,
+            dead_letters,
+            meta,
+        })
+    }
+
+    /// Sorts Events by route, applying each route's Policy and the cluster annotations.
+    /// Events no route takes become dead letters.
+    pub fn route(
+        &self,
+        events: Vec<AuditEvent>,
+        dead_letters: &mut Vec<DeadLetter>,
+    ) -> (Vec<Vec<AuditEvent>>, RoutingTally) {
         let mut routed: Vec<Vec<AuditEvent>> = self.routes.iter().map(|_| Vec::new()).collect();
         let mut routing = RoutingTally::default();
         let mut last: Option<(Arc<crate::routes::ClusterId>, Option<usize>)> = None;
@@ -369,16 +399,7 @@ impl Forwarder {
                 "Dropping Events of clusters that no route matches; add a catch-all route to keep them."
             );
         }
-        for item in &mut dead_letters {
-            item.partition.clone_from(&meta.partition_id);
-        }
-        Converted {
-            routed,
-            tally,
-            routing,
-            dead_letters,
-            meta,
-        }
+        (routed, routing)
     }
 
     /// Delivers each route's Events, routes in parallel. Returns only once every batch has a

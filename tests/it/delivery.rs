@@ -164,6 +164,45 @@ async fn poison_events_are_isolated_and_dead_lettered() {
         assert_eq!(&event["auditID"], id.as_str());
     }
     assert!(handler.log().contains("dead-lettered"));
+
+    // Once the cause is fixed, `resend` delivers the dead-lettered Events; a malformed item
+    // (nothing to send) stays in the remaining file.
+    let fixed = start_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("deadletter.jsonl");
+    let malformed =
+        r#"{"reason":"properties.log is not JSON","kind":"malformed-record","raw":"{}"}"#;
+    std::fs::write(&input, format!("{lines}{malformed}\n")).unwrap();
+    let remaining = dir.path().join("remaining.jsonl");
+    let out = tokio::process::Command::new(BIN)
+        .arg("resend")
+        .arg("--input")
+        .arg(&input)
+        .arg("--out")
+        .arg(&remaining)
+        .env("AUDIT_WEBHOOK_URL", fixed.url("/k8s_audit"))
+        .env("AUDIT_CLUSTER_ANNOTATIONS", "off")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("3 item(s) read, 2 delivered, 1 malformed skipped, 1 remaining"),
+        "{stdout}"
+    );
+    assert!(
+        !out.status.success(),
+        "a remaining item must show in the exit status"
+    );
+    let bad_events: Vec<String> = events
+        .iter()
+        .filter(|e| bad.iter().any(|b| e.contains(&format!("\"{b}\""))))
+        .cloned()
+        .collect();
+    assert_same_events(fixed.receiver.events(), &bad_events);
+    let left = std::fs::read_to_string(&remaining).unwrap();
+    assert_eq!(left.lines().count(), 1);
+    assert!(left.contains("malformed-record"));
 }
 
 /// A 413: the batch is split and the byte bound lowered for the rest of the invocation; an

@@ -203,3 +203,53 @@ async fn oversized_body_names_the_limit() {
         answer.body
     );
 }
+
+/// An event with more records than `AUDIT_MAX_RECORDS_PER_EVENT` fails the invocation with a
+/// 422 naming the limit; the process stays up.
+#[tokio::test]
+async fn records_per_event_limit_is_named() {
+    let receiver = start_receiver().await;
+    let handler = spawn_handler(&[
+        ("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit")),
+        ("AUDIT_MAX_RECORDS_PER_EVENT", "5"),
+    ])
+    .await;
+    let (bodies, _) = audit_bodies("many", 2, 6, 0);
+    let request = build_request(
+        Shape::ManyBinary,
+        &bodies,
+        &mut SimPartition::new("0"),
+        None,
+    )
+    .unwrap();
+    let answer = handler
+        .host
+        .invoke("EventHubForwarder", request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    assert!(
+        answer.body.contains("AUDIT_MAX_RECORDS_PER_EVENT (5)"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(receiver.receiver.stats().events, 0);
+    let (bodies, expected) = audit_bodies("few", 1, 5, 0);
+    let request = build_request(
+        Shape::ManyBinary,
+        &bodies,
+        &mut SimPartition::new("0"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        handler
+            .host
+            .invoke("EventHubForwarder", request)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_same_events(receiver.receiver.events(), &expected);
+}

@@ -5,8 +5,10 @@
 #![allow(clippy::unwrap_used)]
 
 mod delivery;
+mod faults;
 mod helpers;
 mod invoke;
 mod process;
+mod properties;
 mod routing;
 mod tls;
