@@ -57,6 +57,10 @@ param includeKubeAudit bool = false
 @secure()
 param auditWebhookUrl string = ''
 
+@description('AUDIT_WEBHOOK_BEARER_TOKEN: sent as Authorization: Bearer to the webhook. Prefer a Key Vault reference (@Microsoft.KeyVault(SecretUri=...)). Empty: none.')
+@secure()
+param auditWebhookBearerToken string = ''
+
 @description('AUDIT_ROUTES: routes from clusters to webhooks, as an inline YAML or JSON document (see the README). Empty: every cluster goes to auditWebhookUrl.')
 param auditRoutes string = ''
 
@@ -300,6 +304,10 @@ var appSettings = [
   {
     name: 'AUDIT_WEBHOOK_URL'
     value: auditWebhookUrl
+  }
+  {
+    name: 'AUDIT_WEBHOOK_BEARER_TOKEN'
+    value: auditWebhookBearerToken
   }
   {
     name: 'AUDIT_ROUTES'

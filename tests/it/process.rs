@@ -146,3 +146,29 @@ async fn webhook_credentials_never_logged() {
     );
     assert!(!log.contains(secret), "{log}");
 }
+
+/// The handler listens on 127.0.0.1 only: read from the kernel's socket table, so no traffic
+/// needs to leave loopback to prove it.
+#[tokio::test]
+async fn listens_on_loopback_only() {
+    let handler = spawn_handler(&[("AUDIT_WEBHOOK_URL", "http://127.0.0.1:9/k8s_audit")]).await;
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port = format!("{:04X}", handler.port);
+    let listening: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (addr, state) = (fields.get(1)?, fields.get(3)?);
+            (addr.ends_with(&format!(":{port}")) && *state == "0A").then_some(*addr)
+        })
+        .collect();
+    assert_eq!(listening, vec![format!("0100007F:{port}")]);
+    let table6 = std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
+    assert!(
+        !table6
+            .lines()
+            .any(|l| l.contains(&format!(":{port} ")) && l.contains(" 0A ")),
+        "no IPv6 listener"
+    );
+}
