@@ -39,16 +39,14 @@ impl fmt::Debug for ClientOptions {
             .field("insecure_skip_verify", &self.insecure_skip_verify)
             .field("bearer", &self.bearer.as_ref().map(|_| "***"))
             .field("basic_user", &self.basic.as_ref().map(|(u, _)| u.as_str()))
-            .field(
-                "headers",
-                &self
-                    .headers
-                    .iter()
-                    .map(|(n, _)| n.as_str())
-                    .collect::<Vec<_>>(),
-            )
+            .field("headers", &header_names(&self.headers))
             .finish()
     }
+}
+
+/// Header names only: what `Debug` may show of a header list.
+pub fn header_names(headers: &[(HeaderName, HeaderValue)]) -> Vec<&str> {
+    headers.iter().map(|(n, _)| n.as_str()).collect()
 }
 
 impl ClientOptions {

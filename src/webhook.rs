@@ -8,7 +8,7 @@ use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use tokio::time::Instant;
 use url::Url;
 
-use crate::client::ClientOptions;
+use crate::client::{header_names, ClientOptions};
 use crate::config::RetrySettings;
 use crate::redact::{excerpt, redact_url};
 use crate::retry::{
@@ -34,14 +34,7 @@ impl fmt::Debug for Webhook {
         f.debug_struct("Webhook")
             .field("url", &redact_url(&self.url))
             .field("retry", &self.retry)
-            .field(
-                "headers",
-                &self
-                    .headers
-                    .iter()
-                    .map(|(n, _)| n.as_str())
-                    .collect::<Vec<_>>(),
-            )
+            .field("headers", &header_names(&self.headers))
             .finish()
     }
 }

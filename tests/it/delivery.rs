@@ -17,18 +17,7 @@ async fn flaky_sink_is_retried_until_delivered() {
         .push_script([Scripted::Status(503), Scripted::Status(503)]);
     let handler = spawn_handler(&[("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit"))]).await;
     let (bodies, expected) = audit_bodies("flaky", 2, 5, 0);
-    let request = build_request(
-        Shape::ManyBinary,
-        &bodies,
-        &mut SimPartition::new("0"),
-        None,
-    )
-    .unwrap();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_bodies(&bodies, "0").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let stats = receiver.receiver.stats();
     assert_eq!(stats.scripted_failures, 2);
@@ -54,12 +43,7 @@ async fn sink_down_fails_within_deadline_then_redelivery_succeeds() {
     let mut partition = SimPartition::new("3");
 
     let started = Instant::now();
-    let request = build_request(Shape::ManyBinary, &bodies, &mut partition, Some(0)).unwrap();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_as(&bodies, &mut partition, Some(0)).await;
     let took = started.elapsed();
     assert_eq!(answer.status, 500, "{}", answer.body);
     assert_eq!(answer.content_type.as_deref(), Some("application/json"));
@@ -71,12 +55,7 @@ async fn sink_down_fails_within_deadline_then_redelivery_succeeds() {
         .await
         .expect("receiver on the same port");
     partition.next_sequence = 0;
-    let request = build_request(Shape::ManyBinary, &bodies, &mut partition, Some(1)).unwrap();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_as(&bodies, &mut partition, Some(1)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(answer.body.contains("retry=1"), "{}", answer.body);
     assert_same_events(receiver.receiver.events(), &expected);
@@ -91,19 +70,8 @@ async fn too_many_requests_honours_retry_after() {
         .push_script([Scripted::RetryAfter(429, 1)]);
     let handler = spawn_handler(&[("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit"))]).await;
     let (bodies, expected) = audit_bodies("busy", 1, 3, 0);
-    let request = build_request(
-        Shape::ManyBinary,
-        &bodies,
-        &mut SimPartition::new("0"),
-        None,
-    )
-    .unwrap();
     let started = Instant::now();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_bodies(&bodies, "0").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     // The configured backoff is 50 ms; only Retry-After explains a wait of a second.
     assert!(
@@ -125,18 +93,7 @@ async fn poison_events_are_isolated_and_dead_lettered() {
     let (bodies, events) = audit_bodies("poison", 4, 10, 0);
     let bad = ["poison-1-3".to_string(), "poison-3-9".to_string()];
     receiver.receiver.refuse_audit_ids(bad.clone());
-    let request = build_request(
-        Shape::ManyBinary,
-        &bodies,
-        &mut SimPartition::new("6"),
-        None,
-    )
-    .unwrap();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_bodies(&bodies, "6").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(answer.body.contains("delivered=38"), "{}", answer.body);
     assert!(answer.body.contains("rejected=2"), "{}", answer.body);
@@ -217,18 +174,7 @@ async fn payload_too_large_splits_and_lowers_the_bound() {
     bodies.extend(big_body);
     events.extend(big.clone());
     receiver.receiver.max_body(16 * 1024);
-    let request = build_request(
-        Shape::ManyBinary,
-        &bodies,
-        &mut SimPartition::new("0"),
-        None,
-    )
-    .unwrap();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_bodies(&bodies, "0").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(answer.body.contains("delivered=30"), "{}", answer.body);
     assert!(answer.body.contains("dead_lettered=1"), "{}", answer.body);
@@ -252,18 +198,7 @@ async fn unauthorized_fails_the_invocation_instead_of_dead_lettering() {
     receiver.receiver.push_script([Scripted::Status(401)]);
     let handler = spawn_handler(&[("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit"))]).await;
     let (bodies, _) = audit_bodies("auth", 1, 2, 0);
-    let request = build_request(
-        Shape::ManyBinary,
-        &bodies,
-        &mut SimPartition::new("0"),
-        None,
-    )
-    .unwrap();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_bodies(&bodies, "0").await;
     assert_eq!(answer.status, 500, "{}", answer.body);
     assert!(answer.body.contains("attempts=1"), "{}", answer.body);
     assert!(answer.body.contains("401"), "{}", answer.body);
@@ -282,19 +217,8 @@ async fn slow_sink_hits_the_attempt_timeout_and_is_retried() {
     ])
     .await;
     let (bodies, expected) = audit_bodies("slow", 1, 2, 0);
-    let request = build_request(
-        Shape::ManyBinary,
-        &bodies,
-        &mut SimPartition::new("0"),
-        None,
-    )
-    .unwrap();
     let started = Instant::now();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_bodies(&bodies, "0").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -325,22 +249,7 @@ async fn event_format_and_batch_bounds() {
     ])
     .await;
     let (bodies, expected) = audit_bodies("single", 2, 3, 0);
-    let request = build_request(
-        Shape::ManyBinary,
-        &bodies,
-        &mut SimPartition::new("0"),
-        None,
-    )
-    .unwrap();
-    assert_eq!(
-        handler
-            .host
-            .invoke("EventHubForwarder", request)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(handler.invoke_bodies(&bodies, "0").await.status, 200);
     let batches = receiver.receiver.batches();
     assert_eq!(batches.len(), 6);
     assert!(batches
@@ -356,22 +265,7 @@ async fn event_format_and_batch_bounds() {
     ])
     .await;
     let (bodies, expected) = audit_bodies("four", 3, 3, 0);
-    let request = build_request(
-        Shape::ManyBinary,
-        &bodies,
-        &mut SimPartition::new("0"),
-        None,
-    )
-    .unwrap();
-    assert_eq!(
-        handler
-            .host
-            .invoke("EventHubForwarder", request)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(handler.invoke_bodies(&bodies, "0").await.status, 200);
     let mut sizes: Vec<usize> = receiver
         .receiver
         .batches()

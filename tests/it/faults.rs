@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aks_audit_forwarder::hostsim::{build_request, Shape, SimPartition};
+use aks_audit_forwarder::hostsim::SimPartition;
 use aks_audit_forwarder::receiver::{Receiver, Scripted};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -103,18 +103,7 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, fault: Option<Fault
 
 async fn send(handler: &Handler, prefix: &str, events: usize) -> (u16, String, Vec<String>) {
     let (bodies, expected) = audit_bodies(prefix, 1, events, 0);
-    let request = build_request(
-        Shape::ManyBinary,
-        &bodies,
-        &mut SimPartition::new("0"),
-        None,
-    )
-    .unwrap();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_bodies(&bodies, "0").await;
     (answer.status, answer.body, expected)
 }
 
@@ -199,12 +188,7 @@ async fn handler_restart_between_failure_and_redelivery() {
     let mut partition = SimPartition::new("4");
 
     let mut first = spawn_handler(&settings).await;
-    let request = build_request(Shape::ManyBinary, &bodies, &mut partition, Some(0)).unwrap();
-    let answer = first
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = first.invoke_as(&bodies, &mut partition, Some(0)).await;
     assert_eq!(answer.status, 500, "{}", answer.body);
     first.child.kill().unwrap();
     first.wait_exit(Duration::from_secs(5)).expect("killed");
@@ -215,12 +199,7 @@ async fn handler_restart_between_failure_and_redelivery() {
         .unwrap();
     let second = spawn_handler(&settings).await;
     partition.next_sequence = 0;
-    let request = build_request(Shape::ManyBinary, &bodies, &mut partition, Some(1)).unwrap();
-    let answer = second
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = second.invoke_as(&bodies, &mut partition, Some(1)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_same_events(receiver.receiver.events(), &expected);
     assert_eq!(receiver.receiver.stats().duplicates, 0);

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use aks_audit_forwarder::hostsim::HostSim;
+use aks_audit_forwarder::hostsim::{build_request, Answer, HostSim, Shape, SimPartition};
 use aks_audit_forwarder::receiver::{Receiver, RunningReceiver};
 use serde_json::{json, Value};
 
@@ -24,6 +24,27 @@ pub struct Handler {
 }
 
 impl Handler {
+    /// POSTs `bodies` as one `many`+`binary` invocation from partition `partition`.
+    pub async fn invoke_bodies(&self, bodies: &[Vec<u8>], partition: &str) -> Answer {
+        self.invoke_as(bodies, &mut SimPartition::new(partition), None)
+            .await
+    }
+
+    /// POSTs `bodies` as the next `many`+`binary` invocation of `partition`, with a
+    /// `RetryContext` when `retry` is set.
+    pub async fn invoke_as(
+        &self,
+        bodies: &[Vec<u8>],
+        partition: &mut SimPartition,
+        retry: Option<i64>,
+    ) -> Answer {
+        let request = build_request(Shape::ManyBinary, bodies, partition, retry).unwrap();
+        self.host
+            .invoke("EventHubForwarder", request)
+            .await
+            .unwrap()
+    }
+
     /// Everything the process wrote to stdout and stderr so far.
     pub fn log(&self) -> String {
         let mut text = String::new();

@@ -76,12 +76,7 @@ async fn summary_is_logged_and_returned() {
     ]));
     let mut partition = SimPartition::new("5");
     partition.next_sequence = 4211;
-    let request = build_request(Shape::ManyBinary, &bodies, &mut partition, Some(0)).unwrap();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_as(&bodies, &mut partition, Some(0)).await;
     let result = answer.result.expect("invocation result");
     assert_eq!(result.logs.len(), 1);
     let line = &result.logs[0];
@@ -135,18 +130,7 @@ async fn malformed_envelope_is_refused_and_process_survives() {
     }
     // Still serving.
     let (bodies, expected) = audit_bodies("after", 1, 1, 0);
-    let request = build_request(
-        Shape::ManyBinary,
-        &bodies,
-        &mut SimPartition::new("0"),
-        None,
-    )
-    .unwrap();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_bodies(&bodies, "0").await;
     assert_eq!(answer.status, 200);
     assert_same_events(receiver.receiver.events(), &expected);
 }
@@ -184,18 +168,7 @@ async fn oversized_body_names_the_limit() {
     ])
     .await;
     let (bodies, _) = audit_bodies("big", 1, 1, 100_000);
-    let request = build_request(
-        Shape::ManyBinary,
-        &bodies,
-        &mut SimPartition::new("0"),
-        None,
-    )
-    .unwrap();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_bodies(&bodies, "0").await;
     assert_eq!(answer.status, 413, "{}", answer.body);
     assert!(
         answer.body.contains("AUDIT_MAX_BODY_BYTES"),
@@ -215,18 +188,7 @@ async fn records_per_event_limit_is_named() {
     ])
     .await;
     let (bodies, _) = audit_bodies("many", 2, 6, 0);
-    let request = build_request(
-        Shape::ManyBinary,
-        &bodies,
-        &mut SimPartition::new("0"),
-        None,
-    )
-    .unwrap();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_bodies(&bodies, "0").await;
     assert_eq!(answer.status, 422, "{}", answer.body);
     assert!(
         answer.body.contains("AUDIT_MAX_RECORDS_PER_EVENT (5)"),
@@ -235,21 +197,6 @@ async fn records_per_event_limit_is_named() {
     );
     assert_eq!(receiver.receiver.stats().events, 0);
     let (bodies, expected) = audit_bodies("few", 1, 5, 0);
-    let request = build_request(
-        Shape::ManyBinary,
-        &bodies,
-        &mut SimPartition::new("0"),
-        None,
-    )
-    .unwrap();
-    assert_eq!(
-        handler
-            .host
-            .invoke("EventHubForwarder", request)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(handler.invoke_bodies(&bodies, "0").await.status, 200);
     assert_same_events(receiver.receiver.events(), &expected);
 }

@@ -125,18 +125,7 @@ async fn webhook_credentials_never_logged() {
     ])
     .await;
     let (bodies, _) = audit_bodies("secret", 1, 1, 0);
-    let request = build_request(
-        Shape::ManyBinary,
-        &bodies,
-        &mut SimPartition::new("0"),
-        None,
-    )
-    .unwrap();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_bodies(&bodies, "0").await;
     assert_eq!(answer.status, 500);
     assert!(!answer.body.contains(secret), "{}", answer.body);
     let log = handler.log();

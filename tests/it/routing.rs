@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aks_audit_forwarder::hostsim::{build_request, Shape, SimPartition};
+use aks_audit_forwarder::hostsim::SimPartition;
 use aks_audit_forwarder::receiver::Scripted;
 use serde_json::{json, Value};
 
@@ -38,18 +38,7 @@ async fn policy_file_filters_through_the_handler() {
         full_event("p-3", "ResponseComplete"),
     ];
     let body = envelope(events.iter().map(|e| record("kube-audit", e)).collect());
-    let request = build_request(
-        Shape::ManyBinary,
-        &[body],
-        &mut SimPartition::new("0"),
-        None,
-    )
-    .unwrap();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_bodies(&[body], "0").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(answer.body.contains("policy_dropped=1"), "{}", answer.body);
 
@@ -141,12 +130,7 @@ async fn routes_split_a_mixed_batch_and_isolate_a_failing_receiver() {
     let bodies = vec![envelope(records)];
 
     let mut partition = SimPartition::new("0");
-    let request = build_request(Shape::ManyBinary, &bodies, &mut partition, Some(0)).unwrap();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_as(&bodies, &mut partition, Some(0)).await;
     assert_eq!(answer.status, 500, "{}", answer.body);
     for part in [
         "route_dropped=4",
@@ -168,12 +152,7 @@ async fn routes_split_a_mixed_batch_and_isolate_a_failing_receiver() {
     // The staging receiver recovers; the host retries the whole invocation.
     staging.receiver.clear_script();
     partition.next_sequence = 0;
-    let request = build_request(Shape::ManyBinary, &bodies, &mut partition, Some(1)).unwrap();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_as(&bodies, &mut partition, Some(1)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 
     let annotated = |(cluster, event): &(&str, String)| {
@@ -222,18 +201,7 @@ async fn unmatched_clusters_are_counted() {
             &audit_event("out", 0),
         ),
     ]);
-    let request = build_request(
-        Shape::ManyBinary,
-        &[body],
-        &mut SimPartition::new("0"),
-        None,
-    )
-    .unwrap();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_bodies(&[body], "0").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(answer.body.contains("unrouted=1"), "{}", answer.body);
     assert_same_events(receiver.receiver.events(), &[audit_event("in", 0)]);

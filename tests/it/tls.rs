@@ -4,7 +4,6 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use aks_audit_forwarder::hostsim::{build_request, Shape, SimPartition};
 use aks_audit_forwarder::receiver::Receiver;
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -109,18 +108,7 @@ async fn mtls_with_private_ca_bearer_and_headers() {
     ])
     .await;
     let (bodies, expected) = audit_bodies("tls", 2, 3, 0);
-    let request = build_request(
-        Shape::ManyBinary,
-        &bodies,
-        &mut SimPartition::new("0"),
-        None,
-    )
-    .unwrap();
-    let answer = handler
-        .host
-        .invoke("EventHubForwarder", request)
-        .await
-        .unwrap();
+    let answer = handler.invoke_bodies(&bodies, "0").await;
     assert_eq!(answer.status, 200, "{}\n{}", answer.body, handler.log());
     assert_same_events(receiver.events(), &expected);
     let batch = &receiver.batches()[0];
@@ -166,18 +154,7 @@ async fn tls_failures_fail_the_invocation() {
         env.extend(extra);
         let handler = spawn_handler(&env).await;
         let (bodies, _) = audit_bodies("untrusted", 1, 1, 0);
-        let request = build_request(
-            Shape::ManyBinary,
-            &bodies,
-            &mut SimPartition::new("0"),
-            None,
-        )
-        .unwrap();
-        let answer = handler
-            .host
-            .invoke("EventHubForwarder", request)
-            .await
-            .unwrap();
+        let answer = handler.invoke_bodies(&bodies, "0").await;
         assert_eq!(answer.status, 500, "{}", answer.body);
     }
     assert_eq!(receiver.stats().events, 0);
