@@ -2,7 +2,8 @@
 //! bodies), side by side with a naive `serde_json::Value` round trip of the same input, so the
 //! figure to read is the ratio between the two in one run.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use aks_audit_forwarder::audit::encode;
 use aks_audit_forwarder::batch::{plan, BatchLimits};
@@ -10,6 +11,7 @@ use aks_audit_forwarder::config::WebhookFormat;
 use aks_audit_forwarder::diagnostics::{convert_body, BodyOrigin, Conversion};
 use aks_audit_forwarder::host::decode_invocation;
 use aks_audit_forwarder::hostsim::{build_request, Shape, SimPartition};
+use aks_audit_forwarder::{Config, Forwarder};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::{json, Value};
 
@@ -104,14 +106,56 @@ fn naive_path(request: &[u8]) -> usize {
         .sum()
 }
 
+/// The whole CPU-bound half as the handler runs it: decode, convert, route, Policy,
+/// annotations, then encode every batch.
+fn handler_path(forwarder: &Forwarder, request: &[u8]) -> usize {
+    let invocation = decode_invocation(request).expect("decode");
+    let converted = forwarder.convert(invocation).expect("within limits");
+    converted
+        .routed
+        .iter()
+        .flat_map(|events| events.chunks(400))
+        .map(|c| encode(WebhookFormat::EventList, c).len())
+        .sum()
+}
+
+fn forwarder(settings: &[(&str, &str)]) -> Arc<Forwarder> {
+    let mut map: HashMap<String, String> = settings
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    map.insert(
+        "AUDIT_WEBHOOK_URL".into(),
+        "http://127.0.0.1:9/k8s_audit".into(),
+    );
+    Forwarder::new(Config::from_lookup(|k| map.get(k).cloned()).expect("config"))
+        .expect("forwarder")
+}
+
 fn bench(c: &mut Criterion) {
     let request = request();
     let categories: BTreeSet<String> = ["kube-audit".to_string()].into();
+    let plain = forwarder(&[("AUDIT_CLUSTER_ANNOTATIONS", "off")]);
+    let annotated = forwarder(&[]);
+    let policy = format!(
+        "{}/examples/policies/sysdig-general-purpose.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let with_policy = forwarder(&[("AUDIT_POLICY_FILE", policy.as_str())]);
     let mut group = c.benchmark_group("invocation_2000_events");
     group.throughput(Throughput::Bytes(request.len() as u64));
     group.sample_size(20);
     group.bench_function("forwarder", |b| {
         b.iter(|| forwarder_path(&request, &categories))
+    });
+    group.bench_function("handler_annotations_off", |b| {
+        b.iter(|| handler_path(&plain, &request))
+    });
+    group.bench_function("handler_default_annotations_on", |b| {
+        b.iter(|| handler_path(&annotated, &request))
+    });
+    group.bench_function("handler_sysdig_policy_and_annotations", |b| {
+        b.iter(|| handler_path(&with_policy, &request))
     });
     group.bench_function("naive_value_round_trip", |b| {
         b.iter(|| naive_path(&request))

@@ -18,7 +18,7 @@ param tags object = {
   workload: 'aks-audit-forwarder'
 }
 
-@description('Flex Consumption instance memory in MB (512, 2048 or 4096). An invocation peaks at about three times its body; 2048 fits the largest default batch several times over.')
+@description('Flex Consumption instance memory in MB (512, 2048 or 4096). An invocation peaks at about twice its body; 2048 fits the largest default batch several times over.')
 @allowed([
   512
   2048
