@@ -176,6 +176,15 @@ resource packageContainer 'Microsoft.Storage/storageAccounts/blobServices/contai
   }
 }
 
+// Where the deadletter output binding (function.json) writes what could not be delivered.
+resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: 'audit-deadletter'
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 // The hub the cluster's diagnostic setting streams into. Local (SAS) auth stays enabled only
 // when this template creates the diagnostic setting: Azure Monitor streams to Event Hubs
 // through a namespace authorization rule, not an identity. The forwarder itself always uses
@@ -491,6 +500,9 @@ output eventHubName string = eventHub.name
 
 @description('The forwarder consumer group.')
 output consumerGroup string = consumerGroup.name
+
+@description('Storage account and container holding dead letters (JSON lines) for aks-audit-forwarder resend.')
+output deadLetterLocation string = '${storage.name}/${deadLetterContainer.name}'
 
 @description('Client id of the managed identity the app uses for every connection.')
 output identityClientId string = identity.properties.clientId

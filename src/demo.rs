@@ -110,6 +110,17 @@ pub async fn replay(handler: &str, options: &ReplayOptions) -> anyhow::Result<Re
                 .and_then(|r| r.error.clone())
                 .unwrap_or_default();
             println!("replay: handler answered {} {lines}{error}", answer.status);
+            let dead = answer
+                .result
+                .as_ref()
+                .and_then(|r| r.outputs.get("deadletter"))
+                .and_then(|v| v.as_str())
+                .map_or(0, |lines| lines.lines().count());
+            if dead > 0 {
+                println!(
+                    "replay: {dead} dead letter(s) returned in Outputs.deadletter (the host writes them to the audit-deadletter container)"
+                );
+            }
         }
         if answers.last().is_some_and(|a| a.is_success()) {
             report.succeeded += 1;
