@@ -10,6 +10,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::audit::AuditEvent;
+
 /// One item that could not be delivered.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -59,6 +61,20 @@ impl DeadLetter {
             event: None,
             raw: None,
         }
+    }
+}
+
+impl DeadLetter {
+    /// A dead letter carrying `event`, with its cluster and sequence number.
+    pub fn for_event(event: &AuditEvent, kind: &str, reason: impl Into<String>) -> Self {
+        let mut item = Self::new(kind, reason);
+        item.cluster = event
+            .cluster()
+            .map(|c| c.resource_id.clone())
+            .filter(|id| !id.is_empty());
+        item.sequence_number = event.sequence_number();
+        item.event = RawValue::from_string(event.json().to_string()).ok();
+        item
     }
 }
 

@@ -373,13 +373,11 @@ pub async fn resend(
         // apart here; receivers de-duplicate what did arrive.
         for events in &routed {
             for event in events {
-                let mut item = crate::deadletter::DeadLetter::new(
+                let item = crate::deadletter::DeadLetter::for_event(
+                    event,
                     "unsent",
                     delivery.last_failure.clone().unwrap_or_default(),
                 );
-                item.cluster = event.cluster().map(|c| c.resource_id.clone());
-                item.sequence_number = event.sequence_number();
-                item.event = serde_json::value::RawValue::from_string(event.json().into()).ok();
                 left.push(item);
             }
         }

@@ -212,7 +212,7 @@ fn push_halves(stack: &mut Vec<Range<usize>>, range: Range<usize>) {
     stack.push(range.start..mid);
 }
 
-/// A dead letter carrying `event`.
+/// A dead letter carrying `event`, refused by `route` with `status`.
 fn dead_letter(
     event: &AuditEvent,
     kind: &str,
@@ -220,15 +220,9 @@ fn dead_letter(
     status: Option<u16>,
     route: Option<&str>,
 ) -> DeadLetter {
-    let mut item = DeadLetter::new(kind, reason);
+    let mut item = DeadLetter::for_event(event, kind, reason);
     item.status = status;
     item.route = route.map(str::to_owned);
-    item.cluster = event
-        .cluster()
-        .map(|c| c.resource_id.clone())
-        .filter(|id| !id.is_empty());
-    item.sequence_number = event.sequence_number();
-    item.event = serde_json::value::RawValue::from_string(event.json().to_string()).ok();
     item
 }
 
