@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aks_audit_forwarder::hostsim::SimPartition;
-use aks_audit_forwarder::receiver::{Receiver, Scripted};
+use aks_audit_forwarder::receiver::{Receiver, RunningReceiver, Scripted};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -107,20 +107,32 @@ async fn send(handler: &Handler, prefix: &str, events: usize) -> (u16, String, V
     (answer.status, answer.body, expected)
 }
 
+/// Sends `events` Events through a proxy suffering `faults` to a fresh receiver; checks the
+/// answer is 200 after `attempts` POSTs, and returns the receiver and the expected Events.
+async fn through_faults(
+    faults: Vec<Fault>,
+    prefix: &str,
+    events: usize,
+    attempts: usize,
+) -> (RunningReceiver, Vec<String>) {
+    let receiver = start_receiver().await;
+    let proxy = fault_proxy(receiver.addr, faults).await;
+    let handler =
+        spawn_handler(&[("AUDIT_WEBHOOK_URL", &format!("http://{proxy}/k8s_audit"))]).await;
+    let (status, body, expected) = send(&handler, prefix, events).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&format!("attempts={attempts}")),
+        "every fault was met: {body}"
+    );
+    (receiver, expected)
+}
+
 /// Connection reset in the middle of the request body, twice: retried, delivered once.
 #[tokio::test]
 async fn reset_mid_body_is_retried_without_loss_or_duplicates() {
-    let receiver = start_receiver().await;
-    let proxy = fault_proxy(
-        receiver.addr,
-        vec![Fault::ResetMidBody, Fault::ResetMidBody],
-    )
-    .await;
-    let handler =
-        spawn_handler(&[("AUDIT_WEBHOOK_URL", &format!("http://{proxy}/k8s_audit"))]).await;
-    let (status, body, expected) = send(&handler, "reset", 50).await;
-    assert_eq!(status, 200, "{body}");
-    assert!(body.contains("attempts=3"), "both faults were met: {body}");
+    let faults = vec![Fault::ResetMidBody, Fault::ResetMidBody];
+    let (receiver, expected) = through_faults(faults, "reset", 50, 3).await;
     assert_same_events(receiver.receiver.events(), &expected);
     assert_eq!(receiver.receiver.stats().duplicates, 0);
 }
@@ -128,13 +140,8 @@ async fn reset_mid_body_is_retried_without_loss_or_duplicates() {
 /// The receiver accepts the request and closes without answering: retried, delivered once.
 #[tokio::test]
 async fn closed_without_answer_is_retried() {
-    let receiver = start_receiver().await;
-    let proxy = fault_proxy(receiver.addr, vec![Fault::CloseWithoutAnswer]).await;
-    let handler =
-        spawn_handler(&[("AUDIT_WEBHOOK_URL", &format!("http://{proxy}/k8s_audit"))]).await;
-    let (status, body, expected) = send(&handler, "closed", 20).await;
-    assert_eq!(status, 200, "{body}");
-    assert!(body.contains("attempts=2"), "the fault was met: {body}");
+    let (receiver, expected) =
+        through_faults(vec![Fault::CloseWithoutAnswer], "closed", 20, 2).await;
     assert_same_events(receiver.receiver.events(), &expected);
     assert_eq!(receiver.receiver.stats().duplicates, 0);
 }
@@ -143,13 +150,7 @@ async fn closed_without_answer_is_retried() {
 /// sends again. Every Event arrives; each of them twice (at-least-once, same auditID+stage).
 #[tokio::test]
 async fn lost_answer_means_a_duplicate_not_a_loss() {
-    let receiver = start_receiver().await;
-    let proxy = fault_proxy(receiver.addr, vec![Fault::LoseAnswer]).await;
-    let handler =
-        spawn_handler(&[("AUDIT_WEBHOOK_URL", &format!("http://{proxy}/k8s_audit"))]).await;
-    let (status, body, expected) = send(&handler, "lost", 10).await;
-    assert_eq!(status, 200, "{body}");
-    assert!(body.contains("attempts=2"), "the fault was met: {body}");
+    let (receiver, expected) = through_faults(vec![Fault::LoseAnswer], "lost", 10, 2).await;
     let events = receiver.receiver.events();
     assert_eq!(receiver.receiver.stats().duplicates, 10);
     assert_same_events(events[..10].to_vec(), &expected);
