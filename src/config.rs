@@ -288,20 +288,11 @@ impl Config {
             )?)),
             (None, None) => None,
         };
-        let cluster_annotations = match get(vars::CLUSTER_ANNOTATIONS)
-            .map(|v| v.trim().to_ascii_lowercase())
-            .as_deref()
-        {
-            None | Some("on" | "true" | "1") => true,
-            Some("off" | "false" | "0") => false,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    var: vars::CLUSTER_ANNOTATIONS,
-                    value: other.into(),
-                    reason: "expected on or off".into(),
-                })
-            }
-        };
+        let cluster_annotations = parse_switch(
+            vars::CLUSTER_ANNOTATIONS,
+            get(vars::CLUSTER_ANNOTATIONS),
+            true,
+        )?;
         let routes = match get(vars::ROUTES) {
             Some(file) => {
                 if get(vars::WEBHOOK_URL).is_some() {
@@ -486,20 +477,11 @@ fn client_options(
             })
         }
     }
-    client.insecure_skip_verify = match get(vars::WEBHOOK_INSECURE_SKIP_VERIFY)
-        .map(|v| v.trim().to_ascii_lowercase())
-        .as_deref()
-    {
-        None | Some("false" | "0" | "off") => false,
-        Some("true" | "1" | "on") => true,
-        Some(other) => {
-            return Err(invalid(
-                vars::WEBHOOK_INSECURE_SKIP_VERIFY,
-                other,
-                "expected true or false".into(),
-            ))
-        }
-    };
+    client.insecure_skip_verify = parse_switch(
+        vars::WEBHOOK_INSECURE_SKIP_VERIFY,
+        get(vars::WEBHOOK_INSECURE_SKIP_VERIFY),
+        false,
+    )?;
     if let Some(headers) = get(vars::WEBHOOK_HEADERS) {
         client.headers = parse_headers(&headers)
             .map_err(|e| invalid(vars::WEBHOOK_HEADERS, "<not shown>", e))?;
@@ -563,6 +545,24 @@ fn parse_categories(value: &str) -> Result<BTreeSet<String>, ConfigError> {
         });
     }
     Ok(set)
+}
+
+/// Parses an on/off setting: `on`/`true`/`1` or `off`/`false`/`0`, any case.
+fn parse_switch(
+    var: &'static str,
+    value: Option<String>,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    let Some(v) = value else { return Ok(default) };
+    match v.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err(ConfigError::Invalid {
+            var,
+            value: v,
+            reason: "expected on or off (true or false)".into(),
+        }),
+    }
 }
 
 fn parse_count(

@@ -212,20 +212,6 @@ fn push_halves(stack: &mut Vec<Range<usize>>, range: Range<usize>) {
     stack.push(range.start..mid);
 }
 
-/// A dead letter carrying `event`, refused by `route` with `status`.
-fn dead_letter(
-    event: &AuditEvent,
-    kind: &str,
-    reason: String,
-    status: Option<u16>,
-    route: Option<&str>,
-) -> DeadLetter {
-    let mut item = DeadLetter::for_event(event, kind, reason);
-    item.status = status;
-    item.route = route.map(str::to_owned);
-    item
-}
-
 impl DeliveryTally {
     fn add(&mut self, other: &Self) {
         self.delivered_batches += other.delivered_batches;
@@ -322,9 +308,6 @@ impl Forwarder {
         } = conversion;
 
         let (routed, routing) = self.route(events, &mut dead_letters);
-        for item in &mut dead_letters {
-            item.partition.clone_from(&meta.partition_id);
-        }
         Ok(Converted {
             routed,
             tally,
@@ -357,12 +340,10 @@ impl Forwarder {
             };
             let Some(index) = index else {
                 routing.unrouted += 1;
-                dead_letters.push(dead_letter(
+                dead_letters.push(DeadLetter::for_event(
                     &event,
                     "unrouted",
-                    "no route takes this cluster".into(),
-                    None,
-                    None,
+                    "no route takes this cluster",
                 ));
                 continue;
             };
@@ -390,7 +371,7 @@ impl Forwarder {
         if routing.unrouted > 0 {
             tracing::warn!(
                 events = routing.unrouted,
-                "Dropping Events of clusters that no route matches; add a catch-all route to keep them."
+                "Dead-lettering Events of clusters that no route matches; add a catch-all route to deliver them."
             );
         }
         (routed, routing)
@@ -523,13 +504,10 @@ impl Forwarder {
                         sequence_number = batch[0].sequence_number(),
                         "The webhook refused an Event for good; it is dead-lettered."
                     );
-                    poison.push(dead_letter(
-                        &batch[0],
-                        "poison",
-                        reason.into_owned(),
-                        status,
-                        Some(&route.name),
-                    ));
+                    let mut item = DeadLetter::for_event(&batch[0], "poison", reason);
+                    item.status = status;
+                    item.route = Some(route.name.clone());
+                    poison.push(item);
                 }
                 Delivery::Failed { reason, attempts } => {
                     tally.failed_batches += 1;
