@@ -309,54 +309,39 @@ pub fn annotate(event: &AuditEvent, cluster: &ClusterId) -> AuditEvent {
         (CLUSTER_ID_ANNOTATION, json_string(&cluster.resource_id)),
         (CLUSTER_NAME_ANNOTATION, json_string(&cluster.name)),
     ];
-    let mut replaced = false;
+    // Used when the Event has no annotations object (absent, or null).
+    let fresh = format!(
+        "{{{}:{},{}:{}}}",
+        json_string(CLUSTER_ID_ANNOTATION),
+        ours[0].1,
+        json_string(CLUSTER_NAME_ANNOTATION),
+        ours[1].1
+    );
     let edited = rewrite(
         event.json(),
         |key, value| {
-            if key != "annotations" || !value.get().trim_start().starts_with('{') {
+            if key != "annotations" {
                 return Edit::Keep;
             }
-            replaced = true;
-            match rewrite(
+            if !value.get().trim_start().starts_with('{') {
+                return Edit::Replace(fresh.clone());
+            }
+            let merged = rewrite(
                 value.get(),
                 |k, _| match ours.iter().find(|(o, _)| *o == k) {
                     Some((_, v)) => Edit::Replace(v.clone()),
                     None => Edit::Keep,
                 },
                 &ours,
-            ) {
-                Ok(new) => Edit::Replace(new),
-                Err(_) => Edit::Keep,
-            }
-        },
-        &[],
-    );
-    let edited = match edited {
-        Ok(text) if replaced => text,
-        Ok(_) => {
-            let annotations = format!(
-                "{{{}:{},{}:{}}}",
-                json_string(CLUSTER_ID_ANNOTATION),
-                ours[0].1,
-                json_string(CLUSTER_NAME_ANNOTATION),
-                ours[1].1
             );
-            rewrite(
-                event.json(),
-                |k, _| {
-                    if k == "annotations" {
-                        Edit::Drop
-                    } else {
-                        Edit::Keep
-                    }
-                },
-                &[("annotations", annotations)],
-            )
-            .unwrap_or_else(|_| event.json().to_string())
-        }
-        Err(_) => return event.clone(),
-    };
-    event.with_json(edited)
+            merged.map_or(Edit::Keep, Edit::Replace)
+        },
+        &[("annotations", fresh.clone())],
+    );
+    match edited {
+        Ok(text) => event.with_json(text),
+        Err(_) => event.clone(),
+    }
 }
 
 fn json_string(s: &str) -> String {
@@ -464,6 +449,14 @@ mod tests {
             "the rest is untouched"
         );
         let out: serde_json::Value = serde_json::from_str(annotated.json()).unwrap();
+        assert_eq!(out["annotations"][CLUSTER_NAME_ANNOTATION], "aks-prod-weu");
+
+        let null = AuditEvent::parse(&event_json("c").replace(
+            r#""annotations":{"authorization.k8s.io/decision":"allow"}"#,
+            r#""annotations":null"#,
+        ))
+        .unwrap();
+        let out: serde_json::Value = serde_json::from_str(annotate(&null, &id).json()).unwrap();
         assert_eq!(out["annotations"][CLUSTER_NAME_ANNOTATION], "aks-prod-weu");
     }
 }
