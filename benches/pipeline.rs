@@ -6,11 +6,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use aks_audit_forwarder::audit::encode;
-use aks_audit_forwarder::batch::{plan, BatchLimits};
-use aks_audit_forwarder::config::WebhookFormat;
-use aks_audit_forwarder::diagnostics::{convert_body, BodyOrigin, Conversion};
+use aks_audit_forwarder::audit::WebhookFormat;
+use aks_audit_forwarder::azure::{convert_body, BodyOrigin, Conversion};
+use aks_audit_forwarder::delivery::{plan, BatchLimits};
 use aks_audit_forwarder::host::decode_invocation;
-use aks_audit_forwarder::hostsim::{build_request, Shape, SimPartition};
+use aks_audit_forwarder::tools::hostsim::{build_request, Shape, SimPartition};
 use aks_audit_forwarder::{Config, Forwarder};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::{json, Value};
@@ -128,8 +128,12 @@ fn forwarder(settings: &[(&str, &str)]) -> Arc<Forwarder> {
         "AUDIT_WEBHOOK_URL".into(),
         "http://127.0.0.1:9/k8s_audit".into(),
     );
-    Forwarder::new(Config::from_lookup(|k| map.get(k).cloned()).expect("config"))
-        .expect("forwarder")
+    Forwarder::new(
+        Config::from_lookup(|k| map.get(k).cloned())
+            .expect("config")
+            .forwarder,
+    )
+    .expect("forwarder")
 }
 
 fn bench(c: &mut Criterion) {

@@ -8,8 +8,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aks_audit_forwarder::hostsim::{build_request, HostSim, Shape, SimPartition};
-use aks_audit_forwarder::receiver::Receiver;
+use aks_audit_forwarder::tools::hostsim::{build_request, HostSim, Shape, SimPartition};
+use aks_audit_forwarder::tools::receiver::Receiver;
 use serde_json::json;
 
 fn binary() -> String {

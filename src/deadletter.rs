@@ -69,8 +69,8 @@ impl DeadLetter {
     pub fn for_event(event: &AuditEvent, kind: &str, reason: impl Into<String>) -> Self {
         let mut item = Self::new(kind, reason);
         item.cluster = event
-            .cluster()
-            .map(|c| c.resource_id.clone())
+            .source()
+            .map(|id| id.to_string())
             .filter(|id| !id.is_empty());
         item.sequence_number = event.sequence_number();
         item.event = RawValue::from_string(event.json().to_string()).ok();

@@ -5,52 +5,40 @@
 //!
 //! # Layout
 //!
-//! The data moves through one representation per module:
+//! The folders follow the data, one representation per layer:
 //! host request → event bodies → diagnostic records → audit Events → webhook batches.
+//! Dependencies point one way: the edge ([`host`], the binary, [`tools`]) → [`pipeline`] →
+//! [`delivery`] → [`azure`] → [`deadletter`] → [`audit`]. Only the binary reads [`config`].
 //!
-//! - [`config`]: environment → validated [`Config`]; every error names its variable.
-//! - [`host`]: the Functions host's wire format; decodes every `Data` encoding and the
-//!   `Metadata` the logs use; the [`InvocationResult`] answer.
-//! - [`diagnostics`]: diagnostic-settings envelopes → audit Events, by category; counts and
-//!   skips anything malformed.
-//! - [`audit`]: the validated [`AuditEvent`] (kept as its original JSON text) and the
-//!   `EventList` / `Event` encodings.
-//! - [`policy`]: the `audit.k8s.io/v1` Policy, evaluated as kube-apiserver does and applied
-//!   to recorded Events.
-//! - [`routes`]: routes from clusters (`resourceId`) to webhooks; cluster annotations.
-//! - [`jsonedit`]: byte-preserving edits of Event JSON for the two modules above.
-//! - [`deadletter`]: what could not be delivered, kept as JSON lines for replay.
-//! - [`batch`]: splits Events into batches bounded by count and bytes.
-//! - [`retry`]: retry classification, backoff and the deadline-bounded retry loop.
-//! - [`webhook`]: the HTTP client for one audit webhook.
-//! - [`client`]: TLS trust, client certificates, credentials and headers of that client.
-//! - [`pipeline`]: one invocation end to end, and its [`Summary`].
-//! - [`app`]: the HTTP routes the host calls; the only place statuses are chosen.
-//! - [`telemetry`]: log setup for the host's stdout/stderr capture.
-//! - [`redact`]: keeps credentials out of logs and errors.
-//! - [`receiver`]: a local audit webhook receiver (demo, tests, checking a deployment).
-//! - [`hostsim`]: a stand-in for the Functions host that builds and sends invocations.
-//! - [`demo`]: the `demo` and `replay` commands.
+//! - [`config`]: environment → the typed settings each part owns ([`pipeline::Settings`],
+//!   [`host::HostSettings`]); the only module that reads `AUDIT_*` variables; every error
+//!   names its variable.
+//! - [`host`]: the Functions host edge: the wire format (every `Data` encoding, `Metadata`,
+//!   the [`InvocationResult`] answer) and the HTTP routes the host calls.
+//! - [`pipeline`]: one invocation end to end ([`Forwarder`]): convert, route, apply the
+//!   Policy and annotations, deliver; its [`Summary`].
+//! - [`delivery`]: routes per cluster, batches bounded by count and bytes, the webhook client
+//!   (TLS, credentials, headers) and the retry loop.
+//! - [`azure`]: diagnostic-settings envelopes → audit Events, by category; the cluster
+//!   identity read from each record's `resourceId` and the annotations that carry it.
+//! - [`deadletter`]: what could not be delivered, kept as JSON lines for `resend`.
+//! - [`audit`]: the `audit.k8s.io` domain: the validated [`AuditEvent`] (kept as its
+//!   original text), the `EventList`/`Event` encodings, the audit Policy and the
+//!   byte-preserving edits it makes.
+//! - [`redact`] and [`telemetry`]: keeping credentials out of logs; log setup for the host.
+//! - [`tools`]: the demo, a local receiver, the host stand-in, `replay` and `resend`; never
+//!   used by the code above.
 
-pub mod app;
 pub mod audit;
-pub mod batch;
-pub mod client;
+pub mod azure;
 pub mod config;
 pub mod deadletter;
-pub mod demo;
-pub mod diagnostics;
+pub mod delivery;
 pub mod host;
-pub mod hostsim;
-pub mod jsonedit;
 pub mod pipeline;
-pub mod policy;
-pub mod receiver;
 pub mod redact;
-pub mod retry;
-pub mod routes;
 pub mod telemetry;
-pub mod webhook;
+pub mod tools;
 
 pub use audit::AuditEvent;
 pub use config::Config;

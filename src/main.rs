@@ -8,10 +8,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
-use aks_audit_forwarder::demo::{self, DemoOptions, ReplayOptions};
-use aks_audit_forwarder::hostsim::Shape;
-use aks_audit_forwarder::receiver::{Receiver, Scripted};
-use aks_audit_forwarder::{app, telemetry, Config, Forwarder};
+use aks_audit_forwarder::tools::demo::{self, DemoOptions};
+use aks_audit_forwarder::tools::hostsim::Shape;
+use aks_audit_forwarder::tools::receiver::{Receiver, Scripted};
+use aks_audit_forwarder::tools::replay::{self, ReplayOptions};
+use aks_audit_forwarder::tools::resend;
+use aks_audit_forwarder::{host, telemetry, Config, Forwarder};
 
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
@@ -121,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
         } => receive(listen, out, script).await,
         Cmd::Resend { input, out } => {
             let config = Config::from_env().context("invalid configuration")?;
-            let report = demo::resend(config, &input, &out).await?;
+            let report = resend::resend(config.forwarder, &input, &out).await?;
             println!(
                 "resend: {} item(s) read, {} delivered, {} malformed skipped, {} remaining{}",
                 report.read,
@@ -138,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Replay { handler, replay } => {
-            let report = demo::replay(&handler, &replay.into()).await?;
+            let report = replay::replay(&handler, &replay.into()).await?;
             println!(
                 "replay: {} of {} invocation(s) succeeded ({} POSTs)",
                 report.succeeded, report.invocations, report.posts
@@ -170,7 +172,7 @@ fn port_from_env() -> anyhow::Result<u16> {
 async fn serve() -> anyhow::Result<()> {
     let port = port_from_env()?;
     let config = Config::from_env().context("invalid configuration")?;
-    let forwarder = Forwarder::new(config)?;
+    let forwarder = Forwarder::new(config.forwarder)?;
     // The host always connects to 127.0.0.1; nothing else should reach the handler.
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
         .await
@@ -178,10 +180,10 @@ async fn serve() -> anyhow::Result<()> {
     tracing::info!(
         port,
         routes = %forwarder.describe_routes(),
-        policy = forwarder.config().policy.is_some(),
+        policy = forwarder.settings().policy.is_some(),
         "Handler ready."
     );
-    app::serve(listener, forwarder, shutdown_signal()).await?;
+    host::serve(listener, forwarder, config.host, shutdown_signal()).await?;
     tracing::info!("Handler stopped.");
     Ok(())
 }

@@ -3,8 +3,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use aks_audit_forwarder::hostsim::{build_request, Shape, SimPartition};
-use aks_audit_forwarder::receiver::{Receiver, Scripted};
+use aks_audit_forwarder::tools::hostsim::{build_request, Shape, SimPartition};
+use aks_audit_forwarder::tools::receiver::{Receiver, Scripted};
 
 use crate::helpers::*;
 

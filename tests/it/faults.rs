@@ -8,8 +8,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aks_audit_forwarder::hostsim::SimPartition;
-use aks_audit_forwarder::receiver::{Receiver, RunningReceiver, Scripted};
+use aks_audit_forwarder::tools::hostsim::SimPartition;
+use aks_audit_forwarder::tools::receiver::{Receiver, RunningReceiver, Scripted};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

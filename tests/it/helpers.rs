@@ -6,8 +6,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use aks_audit_forwarder::hostsim::{build_request, Answer, HostSim, Shape, SimPartition};
-use aks_audit_forwarder::receiver::{Receiver, RunningReceiver};
+use aks_audit_forwarder::tools::hostsim::{build_request, Answer, HostSim, Shape, SimPartition};
+use aks_audit_forwarder::tools::receiver::{Receiver, RunningReceiver};
 use serde_json::{json, Value};
 
 /// The binary under test.

@@ -1,6 +1,6 @@
 //! What the handler answers the host, for every trigger encoding and for bad input.
 
-use aks_audit_forwarder::hostsim::{build_request, Shape, SimPartition};
+use aks_audit_forwarder::tools::hostsim::{build_request, Shape, SimPartition};
 use serde_json::Value;
 
 use crate::helpers::*;

@@ -3,8 +3,8 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use aks_audit_forwarder::hostsim::{build_request, Shape, SimPartition};
-use aks_audit_forwarder::receiver::Scripted;
+use aks_audit_forwarder::tools::hostsim::{build_request, Shape, SimPartition};
+use aks_audit_forwarder::tools::receiver::Scripted;
 
 use crate::helpers::*;
 
@@ -76,7 +76,8 @@ async fn falls_back_to_httpworker_port() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let host = aks_audit_forwarder::hostsim::HostSim::new(format!("http://127.0.0.1:{port}"));
+    let host =
+        aks_audit_forwarder::tools::hostsim::HostSim::new(format!("http://127.0.0.1:{port}"));
     let ready = host.wait_ready(Duration::from_secs(30)).await;
     let _ = child.kill();
     let _ = child.wait();

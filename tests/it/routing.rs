@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use aks_audit_forwarder::hostsim::SimPartition;
-use aks_audit_forwarder::receiver::Scripted;
+use aks_audit_forwarder::tools::hostsim::SimPartition;
+use aks_audit_forwarder::tools::receiver::Scripted;
 use serde_json::{json, Value};
 
 use crate::helpers::*;

@@ -8,12 +8,12 @@ use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use tokio::time::Instant;
 use url::Url;
 
-use crate::client::{header_names, ClientOptions};
-use crate::config::RetrySettings;
-use crate::redact::{excerpt, redact_url};
-use crate::retry::{
+use crate::delivery::client::{header_names, ClientOptions};
+use crate::delivery::retry::RetrySettings;
+use crate::delivery::retry::{
     self, classify_error, classify_status, parse_retry_after, Delivery, RetryAction,
 };
+use crate::redact::{excerpt, redact_url};
 
 /// Bytes of an error response quoted in the logs (Vector quotes 1 KiB).
 const ERROR_BODY_CHARS: usize = 256;

@@ -1,4 +1,4 @@
-//! `audit.k8s.io/v1` Events: validation and the kube-apiserver webhook encodings.
+//! The `audit.k8s.io/v1` Event: validated once, kept as the exact text kube-apiserver wrote.
 //!
 //! An Event is kept as the exact JSON text the API server wrote. It is parsed once to check
 //! what receivers require (Sysdig drops a whole payload for one bad Event) and never
@@ -9,23 +9,15 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::config::WebhookFormat;
-use crate::routes::ClusterId;
-
 /// The API version of every Event the forwarder sends.
 pub const API_VERSION: &str = "audit.k8s.io/v1";
 
-/// Start of an `EventList` body, as kube-apiserver's webhook backend writes it.
-pub const EVENT_LIST_PREFIX: &str =
-    r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":["#;
-/// End of an `EventList` body.
-pub const EVENT_LIST_SUFFIX: &str = "]}";
-
-/// A validated audit Event, held as its original JSON text, with the cluster it came from.
+/// A validated audit Event, held as its original JSON text, with where it came from: the
+/// resource id of the Azure resource whose record carried it and the Event Hub sequence number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
     json: Box<str>,
-    cluster: Option<Arc<ClusterId>>,
+    source: Option<Arc<str>>,
     sequence_number: Option<i64>,
 }
 
@@ -68,7 +60,7 @@ impl AuditEvent {
             .map_err(|_| EventError::Timestamp(stamp.to_string()))?;
         Ok(Self {
             json: json.into(),
-            cluster: None,
+            source: None,
             sequence_number: None,
         })
     }
@@ -77,7 +69,7 @@ impl AuditEvent {
     pub(crate) fn with_json(&self, json: String) -> Self {
         Self {
             json: json.into(),
-            cluster: self.cluster.clone(),
+            source: self.source.clone(),
             sequence_number: self.sequence_number,
         }
     }
@@ -93,15 +85,16 @@ impl AuditEvent {
         self.sequence_number
     }
 
-    /// Records the cluster the Event came from.
-    pub fn with_cluster(mut self, cluster: Arc<ClusterId>) -> Self {
-        self.cluster = Some(cluster);
+    /// Records the resource that emitted the Event: the record's `resourceId`, shared by the
+    /// Events of one envelope.
+    pub fn with_source(mut self, resource_id: Arc<str>) -> Self {
+        self.source = Some(resource_id);
         self
     }
 
-    /// The cluster the Event came from, when its record named one.
-    pub fn cluster(&self) -> Option<&Arc<ClusterId>> {
-        self.cluster.as_ref()
+    /// The resource id of the record that carried the Event, when it named one.
+    pub fn source(&self) -> Option<&Arc<str>> {
+        self.source.as_ref()
     }
 
     /// The Event's JSON text, exactly as received (trimmed).
@@ -157,44 +150,6 @@ pub enum EventError {
     /// `stageTimestamp` is not RFC 3339.
     #[error("stageTimestamp {0:?} is not an RFC 3339 time")]
     Timestamp(String),
-}
-
-/// Bytes that a batch of `count` Events of total length `events_len` takes once encoded.
-pub fn encoded_len(format: WebhookFormat, count: usize, events_len: usize) -> usize {
-    match format {
-        WebhookFormat::EventList => {
-            EVENT_LIST_PREFIX.len() + EVENT_LIST_SUFFIX.len() + events_len + count.saturating_sub(1)
-        }
-        WebhookFormat::Event => events_len,
-    }
-}
-
-/// Encodes Events for one POST. With [`WebhookFormat::Event`] the slice holds one Event.
-pub fn encode(format: WebhookFormat, events: &[AuditEvent]) -> bytes::Bytes {
-    let len = encoded_len(
-        format,
-        events.len(),
-        events.iter().map(AuditEvent::len).sum(),
-    );
-    let mut out = Vec::with_capacity(len);
-    match format {
-        WebhookFormat::EventList => {
-            out.extend_from_slice(EVENT_LIST_PREFIX.as_bytes());
-            for (i, event) in events.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(event.json().as_bytes());
-            }
-            out.extend_from_slice(EVENT_LIST_SUFFIX.as_bytes());
-        }
-        WebhookFormat::Event => {
-            for event in events {
-                out.extend_from_slice(event.json().as_bytes());
-            }
-        }
-    }
-    out.into()
 }
 
 #[cfg(test)]
@@ -283,26 +238,5 @@ pub(crate) mod tests {
                 "{text}"
             );
         }
-    }
-
-    #[test]
-    fn encodes_event_list_like_kube_apiserver() {
-        let events: Vec<_> = ["a", "b"]
-            .iter()
-            .map(|id| AuditEvent::parse(&event_json(id)).unwrap())
-            .collect();
-        let body = encode(WebhookFormat::EventList, &events);
-        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(value["kind"], "EventList");
-        assert_eq!(value["apiVersion"], "audit.k8s.io/v1");
-        assert_eq!(value["items"].as_array().unwrap().len(), 2);
-        assert_eq!(value["items"][1]["auditID"], "b");
-        let sum = events.iter().map(AuditEvent::len).sum();
-        assert_eq!(body.len(), encoded_len(WebhookFormat::EventList, 2, sum));
-
-        let empty = encode(WebhookFormat::EventList, &[]);
-        assert_eq!(empty.len(), encoded_len(WebhookFormat::EventList, 0, 0));
-        let single = encode(WebhookFormat::Event, &events[..1]);
-        assert_eq!(&single[..], events[0].json().as_bytes());
     }
 }

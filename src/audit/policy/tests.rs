@@ -311,9 +311,9 @@ fn invalid_policies_name_the_problem() {
     assert!(Policy::parse(json, "p.json").is_ok());
 }
 
-const SYSDIG: &str = include_str!("../../examples/policies/sysdig-general-purpose.yaml");
-const METADATA_ONLY: &str = include_str!("../../examples/policies/metadata-only.yaml");
-const ADMIN: &str = include_str!("../../examples/policies/kube-audit-admin.yaml");
+const SYSDIG: &str = include_str!("../../../examples/policies/sysdig-general-purpose.yaml");
+const METADATA_ONLY: &str = include_str!("../../../examples/policies/metadata-only.yaml");
+const ADMIN: &str = include_str!("../../../examples/policies/kube-audit-admin.yaml");
 
 /// The shipped example policies load and decide as kube-apiserver would.
 #[test]

@@ -1,138 +1,17 @@
-//! Many clusters, one forwarder: routes choose each Event's destination from the cluster that
-//! emitted it (the record's `resourceId`), and every Event can carry its cluster's identity.
+//! The routes document (`AUDIT_ROUTES`, YAML or JSON, a file or inline) read into the
+//! [`RouteConfig`]s the delivery layer uses. Secrets stay in app settings that the document
+//! names (`bearerTokenSetting`, `basicAuthSetting`, `clientCertificateSetting`).
 
-use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
-use wildmatch::WildMatch;
 
-use crate::audit::AuditEvent;
-use crate::client::{load_pem, parse_headers, ClientOptions, SecretPem};
-use crate::config::WebhookFormat;
-use crate::jsonedit::{rewrite, Edit};
-use crate::policy::Policy;
-use crate::redact::redact_url;
-
-/// Annotation holding the full resource id of the source cluster.
-pub const CLUSTER_ID_ANNOTATION: &str = "aks.azure.com/cluster-resource-id";
-/// Annotation holding the cluster's short name (Falco reads `ka.cluster.name` from it).
-pub const CLUSTER_NAME_ANNOTATION: &str = "cluster_name";
-
-/// The parts of an AKS resource id, lower-cased (Azure Monitor upper-cases them).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ClusterId {
-    /// The whole id.
-    pub resource_id: String,
-    /// Subscription id.
-    pub subscription: String,
-    /// Resource group.
-    pub resource_group: String,
-    /// Cluster name.
-    pub name: String,
-}
-
-impl ClusterId {
-    /// Reads `/subscriptions/<s>/resourceGroups/<rg>/providers/Microsoft.ContainerService/managedClusters/<name>`
-    /// in any case; parts that are missing stay empty.
-    pub fn parse(resource_id: &str) -> Self {
-        let lower = resource_id.trim().to_ascii_lowercase();
-        let parts: Vec<&str> = lower.split('/').collect();
-        let after = |key: &str| {
-            parts
-                .iter()
-                .position(|p| *p == key)
-                .and_then(|i| parts.get(i + 1))
-                .map(|s| s.to_string())
-                .unwrap_or_default()
-        };
-        Self {
-            subscription: after("subscriptions"),
-            resource_group: after("resourcegroups"),
-            name: after("managedclusters"),
-            resource_id: lower,
-        }
-    }
-}
-
-/// Which clusters a route takes. Every list that is set must match (globs with `*` and `?`,
-/// case-insensitive); a matcher with no lists takes every cluster.
-#[derive(Debug, Clone, Default)]
-pub struct Matcher {
-    resource_ids: Vec<WildMatch>,
-    subscriptions: Vec<WildMatch>,
-    resource_groups: Vec<WildMatch>,
-    clusters: Vec<WildMatch>,
-}
-
-fn any(patterns: &[WildMatch], value: &str) -> bool {
-    patterns.is_empty() || patterns.iter().any(|p| p.matches(value))
-}
-
-impl Matcher {
-    /// Whether the cluster is taken.
-    pub fn matches(&self, id: &ClusterId) -> bool {
-        any(&self.resource_ids, &id.resource_id)
-            && any(&self.subscriptions, &id.subscription)
-            && any(&self.resource_groups, &id.resource_group)
-            && any(&self.clusters, &id.name)
-    }
-}
-
-/// A bearer token that never shows in `Debug` or logs.
-#[derive(Clone)]
-pub struct Bearer(pub SecretString);
-
-impl fmt::Debug for Bearer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Bearer(***)")
-    }
-}
-
-impl Bearer {
-    /// The `Authorization` header value.
-    pub fn header_value(&self) -> String {
-        format!("Bearer {}", self.0.expose_secret())
-    }
-}
-
-/// Where a route's Events go.
-#[derive(Clone)]
-pub struct Destination {
-    /// The webhook.
-    pub url: Url,
-    /// How Events are wrapped.
-    pub format: WebhookFormat,
-    /// A Policy for this route (else the global one, if any).
-    pub policy: Option<Arc<Policy>>,
-    /// TLS, credentials and headers.
-    pub client: ClientOptions,
-}
-
-impl fmt::Debug for Destination {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Destination")
-            .field("url", &redact_url(&self.url))
-            .field("format", &self.format)
-            .field("policy", &self.policy.is_some())
-            .field("client", &self.client)
-            .finish()
-    }
-}
-
-/// One route.
-#[derive(Debug, Clone)]
-pub struct RouteConfig {
-    /// Name, for logs and the summary.
-    pub name: String,
-    /// Which clusters it takes.
-    pub matcher: Matcher,
-    /// `None`: the Events are dropped (and counted).
-    pub destination: Option<Destination>,
-}
+use super::webhook::{load_pem, parse_headers};
+use crate::audit::{Policy, WebhookFormat};
+use crate::delivery::{Bearer, ClientOptions, Destination, Matcher, RouteConfig, SecretPem};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -193,18 +72,12 @@ struct WebhookDoc {
     headers: std::collections::BTreeMap<String, String>,
 }
 
-fn globs(list: &[String]) -> Vec<WildMatch> {
-    list.iter()
-        .map(|p| WildMatch::new(&p.trim().to_ascii_lowercase()))
-        .collect()
-}
-
 /// Parses a routes file (YAML or JSON). Relative `policyFile` paths are resolved against
 /// `base`; `lookup` reads app settings named by `bearerTokenSetting`.
 ///
 /// # Errors
 /// A message naming the route and the problem.
-pub fn parse_routes(
+pub(super) fn parse_routes(
     text: &str,
     base: &Path,
     lookup: &dyn Fn(&str) -> Option<String>,
@@ -291,78 +164,30 @@ pub fn parse_routes(
         let m = &r.matcher;
         out.push(RouteConfig {
             name: r.name.clone(),
-            matcher: Matcher {
-                resource_ids: globs(&m.resource_ids),
-                subscriptions: globs(&m.subscriptions),
-                resource_groups: globs(&m.resource_groups),
-                clusters: globs(&m.clusters),
-            },
+            matcher: Matcher::new(
+                &m.resource_ids,
+                &m.subscriptions,
+                &m.resource_groups,
+                &m.clusters,
+            ),
             destination,
         });
     }
     Ok(out)
 }
 
-/// Adds (or replaces) the cluster annotations on an Event.
-pub fn annotate(event: &AuditEvent, cluster: &ClusterId) -> AuditEvent {
-    let ours = [
-        (CLUSTER_ID_ANNOTATION, json_string(&cluster.resource_id)),
-        (CLUSTER_NAME_ANNOTATION, json_string(&cluster.name)),
-    ];
-    // Used when the Event has no annotations object (absent, or null).
-    let fresh = format!(
-        "{{{}:{},{}:{}}}",
-        json_string(CLUSTER_ID_ANNOTATION),
-        ours[0].1,
-        json_string(CLUSTER_NAME_ANNOTATION),
-        ours[1].1
-    );
-    let edited = rewrite(
-        event.json(),
-        |key, value| {
-            if key != "annotations" {
-                return Edit::Keep;
-            }
-            if !value.get().trim_start().starts_with('{') {
-                return Edit::Replace(fresh.clone());
-            }
-            let merged = rewrite(
-                value.get(),
-                |k, _| match ours.iter().find(|(o, _)| *o == k) {
-                    Some((_, v)) => Edit::Replace(v.clone()),
-                    None => Edit::Keep,
-                },
-                &ours,
-            );
-            merged.map_or(Edit::Keep, Edit::Replace)
-        },
-        &[("annotations", fresh.clone())],
-    );
-    match edited {
-        Ok(text) => event.with_json(text),
-        Err(_) => event.clone(),
-    }
-}
-
-fn json_string(s: &str) -> String {
-    serde_json::Value::String(s.to_string()).to_string()
+/// An inline YAML or JSON document rather than a file name.
+pub(super) fn is_inline(value: &str) -> bool {
+    let v = value.trim_start();
+    v.starts_with('{') || v.starts_with("routes:") || v.contains('\n')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::tests::event_json;
+    use crate::azure::ClusterId;
 
     const ID: &str = "/SUBSCRIPTIONS/1111-2222/RESOURCEGROUPS/RG-PROD/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/AKS-PROD-WEU";
-
-    #[test]
-    fn parses_resource_ids_in_any_case() {
-        let id = ClusterId::parse(ID);
-        assert_eq!(id.subscription, "1111-2222");
-        assert_eq!(id.resource_group, "rg-prod");
-        assert_eq!(id.name, "aks-prod-weu");
-        assert_eq!(ClusterId::parse("garbage").name, "");
-    }
 
     fn routes(yaml: &str) -> Result<Vec<RouteConfig>, String> {
         parse_routes(yaml, Path::new("."), &|k| {
@@ -427,36 +252,5 @@ mod tests {
             let err = routes(yaml).unwrap_err();
             assert!(err.contains(want), "{want:?} not in {err:?}");
         }
-    }
-
-    #[test]
-    fn annotations_are_added_or_merged() {
-        let id = ClusterId::parse(ID);
-        let with = AuditEvent::parse(&event_json("a")).unwrap();
-        let out: serde_json::Value = serde_json::from_str(annotate(&with, &id).json()).unwrap();
-        assert_eq!(out["annotations"]["authorization.k8s.io/decision"], "allow");
-        assert_eq!(out["annotations"][CLUSTER_NAME_ANNOTATION], "aks-prod-weu");
-        assert_eq!(out["annotations"][CLUSTER_ID_ANNOTATION], id.resource_id);
-
-        let text = event_json("b").replace(
-            r#","annotations":{"authorization.k8s.io/decision":"allow"}"#,
-            "",
-        );
-        let without = AuditEvent::parse(&text).unwrap();
-        let annotated = annotate(&without, &id);
-        assert!(
-            annotated.json().starts_with(&text[..text.len() - 1]),
-            "the rest is untouched"
-        );
-        let out: serde_json::Value = serde_json::from_str(annotated.json()).unwrap();
-        assert_eq!(out["annotations"][CLUSTER_NAME_ANNOTATION], "aks-prod-weu");
-
-        let null = AuditEvent::parse(&event_json("c").replace(
-            r#""annotations":{"authorization.k8s.io/decision":"allow"}"#,
-            r#""annotations":null"#,
-        ))
-        .unwrap();
-        let out: serde_json::Value = serde_json::from_str(annotate(&null, &id).json()).unwrap();
-        assert_eq!(out["annotations"][CLUSTER_NAME_ANNOTATION], "aks-prod-weu");
     }
 }

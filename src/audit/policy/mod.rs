@@ -16,8 +16,11 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::audit::jsonedit::{members, rewrite, Edit, Members};
 use crate::audit::AuditEvent;
-use crate::jsonedit::{members, rewrite, Edit, Members};
+
+mod attributes;
+pub use attributes::{Attributes, ObjectRef, User};
 
 /// Audit levels, in increasing order of detail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -169,69 +172,6 @@ pub struct Decision {
     pub omit_stages: BTreeSet<Stage>,
     /// Whether to strip `metadata.managedFields`.
     pub omit_managed_fields: bool,
-}
-
-/// The Event fields the checker reads: kube-apiserver's request attributes, as the Event
-/// records them.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Attributes<'a> {
-    /// Recorded level.
-    #[serde(borrow, default)]
-    pub level: Option<Cow<'a, str>>,
-    /// Stage.
-    #[serde(borrow, default)]
-    pub stage: Option<Cow<'a, str>>,
-    /// Verb.
-    #[serde(borrow, default)]
-    pub verb: Option<Cow<'a, str>>,
-    /// Request URI, query included.
-    #[serde(borrow, default, rename = "requestURI")]
-    pub request_uri: Option<Cow<'a, str>>,
-    /// The authenticated user (the checker runs before impersonation).
-    #[serde(borrow, default)]
-    pub user: Option<User<'a>>,
-    /// Present for resource requests.
-    #[serde(borrow, default)]
-    pub object_ref: Option<ObjectRef<'a>>,
-    /// The request body, when recorded.
-    #[serde(borrow, default)]
-    pub request_object: Option<&'a RawValue>,
-    /// The response body, when recorded.
-    #[serde(borrow, default)]
-    pub response_object: Option<&'a RawValue>,
-}
-
-/// `user` of an Event.
-#[derive(Debug, Default, Deserialize)]
-pub struct User<'a> {
-    /// User name.
-    #[serde(borrow, default)]
-    pub username: Option<Cow<'a, str>>,
-    /// Groups.
-    #[serde(borrow, default)]
-    pub groups: Vec<Cow<'a, str>>,
-}
-
-/// `objectRef` of an Event.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ObjectRef<'a> {
-    /// Resource.
-    #[serde(borrow, default)]
-    pub resource: Option<Cow<'a, str>>,
-    /// Subresource.
-    #[serde(borrow, default)]
-    pub subresource: Option<Cow<'a, str>>,
-    /// Namespace; absent for cluster-scoped objects.
-    #[serde(borrow, default)]
-    pub namespace: Option<Cow<'a, str>>,
-    /// Object name.
-    #[serde(borrow, default)]
-    pub name: Option<Cow<'a, str>>,
-    /// API group; absent for the core group.
-    #[serde(borrow, default)]
-    pub api_group: Option<Cow<'a, str>>,
 }
 
 fn has(list: &[String], value: &str) -> bool {

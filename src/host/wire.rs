@@ -10,46 +10,12 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use base64::Engine as _;
-use serde::de::DeserializeOwned;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// One decoded invocation: the Event Hub event bodies and what the host told us about them.
-#[derive(Debug, Default)]
-pub struct Invocation {
-    /// The raw bytes of each Event Hub event, in partition order.
-    pub bodies: Vec<Vec<u8>>,
-    /// Where the events came from, for logs.
-    pub meta: InvocationMeta,
-}
-
-/// The parts of `Metadata` the handler uses. Every member is optional.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct InvocationMeta {
-    /// `PartitionContext.PartitionId`.
-    pub partition_id: Option<String>,
-    /// `PartitionContext.EventHubName`.
-    pub event_hub: Option<String>,
-    /// `PartitionContext.ConsumerGroup`.
-    pub consumer_group: Option<String>,
-    /// `SequenceNumberArray` (many) or `[SequenceNumber]` (one).
-    pub sequence_numbers: Vec<i64>,
-    /// First and last `EnqueuedTimeUtc[Array]` entries, as the host wrote them.
-    pub enqueued_first: Option<String>,
-    /// See `enqueued_first`.
-    pub enqueued_last: Option<String>,
-    /// `RetryContext.RetryCount`, present only when a retry policy is configured.
-    pub retry_count: Option<i64>,
-    /// `RetryContext.MaxRetryCount`.
-    pub max_retry_count: Option<i64>,
-}
-
-impl InvocationMeta {
-    /// Sequence number of the event at `index`, when the host sent them.
-    pub fn sequence_number(&self, index: usize) -> Option<i64> {
-        self.sequence_numbers.get(index).copied()
-    }
-}
+use super::metadata::decode_meta;
+use crate::pipeline::Invocation;
 
 /// Why an invocation request could not be read at all. Answered with 400.
 #[derive(Debug, thiserror::Error)]
@@ -174,7 +140,7 @@ fn pick_binding<'m, 'a>(
         .map(|(k, v)| (k.as_str(), *v))
 }
 
-fn first_byte(text: &str) -> Option<u8> {
+pub(super) fn first_byte(text: &str) -> Option<u8> {
     text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
         .bytes()
         .next()
@@ -292,102 +258,10 @@ fn unescape(literal: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// A metadata value: the host writes scalars and arrays as JSON text inside a JSON string,
-/// and objects as objects. Accept both, and a bare string as a last resort.
-fn lenient<T: DeserializeOwned>(raw: &RawValue) -> Option<T> {
-    if first_byte(raw.get()) == Some(b'"') {
-        let text: String = serde_json::from_str(raw.get()).ok()?;
-        serde_json::from_str(&text)
-            .ok()
-            .or_else(|| serde_json::from_value(serde_json::Value::String(text)).ok())
-    } else {
-        serde_json::from_str(raw.get()).ok()
-    }
-}
-
-/// Case-insensitive lookup, as the host's binding data dictionary is.
-fn member<'a>(meta: &HashMap<String, &'a RawValue>, key: &str) -> Option<&'a RawValue> {
-    meta.get(key).copied().or_else(|| {
-        meta.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| *v)
-    })
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
-struct PartitionContext {
-    partition_id: Option<String>,
-    event_hub_name: Option<String>,
-    consumer_group: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
-struct RetryContext {
-    retry_count: Option<i64>,
-    max_retry_count: Option<i64>,
-}
-
-/// A number that the host may have written as a number or as text.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Number {
-    Int(i64),
-    Text(String),
-}
-
-impl Number {
-    fn value(&self) -> Option<i64> {
-        match self {
-            Self::Int(n) => Some(*n),
-            Self::Text(s) => s.trim().trim_matches('"').parse().ok(),
-        }
-    }
-}
-
-fn decode_meta(meta: &HashMap<String, &RawValue>) -> InvocationMeta {
-    let partition: PartitionContext = member(meta, "PartitionContext")
-        .or_else(|| member(meta, "TriggerPartitionContext"))
-        .and_then(lenient)
-        .unwrap_or_default();
-    let sequence_numbers = match member(meta, "SequenceNumberArray") {
-        Some(raw) => lenient::<Vec<Number>>(raw)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(Number::value)
-            .collect(),
-        None => member(meta, "SequenceNumber")
-            .and_then(lenient::<Number>)
-            .and_then(|n| n.value())
-            .into_iter()
-            .collect(),
-    };
-    let enqueued: Vec<String> = match member(meta, "EnqueuedTimeUtcArray") {
-        Some(raw) => lenient(raw).unwrap_or_default(),
-        None => member(meta, "EnqueuedTimeUtc")
-            .and_then(lenient::<String>)
-            .into_iter()
-            .collect(),
-    };
-    let retry: RetryContext = member(meta, "RetryContext")
-        .and_then(lenient)
-        .unwrap_or_default();
-    InvocationMeta {
-        partition_id: partition.partition_id,
-        event_hub: partition.event_hub_name,
-        consumer_group: partition.consumer_group,
-        sequence_numbers,
-        enqueued_first: enqueued.first().cloned(),
-        enqueued_last: enqueued.last().cloned(),
-        retry_count: retry.retry_count,
-        max_retry_count: retry.max_retry_count,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::InvocationMeta;
     use serde_json::json;
 
     const BODY_A: &str = r#"{"records":[{"category":"kube-audit"}]}"#;

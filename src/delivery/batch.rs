@@ -2,8 +2,7 @@
 
 use std::ops::Range;
 
-use crate::audit::{encoded_len, AuditEvent};
-use crate::config::WebhookFormat;
+use crate::audit::{encoded_len, AuditEvent, WebhookFormat};
 
 /// Limits of one POST.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +45,7 @@ pub fn plan(events: &[AuditEvent], limits: BatchLimits) -> Vec<Range<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{encode, tests::event_json};
+    use crate::audit::{encode, event::tests::event_json};
 
     fn events(n: usize) -> Vec<AuditEvent> {
         (0..n)

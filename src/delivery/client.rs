@@ -2,13 +2,26 @@
 //! mTLS, credentials (bearer token or basic auth) and extra headers, as a kube-apiserver
 //! webhook kubeconfig allows. Every secret is held so that `Debug` and logs never show it.
 
-use std::fmt;
-use std::path::Path;
-
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use secrecy::{ExposeSecret as _, SecretString};
+use std::fmt;
 
-use crate::routes::Bearer;
+/// A bearer token that never shows in `Debug` or logs.
+#[derive(Clone)]
+pub struct Bearer(pub SecretString);
+
+impl fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Bearer(***)")
+    }
+}
+
+impl Bearer {
+    /// The `Authorization` header value.
+    pub fn header_value(&self) -> String {
+        format!("Bearer {}", self.0.expose_secret())
+    }
+}
 
 /// Options for one webhook's HTTP client, validated.
 #[derive(Clone, Default)]
@@ -119,66 +132,18 @@ impl ClientOptions {
     }
 }
 
-/// Reads PEM given inline (it starts with `-----BEGIN`) or as a file path (relative to `base`).
-///
-/// # Errors
-/// When the file cannot be read.
-pub fn load_pem(value: &str, base: &Path) -> Result<Vec<u8>, String> {
-    let trimmed = value.trim();
-    if trimmed.starts_with("-----BEGIN") {
-        return Ok(trimmed.as_bytes().to_vec());
-    }
-    let path = base.join(trimmed);
-    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-}
-
-/// Parses extra headers written as a JSON object, `{"X-Tenant":"prod"}`.
-///
-/// # Errors
-/// When the text is not such an object or a name or value is not a valid header.
-pub fn parse_headers(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
-        .map_err(|e| format!("expected a JSON object of header names and values ({e})"))?;
-    map.into_iter()
-        .map(|(name, value)| {
-            let value = value
-                .as_str()
-                .ok_or_else(|| format!("header {name}: the value must be a string"))?
-                .to_string();
-            let header = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("{name:?} is not a valid header name"))?;
-            if header == AUTHORIZATION {
-                return Err(
-                    "set credentials with the bearer token or basic auth settings, not as a header"
-                        .into(),
-                );
-            }
-            let value = HeaderValue::from_str(&value)
-                .map_err(|_| format!("header {name}: the value is not a valid header value"))?;
-            Ok((header, value))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn headers_parse_and_refuse_authorization() {
-        let h = parse_headers(r#"{"X-Tenant":"prod","X-Cluster-Set":"weu"}"#).unwrap();
-        assert_eq!(h.len(), 2);
-        assert!(parse_headers(r#"{"Authorization":"x"}"#).is_err());
-        assert!(parse_headers(r#"{"Bad Name":"x"}"#).is_err());
-        assert!(parse_headers(r#"{"X":1}"#).is_err());
-        assert!(parse_headers("X-A: b").is_err());
-    }
-
-    #[test]
     fn credentials_become_headers_and_never_show_in_debug() {
         let options = ClientOptions {
             basic: Some(("svc".into(), SecretString::from("pa55word-xyz"))),
-            headers: parse_headers(r#"{"X-Token":"hdr-s3cret"}"#).unwrap(),
+            headers: vec![(
+                HeaderName::from_static("x-token"),
+                HeaderValue::from_static("hdr-s3cret"),
+            )],
             ..Default::default()
         };
         let headers = options.request_headers();
@@ -209,10 +174,5 @@ mod tests {
             ..Default::default()
         };
         assert!(options.validate().is_err());
-        assert!(load_pem("/nonexistent/ca.pem", Path::new("/")).is_err());
-        assert_eq!(
-            load_pem("  -----BEGIN X-----\n", Path::new("/")).unwrap(),
-            b"-----BEGIN X-----"
-        );
     }
 }

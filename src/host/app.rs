@@ -16,8 +16,9 @@ use tokio::time::Instant;
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 
+use super::wire::{decode_invocation, HostError, InvocationResult};
+use super::HostSettings;
 use crate::deadletter::to_json_lines;
-use crate::host::{decode_invocation, HostError, InvocationResult};
 use crate::pipeline::{Forwarder, Summary};
 
 /// The function's folder name, which is also its route.
@@ -25,14 +26,24 @@ pub const FUNCTION_NAME: &str = "EventHubForwarder";
 /// Header carrying the host's invocation id.
 const INVOCATION_ID: &str = "x-azure-functions-invocationid";
 
+/// What every invocation shares: the pipeline and the host-side settings.
+#[derive(Debug)]
+struct Handler {
+    forwarder: Arc<Forwarder>,
+    settings: HostSettings,
+}
+
 /// The router, ready to serve.
-pub fn router(forwarder: Arc<Forwarder>) -> Router {
+pub fn router(forwarder: Arc<Forwarder>, settings: HostSettings) -> Router {
     guarded(
         Router::new()
             .route("/", get(ready))
             .route(&format!("/{FUNCTION_NAME}"), post(invoke)),
     )
-    .with_state(forwarder)
+    .with_state(Arc::new(Handler {
+        forwarder,
+        settings,
+    }))
 }
 
 /// JSON 404s for anything but the routes given, and a panic in one invocation answered 500
@@ -51,9 +62,10 @@ fn guarded<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> {
 pub async fn serve(
     listener: TcpListener,
     forwarder: Arc<Forwarder>,
+    settings: HostSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(forwarder))
+    axum::serve(listener, router(forwarder, settings))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -81,29 +93,26 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     )
 }
 
-async fn invoke(
-    State(forwarder): State<Arc<Forwarder>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn invoke(State(handler): State<Arc<Handler>>, headers: HeaderMap, body: Body) -> Response {
     let invocation_id = headers
         .get(INVOCATION_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let span = tracing::info_span!("invocation", id = invocation_id.as_deref().unwrap_or("-"));
-    run_invocation(forwarder, invocation_id, body)
+    run_invocation(handler, invocation_id, body)
         .instrument(span)
         .await
 }
 
 async fn run_invocation(
-    forwarder: Arc<Forwarder>,
+    handler: Arc<Handler>,
     invocation_id: Option<String>,
     body: Body,
 ) -> Response {
+    let forwarder = &handler.forwarder;
     let started = Instant::now();
-    let deadline = started + forwarder.config().delivery_deadline;
-    let limit = forwarder.config().max_body_bytes;
+    let deadline = started + forwarder.settings().delivery_deadline;
+    let limit = handler.settings.max_body_bytes;
 
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
@@ -165,7 +174,7 @@ async fn run_invocation(
         tracing::info!("{line}");
         let mut result = InvocationResult::new(vec![line], None);
         if !dead_letters.is_empty() {
-            match &forwarder.config().deadletter_binding {
+            match &handler.settings.deadletter_binding {
                 Some(binding) => {
                     result.outputs.insert(
                         binding.clone(),

@@ -15,7 +15,6 @@ use serde_json::value::RawValue;
 use crate::audit::{AuditEvent, EventError};
 use crate::deadletter::DeadLetter;
 use crate::redact::excerpt;
-use crate::routes::ClusterId;
 
 /// Characters of bad input quoted in a log line.
 const EXCERPT_CHARS: usize = 120;
@@ -161,8 +160,8 @@ pub fn convert_body(
             return;
         }
     };
-    // Records of one envelope nearly always share a cluster: parse its id once.
-    let mut cluster: Option<Arc<ClusterId>> = None;
+    // Records of one envelope nearly always share a cluster: keep its id once.
+    let mut source: Option<Arc<str>> = None;
     if let Some(max) = *max_records_per_event {
         if envelope.records.len() > max {
             *over_limit = Some(TooManyRecords {
@@ -178,16 +177,16 @@ pub fn convert_body(
         match convert_record(raw, categories) {
             Ok((event, resource_id)) => {
                 tally.converted += 1;
-                let id = resource_id.as_deref().unwrap_or("");
-                let same = cluster
-                    .as_ref()
-                    .is_some_and(|c| c.resource_id.eq_ignore_ascii_case(id.trim()));
+                let id = resource_id.as_deref().unwrap_or("").trim();
+                let same = source
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(id));
                 if !same {
-                    cluster = Some(Arc::new(ClusterId::parse(id)));
+                    source = Some(Arc::from(id.to_ascii_lowercase()));
                 }
                 let event = event.with_sequence_number(origin.sequence_number);
-                match &cluster {
-                    Some(c) => out.push(event.with_cluster(c.clone())),
+                match &source {
+                    Some(s) => out.push(event.with_source(s.clone())),
                     None => out.push(event),
                 }
             }
@@ -263,7 +262,7 @@ fn convert_record<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::tests::event_json;
+    use crate::audit::event::tests::event_json;
     use serde_json::json;
 
     fn categories() -> BTreeSet<String> {

@@ -12,7 +12,16 @@ use std::time::{Duration, SystemTime};
 use reqwest::StatusCode;
 use tokio::time::Instant;
 
-use crate::config::RetrySettings;
+/// Retry timing for one webhook (`AUDIT_WEBHOOK_TIMEOUT`, `AUDIT_RETRY_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetrySettings {
+    /// Time limit of one attempt.
+    pub attempt_timeout: Duration,
+    /// First delay before jitter.
+    pub initial_backoff: Duration,
+    /// Delay cap before jitter.
+    pub max_backoff: Duration,
+}
 
 /// What one attempt's result calls for.
 #[derive(Debug, Clone, PartialEq, Eq)]

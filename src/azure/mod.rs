@@ -1,0 +1,11 @@
+//! What Azure sends: diagnostic-settings envelopes of AKS records, turned into audit Events,
+//! and the identity of the cluster each record names.
+
+pub mod cluster;
+pub mod diagnostics;
+
+pub use cluster::{annotate, ClusterId, CLUSTER_ID_ANNOTATION, CLUSTER_NAME_ANNOTATION};
+pub use diagnostics::{convert_body, BodyOrigin, Conversion, ConvertTally, TooManyRecords};
+
+/// Default diagnostic categories that carry audit Events (`AUDIT_CATEGORIES`).
+pub const DEFAULT_CATEGORIES: &str = "kube-audit,kube-audit-admin";

@@ -1,0 +1,231 @@
+//! Start-up validation: each setting's default, units, and the error naming each bad variable.
+
+use super::*;
+use std::collections::HashMap;
+use std::time::Duration;
+
+fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_lookup(|k| map.get(k).cloned())
+}
+
+const URL: (&str, &str) = (vars::WEBHOOK_URL, "http://127.0.0.1:7765/k8s_audit");
+
+fn format_of(c: &Config) -> WebhookFormat {
+    c.forwarder.routes[0].destination.as_ref().unwrap().format
+}
+
+/// Only the webhook URL is required; everything else has the documented default.
+#[test]
+fn defaults() {
+    let c = config(&[URL]).unwrap();
+    assert_eq!(format_of(&c), WebhookFormat::EventList);
+    assert_eq!(c.forwarder.routes.len(), 1);
+    assert!(c.forwarder.policy.is_none());
+    assert!(c.forwarder.cluster_annotations);
+    assert_eq!(
+        c.forwarder.categories.iter().collect::<Vec<_>>(),
+        ["kube-audit", "kube-audit-admin"]
+    );
+    assert_eq!(c.forwarder.batch_max_events, 400);
+    assert_eq!(c.forwarder.batch_max_bytes, 10 * 1024 * 1024);
+    assert_eq!(c.forwarder.retry.attempt_timeout, Duration::from_secs(30));
+    assert_eq!(c.forwarder.delivery_deadline, Duration::from_secs(120));
+    assert_eq!(c.forwarder.concurrency, 4);
+    assert_eq!(c.host.max_body_bytes, 256 * 1024 * 1024);
+}
+
+#[test]
+fn missing_url_names_the_variable() {
+    let err = config(&[]).unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::Missing {
+            var: "AUDIT_WEBHOOK_URL"
+        }
+    );
+    assert_eq!(err.to_string(), "AUDIT_WEBHOOK_URL is required but not set");
+}
+
+#[test]
+fn blank_values_count_as_unset() {
+    let c = config(&[URL, (vars::WEBHOOK_FORMAT, "  ")]).unwrap();
+    assert_eq!(format_of(&c), WebhookFormat::EventList);
+}
+
+#[test]
+fn each_invalid_value_names_its_variable() {
+    let cases: &[(&str, &str)] = &[
+        (vars::WEBHOOK_FORMAT, "xml"),
+        (vars::CATEGORIES, " , "),
+        (vars::BATCH_MAX_EVENTS, "0"),
+        (vars::BATCH_MAX_EVENTS, "many"),
+        (vars::BATCH_MAX_BYTES, "12"),
+        (vars::BATCH_MAX_BYTES, "ten megs"),
+        (vars::WEBHOOK_TIMEOUT, "30"),
+        (vars::WEBHOOK_TIMEOUT, "0s"),
+        (vars::DELIVERY_DEADLINE, "soon"),
+        (vars::WEBHOOK_CONCURRENCY, "65"),
+        (vars::RETRY_INITIAL_BACKOFF, "-1s"),
+        (vars::MAX_BODY_BYTES, "1KiB"),
+        (vars::CLUSTER_ANNOTATIONS, "maybe"),
+        (vars::POLICY, "kind: Policy"),
+        (vars::POLICY_FILE, "/nonexistent/policy.yaml"),
+        (vars::ROUTES, "/nonexistent/routes.yaml"),
+    ];
+    for (var, value) in cases {
+        let err = config(&[URL, (var, value)]).unwrap_err();
+        match &err {
+            ConfigError::Invalid { var: got, .. } => assert_eq!(got, var, "{value}"),
+            other => panic!("{var}={value}: unexpected {other:?}"),
+        }
+        assert!(err.to_string().starts_with(var), "{err}");
+    }
+}
+
+/// A policy file is found relative to the app root, and a bad one names file and line.
+#[test]
+fn policy_file_relative_to_app_root() {
+    let dir = std::env::temp_dir().join(format!("aaf-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("good.yaml"),
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("bad.yaml"),
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Loud\n",
+    )
+    .unwrap();
+    let root = dir.to_str().unwrap();
+    let c = config(&[
+        URL,
+        ("FUNCTIONS_APP_ROOT_PATH", root),
+        (vars::POLICY_FILE, "good.yaml"),
+    ])
+    .unwrap();
+    assert!(c.forwarder.policy.is_some());
+    let err = config(&[
+        URL,
+        ("FUNCTIONS_APP_ROOT_PATH", root),
+        (vars::POLICY_FILE, "bad.yaml"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("AUDIT_POLICY_FILE=\"bad.yaml\" is invalid"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.yaml: ") && err.contains("line 4"),
+        "{err}"
+    );
+    let err = config(&[URL, (vars::POLICY_FILE, "a"), (vars::POLICY, "b")]).unwrap_err();
+    assert!(err.to_string().contains("not both"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn routes_replace_the_single_url() {
+    let dir = std::env::temp_dir().join(format!("aaf-routes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("routes.yaml"),
+        "routes:\n- name: all\n  webhook: {url: 'http://127.0.0.1:1/'}\n",
+    )
+    .unwrap();
+    let root = dir.to_str().unwrap();
+    let c = config(&[
+        ("FUNCTIONS_APP_ROOT_PATH", root),
+        (vars::ROUTES, "routes.yaml"),
+    ])
+    .unwrap();
+    assert_eq!(c.forwarder.routes[0].name, "all");
+    let err = config(&[
+        URL,
+        ("FUNCTIONS_APP_ROOT_PATH", root),
+        (vars::ROUTES, "routes.yaml"),
+    ])
+    .unwrap_err();
+    assert!(err.to_string().contains("not both"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn backoff_cap_must_not_be_below_initial() {
+    let err = config(&[
+        URL,
+        (vars::RETRY_INITIAL_BACKOFF, "10s"),
+        (vars::RETRY_MAX_BACKOFF, "1s"),
+    ])
+    .unwrap_err();
+    assert!(err.to_string().contains("AUDIT_RETRY_MAX_BACKOFF"), "{err}");
+}
+
+#[test]
+fn parses_units() {
+    let c = config(&[
+        URL,
+        (vars::WEBHOOK_FORMAT, "Event"),
+        (vars::BATCH_MAX_BYTES, "512KiB"),
+        (vars::WEBHOOK_TIMEOUT, "500ms"),
+        (vars::DELIVERY_DEADLINE, "2m"),
+        (vars::CATEGORIES, "Kube-Audit-Admin"),
+    ])
+    .unwrap();
+    assert_eq!(format_of(&c), WebhookFormat::Event);
+    assert_eq!(c.forwarder.batch_max_bytes, 512 * 1024);
+    assert_eq!(
+        c.forwarder.retry.attempt_timeout,
+        Duration::from_millis(500)
+    );
+    assert_eq!(c.forwarder.delivery_deadline, Duration::from_secs(120));
+    assert_eq!(
+        c.forwarder.categories.iter().collect::<Vec<_>>(),
+        ["kube-audit-admin"]
+    );
+}
+
+#[test]
+fn url_must_be_http_with_host() {
+    for bad in ["ftp://x/y", "not a url", "http://"] {
+        let err = config(&[(vars::WEBHOOK_URL, bad)]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    var: "AUDIT_WEBHOOK_URL",
+                    ..
+                }
+            ),
+            "{bad}: {err:?}"
+        );
+    }
+}
+
+/// A password in the webhook URL must not leak through errors or `Debug`.
+#[test]
+fn url_credentials_never_shown() {
+    let secret = "s3cr3t-pa55";
+    let c = config(&[(
+        vars::WEBHOOK_URL,
+        "https://user:s3cr3t-pa55@audit.example:8443/k8s_audit?token=s3cr3t-pa55",
+    )])
+    .unwrap();
+    let shown = format!("{c:?}");
+    assert!(!shown.contains(secret), "{shown}");
+    assert!(shown.contains("audit.example"), "{shown}");
+
+    let c = config(&[URL, (vars::WEBHOOK_BEARER_TOKEN, secret)]).unwrap();
+    let shown = format!("{c:?}");
+    assert!(!shown.contains(secret), "{shown}");
+
+    let err = config(&[(vars::WEBHOOK_URL, "ftp://user:s3cr3t-pa55@h/")]).unwrap_err();
+    assert!(!err.to_string().contains(secret), "{err}");
+    let err = config(&[(vars::WEBHOOK_URL, "http://user:s3cr3t-pa55@[::1")]).unwrap_err();
+    assert!(!err.to_string().contains(secret), "{err}");
+}

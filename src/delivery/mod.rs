@@ -1,0 +1,14 @@
+//! Getting Events to the receivers: routes per cluster, batches bounded by count and bytes,
+//! the webhook client with its TLS and credentials, and the retry loop around every POST.
+
+pub mod batch;
+pub mod client;
+pub mod retry;
+pub mod routes;
+pub mod webhook;
+
+pub use batch::{plan, BatchLimits};
+pub use client::{Bearer, ClientOptions, SecretPem};
+pub use retry::{Delivery, RetrySettings};
+pub use routes::{Destination, Matcher, RouteConfig};
+pub use webhook::Webhook;

@@ -1,0 +1,19 @@
+//! The Functions host edge: the wire format of invocations and answers, and the HTTP routes
+//! the host calls (`GET /`, `POST /EventHubForwarder`). Statuses are chosen here and only here.
+
+pub mod app;
+mod metadata;
+pub mod wire;
+
+pub use app::{router, serve, FUNCTION_NAME};
+pub use wire::{decode_invocation, HostError, InvocationResult};
+
+/// Settings of the host edge, built once at start-up.
+#[derive(Clone, Debug)]
+pub struct HostSettings {
+    /// Largest invocation body accepted, in bytes (`AUDIT_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+    /// The blob output binding that receives dead letters (`AUDIT_DEADLETTER_BINDING`);
+    /// `None` logs them instead.
+    pub deadletter_binding: Option<String>,
+}

@@ -1,0 +1,170 @@
+//! The account of one invocation: what conversion, routing and delivery did, as counts, and
+//! the one-line summary that is logged and returned to the host.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::InvocationMeta;
+use crate::azure::ConvertTally;
+
+/// Events that conversion produced but that are not delivered, by reason.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RoutingTally {
+    /// Dropped by the audit Policy (level `None` or an omitted stage).
+    pub policy_dropped: u64,
+    /// Taken by a route that drops.
+    pub route_dropped: u64,
+    /// Matched by no route.
+    pub unrouted: u64,
+}
+
+/// Delivery counts of one invocation.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DeliveryTally {
+    /// Batches the webhook accepted.
+    pub delivered_batches: u64,
+    /// Events in them.
+    pub delivered_events: u64,
+    /// Batches the webhook refused for good.
+    pub rejected_batches: u64,
+    /// Events in them.
+    pub rejected_events: u64,
+    /// Batches still failing at the deadline.
+    pub failed_batches: u64,
+    /// Events in them.
+    pub failed_events: u64,
+    /// POSTs made, retries included.
+    pub attempts: u64,
+    /// The last transient failure, when there was one.
+    pub last_failure: Option<String>,
+}
+
+/// The one-line account of an invocation, logged and returned to the host.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// `X-Azure-Functions-InvocationId`.
+    pub invocation_id: Option<String>,
+    /// Where the events came from.
+    pub meta: InvocationMeta,
+    /// Conversion counts.
+    pub convert: ConvertTally,
+    /// What routing and the Policy did.
+    pub routing: RoutingTally,
+    /// Items set aside as dead letters (malformed, unrouted, poison).
+    pub dead_lettered: u64,
+    /// Delivery counts, all routes together.
+    pub delivery: DeliveryTally,
+    /// Delivery counts per route, when there is more than one route.
+    pub per_route: Vec<(String, DeliveryTally)>,
+    /// Wall time of the invocation.
+    pub duration: Duration,
+}
+
+impl Summary {
+    /// True when a batch is still undelivered and the invocation must be retried.
+    pub fn needs_retry(&self) -> bool {
+        self.delivery.failed_batches > 0
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.convert;
+        let d = &self.delivery;
+        let m = &self.meta;
+        let outcome = if self.needs_retry() {
+            "failed, will be retried"
+        } else if d.rejected_batches > 0 {
+            "done with rejected batches"
+        } else {
+            "delivered"
+        };
+        write!(f, "Invocation {outcome}:")?;
+        if let Some(id) = &self.invocation_id {
+            write!(f, " invocation={id}")?;
+        }
+        if let Some(p) = &m.partition_id {
+            write!(f, " partition={p}")?;
+        }
+        if let (Some(first), Some(last)) = (m.sequence_numbers.first(), m.sequence_numbers.last()) {
+            write!(f, " seq={first}..{last}")?;
+        }
+        if let Some(t) = &m.enqueued_first {
+            write!(f, " enqueued={t}")?;
+        }
+        if let Some(r) = m.retry_count {
+            write!(f, " retry={r}")?;
+        }
+        write!(
+            f,
+            " events={} records={} converted={} skipped={}",
+            c.bodies,
+            c.records,
+            c.converted,
+            c.skipped_total()
+        )?;
+        if !c.skipped.is_empty() {
+            let parts: Vec<String> = c.skipped.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            write!(f, " ({})", parts.join(","))?;
+        }
+        write!(
+            f,
+            " malformed={} (events={} records={}) policy_dropped={}",
+            c.malformed_bodies + c.malformed_records,
+            c.malformed_bodies,
+            c.malformed_records,
+            self.routing.policy_dropped,
+        )?;
+        if self.routing.unrouted > 0 || self.routing.route_dropped > 0 {
+            write!(
+                f,
+                " unrouted={} route_dropped={}",
+                self.routing.unrouted, self.routing.route_dropped
+            )?;
+        }
+        write!(
+            f,
+            " delivered={} batches={} rejected={} failed={} dead_lettered={} attempts={} duration_ms={}",
+            d.delivered_events,
+            d.delivered_batches,
+            d.rejected_events,
+            d.failed_events,
+            self.dead_lettered,
+            d.attempts,
+            self.duration.as_millis()
+        )?;
+        if self.per_route.len() > 1 {
+            let parts: Vec<String> = self
+                .per_route
+                .iter()
+                .map(|(name, t)| {
+                    format!(
+                        "{name}:delivered={},rejected={},failed={}",
+                        t.delivered_events, t.rejected_events, t.failed_events
+                    )
+                })
+                .collect();
+            write!(f, " routes=[{}]", parts.join(" "))?;
+        }
+        if let Some(reason) = &d.last_failure {
+            write!(f, " last_failure={reason:?}")?;
+        }
+        Ok(())
+    }
+}
+
+impl DeliveryTally {
+    /// Adds another tally's counts; the newest failure reason wins.
+    pub(super) fn add(&mut self, other: &Self) {
+        self.delivered_batches += other.delivered_batches;
+        self.delivered_events += other.delivered_events;
+        self.rejected_batches += other.rejected_batches;
+        self.rejected_events += other.rejected_events;
+        self.failed_batches += other.failed_batches;
+        self.failed_events += other.failed_events;
+        self.attempts += other.attempts;
+        if other.last_failure.is_some() {
+            self.last_failure.clone_from(&other.last_failure);
+        }
+    }
+}
