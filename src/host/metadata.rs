@@ -9,7 +9,6 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::wire::first_byte;
 use crate::pipeline::InvocationMeta;
 
 /// A metadata value: the host writes scalars and arrays as JSON text inside a JSON string,
@@ -103,4 +102,11 @@ pub(super) fn decode_meta(meta: &HashMap<String, &RawValue>) -> InvocationMeta {
         retry_count: retry.retry_count,
         max_retry_count: retry.max_retry_count,
     }
+}
+
+/// The first byte of `text` that is not JSON white space.
+pub(super) fn first_byte(text: &str) -> Option<u8> {
+    text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
+        .bytes()
+        .next()
 }

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::metadata::decode_meta;
+use super::metadata::{decode_meta, first_byte};
 use crate::pipeline::Invocation;
 
 /// Why an invocation request could not be read at all. Answered with 400.
@@ -138,12 +138,6 @@ fn pick_binding<'m, 'a>(
     data.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("events"))
         .map(|(k, v)| (k.as_str(), *v))
-}
-
-pub(super) fn first_byte(text: &str) -> Option<u8> {
-    text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
-        .bytes()
-        .next()
 }
 
 // Shapes of the trigger value (host-contract §1.2):

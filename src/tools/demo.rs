@@ -16,9 +16,6 @@ use super::receiver::{Receiver, Scripted};
 use super::replay::{replay, ReplayOptions};
 use crate::azure::{convert_body, BodyOrigin, Conversion, ConvertTally, DEFAULT_CATEGORIES};
 
-/// The sample AKS diagnostic events bundled with the binary.
-pub const SAMPLES: &str = include_str!("../../samples/aks-diagnostics.json");
-
 /// How the host would wait for a handler to come up (`customHandler.initializationTimeout`).
 const STARTUP_LIMIT: Duration = Duration::from_secs(30);
 
@@ -185,6 +182,7 @@ async fn stop_handler(child: &mut Child) {
 mod tests {
     use super::*;
     use crate::tools::hostsim::load_bodies;
+    use crate::tools::SAMPLES;
 
     /// The bundled samples hold every case the demo claims to show.
     #[test]

@@ -8,3 +8,7 @@ pub mod hostsim;
 pub mod receiver;
 pub mod replay;
 pub mod resend;
+
+/// The sample AKS diagnostic events bundled with the binary (`samples/aks-diagnostics.json`):
+/// both audit categories, other categories, a truncated log and a body that is not JSON.
+pub const SAMPLES: &str = include_str!("../../samples/aks-diagnostics.json");

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::demo::SAMPLES;
 use super::hostsim::{load_bodies, HostSim, Shape, SimPartition};
+use super::SAMPLES;
 use crate::host::FUNCTION_NAME;
 
 /// What to replay, and how.

@@ -8,8 +8,8 @@ use aks_audit_forwarder::audit::jsonedit::{rewrite, Edit};
 use aks_audit_forwarder::audit::Policy;
 use aks_audit_forwarder::azure::{convert_body, BodyOrigin, Conversion};
 use aks_audit_forwarder::host::decode_invocation;
-use aks_audit_forwarder::tools::demo::SAMPLES;
 use aks_audit_forwarder::tools::hostsim::{build_request, load_bodies, Shape, SimPartition};
+use aks_audit_forwarder::tools::SAMPLES;
 use aks_audit_forwarder::AuditEvent;
 use proptest::prelude::*;
 
