@@ -269,6 +269,7 @@ var aksDiagnosticDeploymentName = take('aks-audit-diag-${suffix}-${appName}', 64
 var keyVaultAccessDeploymentName = take('kv-access-${suffix}-${appName}', 64)
 var privateEndpointsDeploymentName = take('private-endpoints-${suffix}-${appName}', 64)
 var privateEndpointPrefix = 'pe-${take(appName, 40)}'
+var workspaceName = 'log-${appName}'
 var deploymentContainer = 'app-package'
 var deadLetterContainerName = 'audit-deadletter'
 var eventHubName = 'aks-audit'
@@ -450,7 +451,7 @@ resource diagnosticsSendRule 'Microsoft.EventHub/namespaces/authorizationRules@2
 }
 
 resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
-  name: 'log-${appName}'
+  name: workspaceName
   location: location
   tags: tags
   properties: {
@@ -705,7 +706,7 @@ module diagnosticSetting 'modules/aks-diagnostic-setting.bicep' = if (createDiag
 // ---------------------------------------------------------------------------------------------
 
 resource siteDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
-  name: 'to-${logAnalytics.name}'
+  name: 'to-${workspaceName}'
   scope: site
   properties: {
     workspaceId: logAnalytics.id
@@ -726,7 +727,7 @@ resource siteDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-previ
 
 // The namespace's metrics (IncomingMessages) feed the falling-behind alert.
 resource eventHubDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
-  name: 'to-${logAnalytics.name}'
+  name: 'to-${workspaceName}'
   scope: eventHubNamespace
   properties: {
     workspaceId: logAnalytics.id
