@@ -396,7 +396,8 @@ for var in forwarder_vars:
     if var not in settings_keys:
         fail(f"{main}: {var} (read by the forwarder) is not in auditSettings: a redeploy would drop it")
 rule("app settings must be union(auditSettings, extraAppSettings, platformSettings)", re.search(r"^var allAppSettings = union\(auditSettings, extraAppSettings, platformSettings\)$", main_text, re.M))
-rule("the site's appSettings must be the whole allAppSettings collection", re.search(r"appSettings: \[for \w+ in items\(allAppSettings\)", resource_body(main_text, "site")))
+rule("the app settings resource must hold the whole allAppSettings collection", re.search(r"^  parent: site\n  name: 'appsettings'\n  properties: allAppSettings$", resource_body(main_text, "appSettings"), re.M))
+rule("no app settings inline in the site (they would be a second, partial collection)", "appSettings:" not in resource_body(main_text, "site"))
 print(f"ok   settings: {len(forwarder_vars)} AUDIT_* variables from src/config.rs are template settings")
 
 # Key Vault references resolve with the user-assigned identity, which may read the vault.

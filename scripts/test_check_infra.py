@@ -31,6 +31,7 @@ MUTATIONS = [
     ("partitionCount without its warning", "infra/main.bicep", "Fixed at creation on the Standard tier: changing", "Changing", "partitionCount's description"),
     ("a forwarder setting missing from the template", "infra/main.bicep", "  AUDIT_WEBHOOK_CLIENT_KEY: auditWebhookClientKey\n", "", "AUDIT_WEBHOOK_CLIENT_KEY (read by the forwarder)"),
     ("extra settings not merged", "infra/main.bicep", "union(auditSettings, extraAppSettings, platformSettings)", "union(auditSettings, platformSettings)", "union(auditSettings, extraAppSettings, platformSettings)"),
+    ("app settings resource not holding the whole collection", "infra/main.bicep", "  name: 'appsettings'\n  properties: allAppSettings", "  name: 'appsettings'\n  properties: auditSettings", "whole allAppSettings collection"),
     ("no Key Vault reference identity", "infra/main.bicep", "    keyVaultReferenceIdentity: identity.id\n", "", "keyVaultReferenceIdentity"),
     ("no Key Vault Secrets User", "infra/modules/key-vault-access.bicep", "4633458b-17de-408a-b874-0445c86b69e6", "00000000-0000-0000-0000-000000000000", "Key Vault Secrets User"),
     ("SCM basic auth on", "infra/main.bicep", "name: 'scm'\n  properties: {\n    allow: false", "name: 'scm'\n  properties: {\n    allow: true", "basic publishing credentials for scm"),
