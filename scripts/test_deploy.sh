@@ -77,6 +77,9 @@ run "default parameter file, pre-flight sets the hub's region from the cluster" 
 run "overrides pass through as --parameters" 0 DEPLOY_SKIP_PREFLIGHT=1 -- rg-test infra/main.bicepparam auditWebhookUrl=http://10.0.0.1:7765/a partitionCount=8 &&
   { expect_log "overrides" "--parameters auditWebhookUrl=http://10.0.0.1:7765/a --parameters partitionCount=8"; }
 
+run "a multi-line value stays one argument" 0 DEPLOY_SKIP_PREFLIGHT=1 -- rg-test "auditRoutes=$(printf 'routes:\n  - name: a b\n')" &&
+  { expect_log "multi-line" "--parameters auditRoutes=routes:"; }
+
 run "overrides without a parameter file" 0 DEPLOY_SKIP_PREFLIGHT=1 -- rg-test appName=other-fwd &&
   { expect_log "no file" "--parameters infra/main.bicepparam --parameters appName=other-fwd"; }
 
