@@ -1,22 +1,35 @@
 // aks-audit-forwarder: everything one resource group needs to forward an AKS cluster's audit
 // logs from an Event Hub to an audit webhook with a Flex Consumption function app.
 // Every connection uses one user-assigned managed identity; no keys or connection strings are
-// stored in app settings.
+// stored in app settings. Every app setting is owned by this template (parameters, plus the
+// secure extraAppSettings object), so a redeployment never loses a setting.
+// Reference: docs/deployment.md.
 
 targetScope = 'resourceGroup'
 
-@description('Base name of the function app and the prefix of the other resources (letters, digits, hyphens).')
+// ---------------------------------------------------------------------------------------------
+// Names and regions
+// ---------------------------------------------------------------------------------------------
+
+@description('Base name of the function app and the prefix of the other resources (letters, digits, hyphens; starts with a letter). Every generated name stays within its resource type\'s limit for any allowed length (scripts/check_infra.py proves it).')
 @minLength(3)
 @maxLength(40)
 param appName string
 
-@description('Azure region for every resource.')
+@description('Region of the function app, its storage, identity and monitoring. With VNet integration, the integration subnet must be in this region. It must offer Flex Consumption with the custom runtime (scripts/deploy.sh checks both before deploying).')
 param location string = resourceGroup().location
+
+@description('Region of the Event Hubs namespace. It must be the cluster\'s region: a diagnostic setting streams only to an event hub in the monitored resource\'s region. scripts/deploy.sh sets it from the cluster when it is not given. Each cluster region needs its own namespace, so one deployment per region.')
+param eventHubLocation string = location
 
 @description('Tags applied to every resource.')
 param tags object = {
   workload: 'aks-audit-forwarder'
 }
+
+// ---------------------------------------------------------------------------------------------
+// Function app
+// ---------------------------------------------------------------------------------------------
 
 @description('Flex Consumption instance memory in MB (512, 2048 or 4096). An invocation peaks at about twice its body; 2048 fits the largest default batch several times over.')
 @allowed([
@@ -31,10 +44,23 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
-@description('Resource id of an existing subnet delegated to Microsoft.App/environments, for VNet integration (the audit service is usually an internal load balancer in the cluster VNet). Empty: no VNet integration.')
+@description('Resource id of an existing subnet delegated to Microsoft.App/environments, in the region of location, for VNet integration (the audit service is usually an internal load balancer in the cluster VNet). Empty: no VNet integration.')
 param integrationSubnetId string = ''
 
-@description('Event hub partitions: the most function instances that consume in parallel.')
+@description('Resource id of an existing subnet for private endpoints of the storage account and the Event Hubs namespace (the dead-letter container holds full audit Events). Set together with integrationSubnetId. When set, both services deny public network access except trusted Azure services (the AKS diagnostic setting). Empty: no private endpoints.')
+param privateEndpointSubnetId string = ''
+
+@description('Resource group holding existing private DNS zones (privatelink.blob..., privatelink.table..., privatelink.servicebus.windows.net) already linked to the VNet, e.g. a central hub. Empty: the zones are created in this resource group and linked to the private endpoint subnet\'s VNet.')
+param privateDnsZoneResourceGroup string = ''
+
+@description('Subscription of privateDnsZoneResourceGroup.')
+param privateDnsZoneSubscriptionId string = subscription().subscriptionId
+
+// ---------------------------------------------------------------------------------------------
+// Event Hubs
+// ---------------------------------------------------------------------------------------------
+
+@description('Event hub partitions: the most function instances that consume in parallel. Fixed at creation on the Standard tier: changing it later fails the deployment; to change it, create a new hub (a new appName).')
 @minValue(1)
 @maxValue(32)
 param partitionCount int = 4
@@ -44,35 +70,119 @@ param partitionCount int = 4
 @maxValue(7)
 param messageRetentionInDays int = 7
 
-@description('Name of the existing AKS cluster whose audit logs are forwarded. Empty: no diagnostic setting is created.')
+@description('Event Hubs Standard throughput units (1 MB/s or 1000 events/s in each, 2 MB/s out each).')
+@minValue(1)
+@maxValue(40)
+param eventHubThroughputUnits int = 1
+
+@description('Let Event Hubs raise throughput units automatically under load, up to eventHubMaximumThroughputUnits.')
+param eventHubAutoInflate bool = true
+
+@description('Upper bound for auto-inflate (ignored without it). At least eventHubThroughputUnits.')
+@minValue(1)
+@maxValue(40)
+param eventHubMaximumThroughputUnits int = 4
+
+// ---------------------------------------------------------------------------------------------
+// The cluster
+// ---------------------------------------------------------------------------------------------
+
+@description('Name of the existing AKS cluster whose audit logs are forwarded. Empty: no diagnostic setting is created (stream into the hub yourself, e.g. from several clusters in the hub\'s region).')
 param aksClusterName string = ''
 
 @description('Resource group of that cluster (may differ from this one).')
 param aksResourceGroup string = resourceGroup().name
 
-@description('Also stream the kube-audit category (every request, get and list included: much more volume). kube-audit-admin is always streamed.')
-param includeKubeAudit bool = false
+@description('Subscription of that cluster (may differ from this one; the deploying user needs Monitoring Contributor on the cluster there).')
+param aksSubscriptionId string = subscription().subscriptionId
+
+@description('The one audit log category streamed, and the forwarder\'s AUDIT_CATEGORIES. kube-audit-admin: every request but get and list (the usual choice). kube-audit: every request, get and list included (far more volume). kube-audit is a superset of kube-audit-admin, so streaming both would send every mutating Event twice.')
+@allowed([
+  'kube-audit-admin'
+  'kube-audit'
+])
+param auditCategory string = 'kube-audit-admin'
+
+// ---------------------------------------------------------------------------------------------
+// Key Vault
+// ---------------------------------------------------------------------------------------------
+
+@description('Name of an existing Key Vault (Azure RBAC permission model) whose secrets app settings refer to with @Microsoft.KeyVault(SecretUri=...). The app\'s identity gets Key Vault Secrets User on it and is the identity that resolves references. Empty: no role assignment (references then cannot resolve, and the forwarder refuses to start on an unresolved one).')
+param keyVaultName string = ''
+
+@description('Resource group of that Key Vault.')
+param keyVaultResourceGroup string = resourceGroup().name
+
+@description('Subscription of that Key Vault.')
+param keyVaultSubscriptionId string = subscription().subscriptionId
+
+// ---------------------------------------------------------------------------------------------
+// Alerts and retention
+// ---------------------------------------------------------------------------------------------
+
+@description('Email address that receives the alerts. Empty: no email receiver.')
+param alertEmail string = ''
+
+@description('Webhook (e.g. a chat or paging integration) that receives the alerts in the common alert schema. Secure because such URLs carry a token. Empty: no webhook receiver.')
+@secure()
+param alertWebhookUrl string = ''
+
+@description('Failed invocations within 15 minutes that raise the delivery-stalled alert. A stalled partition is retried every 5 s to 5 min, so 3 means a failure that persists.')
+@minValue(1)
+param failedInvocationsThreshold int = 3
+
+@description('Minutes with events arriving in the hub and no successful invocation before the falling-behind alert fires.')
+@minValue(15)
+@maxValue(1440)
+param fallingBehindWindowMinutes int = 30
+
+@description('Days a dead-letter blob is kept before the lifecycle rule deletes it. Replay them with aks-audit-forwarder resend before then.')
+@minValue(1)
+@maxValue(3650)
+param deadLetterRetentionDays int = 90
+
+@description('Days Log Analytics keeps the forwarder\'s logs and metrics.')
+@minValue(30)
+@maxValue(730)
+param logRetentionInDays int = 30
+
+// ---------------------------------------------------------------------------------------------
+// Forwarder settings: one parameter per AUDIT_* variable (README, Configuration). Empty means
+// unset: the forwarder treats an empty value as absent and uses its default.
+// ---------------------------------------------------------------------------------------------
 
 @description('AUDIT_WEBHOOK_URL: where the audit Events go, e.g. http://10.240.0.100:7765/k8s_audit. Secure because it may carry credentials. Leave empty only when auditRoutes is set.')
 @secure()
 param auditWebhookUrl string = ''
 
-@description('AUDIT_WEBHOOK_BEARER_TOKEN: sent as Authorization: Bearer to the webhook. Prefer a Key Vault reference (@Microsoft.KeyVault(SecretUri=...)). Empty: none.')
+@description('AUDIT_WEBHOOK_BEARER_TOKEN: sent as Authorization: Bearer to the webhook. Prefer a Key Vault reference (@Microsoft.KeyVault(SecretUri=...)) with keyVaultName. Empty: none.')
 @secure()
 param auditWebhookBearerToken string = ''
 
-@description('AUDIT_ROUTES: routes from clusters to webhooks, as an inline YAML or JSON document (see the README). Empty: every cluster goes to auditWebhookUrl.')
-param auditRoutes string = ''
+@description('AUDIT_WEBHOOK_USERNAME: basic auth user (instead of a bearer token). Empty: none.')
+@secure()
+param auditWebhookUsername string = ''
 
-@description('AUDIT_POLICY: an audit.k8s.io/v1 Policy applied to every Event, inline YAML or JSON. Empty: Events pass unchanged.')
-param auditPolicy string = ''
+@description('AUDIT_WEBHOOK_PASSWORD: basic auth password, ideally a Key Vault reference. Empty: none.')
+@secure()
+param auditWebhookPassword string = ''
 
-@description('AUDIT_CLUSTER_ANNOTATIONS: on adds the source cluster as annotations to every Event; off forwards Events untouched.')
-@allowed([
-  'on'
-  'off'
-])
-param auditClusterAnnotations string = 'on'
+@description('AUDIT_WEBHOOK_CA: extra trusted CA certificates for an HTTPS webhook with a private CA, inline PEM. Empty: public roots only.')
+param auditWebhookCa string = ''
+
+@description('AUDIT_WEBHOOK_CLIENT_CERT: client certificate chain for mTLS, inline PEM. Empty: no client certificate.')
+param auditWebhookClientCert string = ''
+
+@description('AUDIT_WEBHOOK_CLIENT_KEY: the client certificate\'s private key, inline PEM or a Key Vault reference. Empty: none.')
+@secure()
+param auditWebhookClientKey string = ''
+
+@description('AUDIT_WEBHOOK_INSECURE_SKIP_VERIFY: turn TLS verification off (logged as a warning at every start). For experiments only.')
+param auditWebhookInsecureSkipVerify bool = false
+
+@description('AUDIT_WEBHOOK_HEADERS: extra headers as a JSON object, e.g. {"X-Tenant":"prod"}. Secure because headers often carry keys. Empty: none.')
+@secure()
+param auditWebhookHeaders string = ''
 
 @description('AUDIT_WEBHOOK_FORMAT: eventlist (as kube-apiserver sends) or event (one Event per POST).')
 @allowed([
@@ -81,10 +191,26 @@ param auditClusterAnnotations string = 'on'
 ])
 param auditWebhookFormat string = 'eventlist'
 
-@description('AUDIT_CATEGORIES: diagnostic categories whose records are audit Events.')
-param auditCategories string = 'kube-audit,kube-audit-admin'
+@description('AUDIT_ROUTES: routes from clusters to webhooks, as an inline YAML or JSON document (see the README). Secure because route URLs may carry credentials; secrets the routes name (bearerTokenSetting, basicAuthSetting, ...) go in extraAppSettings. Empty: every cluster goes to auditWebhookUrl.')
+@secure()
+param auditRoutes string = ''
+
+@description('AUDIT_POLICY: an audit.k8s.io/v1 Policy applied to every Event, inline YAML or JSON. Secure so that it never shows in deployment history. Empty: Events pass unchanged (or auditPolicyFile).')
+@secure()
+param auditPolicy string = ''
+
+@description('AUDIT_POLICY_FILE: a Policy file relative to the app root (it must then be in the published package). Set this or auditPolicy, not both. Empty: none.')
+param auditPolicyFile string = ''
+
+@description('AUDIT_CLUSTER_ANNOTATIONS: on adds the source cluster as annotations to every Event; off forwards Events untouched.')
+@allowed([
+  'on'
+  'off'
+])
+param auditClusterAnnotations string = 'on'
 
 @description('AUDIT_BATCH_MAX_EVENTS: most Events per POST.')
+@minValue(1)
 param auditBatchMaxEvents int = 400
 
 @description('AUDIT_BATCH_MAX_BYTES: most bytes per POST.')
@@ -96,7 +222,9 @@ param auditWebhookTimeout string = '30s'
 @description('AUDIT_DELIVERY_DEADLINE: delivery budget of one invocation; keep it well under the 10-minute functionTimeout.')
 param auditDeliveryDeadline string = '2m'
 
-@description('AUDIT_WEBHOOK_CONCURRENCY: batches of one invocation in flight at once.')
+@description('AUDIT_WEBHOOK_CONCURRENCY: batches of one invocation in flight at once (1 to 64).')
+@minValue(1)
+@maxValue(64)
 param auditWebhookConcurrency int = 4
 
 @description('AUDIT_RETRY_INITIAL_BACKOFF: first retry delay.')
@@ -108,15 +236,50 @@ param auditRetryMaxBackoff string = '30s'
 @description('AUDIT_MAX_BODY_BYTES: largest invocation body accepted.')
 param auditMaxBodyBytes string = '256MiB'
 
+@description('AUDIT_MAX_RECORDS_PER_EVENT: most records one Event Hub event may hold.')
+@minValue(1)
+param auditMaxRecordsPerEvent int = 50000
+
+@description('AUDIT_DEADLETTER_BINDING: deadletter writes dead letters to the audit-deadletter container; off only logs them at error level.')
+@allowed([
+  'deadletter'
+  'off'
+])
+param auditDeadLetterBinding string = 'deadletter'
+
 @description('RUST_LOG: the handler log filter.')
 param rustLog string = 'info'
 
+@description('Further app settings as a JSON object of name: value, e.g. the app settings that routes name for their secrets, or Key Vault references. Merged over the AUDIT_* parameters above (a key here wins over them); the platform settings this template sets cannot be overridden. Secure: never shown in deployment history.')
+@secure()
+param extraAppSettings object = {}
+
+// ---------------------------------------------------------------------------------------------
+// Names: each bounded for every allowed appName (scripts/check_infra.py evaluates them).
+// ---------------------------------------------------------------------------------------------
+
 var suffix = uniqueString(resourceGroup().id, appName)
+// Storage: 3-24 lower-case letters and digits.
 var storageName = take('staudit${suffix}', 24)
+// Event Hubs namespace: 6-50 characters.
+var eventHubNamespaceName = 'evhns-${take(appName, 30)}-${suffix}'
+// Diagnostic setting on the cluster: unique per forwarder, so several can coexist.
+var aksDiagnosticSettingName = 'aks-audit-${take(appName, 30)}-${suffix}'
+var aksDiagnosticDeploymentName = take('aks-audit-diag-${suffix}-${appName}', 64)
+var keyVaultAccessDeploymentName = take('kv-access-${suffix}-${appName}', 64)
+var privateEndpointsDeploymentName = take('private-endpoints-${suffix}-${appName}', 64)
+var privateEndpointPrefix = 'pe-${take(appName, 40)}'
+var workspaceName = 'log-${appName}'
 var deploymentContainer = 'app-package'
+var deadLetterContainerName = 'audit-deadletter'
 var eventHubName = 'aks-audit'
 var consumerGroupName = 'aks-audit-forwarder'
 var createDiagnosticSetting = !empty(aksClusterName)
+var usePrivateEndpoints = !empty(privateEndpointSubnetId)
+var createActionGroup = !empty(alertEmail) || !empty(alertWebhookUrl)
+var alertActionGroups = createActionGroup ? [
+  actionGroup.id
+] : []
 
 var roles = {
   blobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
@@ -131,7 +294,9 @@ resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' 
   tags: tags
 }
 
-// Host storage: Event Hubs checkpoints and leases, host locks, and the deployment package.
+// Host storage: Event Hubs checkpoints and leases, host locks, the deployment package, and the
+// dead letters (full audit Events). With private endpoints, only they and trusted Azure
+// services reach it.
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: storageName
   location: location
@@ -141,17 +306,18 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     name: 'Standard_GRS'
   }
   properties: {
-    // checkov:skip=CKV_AZURE_43: the name is take('staudit' + uniqueString(...), 24): lower-case letters and digits, 3 to 24 characters; the scanner cannot evaluate the expression
-    // checkov:skip=CKV_AZURE_35: the Flex Consumption host reaches its storage over the public endpoint unless private endpoints and VNet-routed storage are set up; access is identity-only (shared keys disabled)
-    // checkov:skip=CKV_AZURE_59: same as CKV_AZURE_35
+    // checkov:skip=CKV_AZURE_43: the name is take('staudit' + uniqueString(...), 24): lower-case letters and digits, 3 to 24 characters; the scanner cannot evaluate the expression (check_infra.py does)
+    // checkov:skip=CKV_AZURE_35: the default action is Deny whenever privateEndpointSubnetId is set; without private endpoints the Flex host reaches its storage over the public endpoint, identity-only (shared keys disabled)
+    // checkov:skip=CKV_AZURE_59: public network access stays Enabled so trusted Azure services keep their bypass; the firewall (default action Deny with private endpoints) restricts everything else
     allowSharedKeyAccess: false
     allowBlobPublicAccess: false
+    allowCrossTenantReplication: false
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
     defaultToOAuthAuthentication: true
     publicNetworkAccess: 'Enabled'
     networkAcls: {
-      defaultAction: 'Allow'
+      defaultAction: usePrivateEndpoints ? 'Deny' : 'Allow'
       bypass: 'AzureServices'
     }
   }
@@ -179,29 +345,82 @@ resource packageContainer 'Microsoft.Storage/storageAccounts/blobServices/contai
 // Where the deadletter output binding (function.json) writes what could not be delivered.
 resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
-  name: 'audit-deadletter'
+  name: deadLetterContainerName
   properties: {
     publicAccess: 'None'
   }
 }
 
-// The hub the cluster's diagnostic setting streams into. Local (SAS) auth stays enabled only
-// when this template creates the diagnostic setting: Azure Monitor streams to Event Hubs
-// through a namespace authorization rule, not an identity. The forwarder itself always uses
-// its managed identity.
+// Dead letters are deleted deadLetterRetentionDays after they were written.
+resource storageLifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'expire-dead-letters'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [
+                '${deadLetterContainerName}/'
+              ]
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: deadLetterRetentionDays
+                }
+              }
+            }
+          }
+        }
+      ]
+    }
+  }
+  dependsOn: [
+    deadLetterContainer
+  ]
+}
+
+// The hub the cluster's diagnostic setting streams into, in the cluster's region. Local (SAS)
+// auth stays enabled only when this template creates the diagnostic setting: Azure Monitor
+// streams to Event Hubs through a namespace authorization rule, not an identity. The forwarder
+// itself always uses its managed identity.
 resource eventHubNamespace 'Microsoft.EventHub/namespaces@2024-01-01' = {
-  name: 'evhns-${appName}-${suffix}'
-  location: location
+  name: eventHubNamespaceName
+  location: eventHubLocation
   tags: tags
   sku: {
     name: 'Standard'
     tier: 'Standard'
-    capacity: 1
+    capacity: eventHubThroughputUnits
   }
   properties: {
     disableLocalAuth: !createDiagnosticSetting
     minimumTlsVersion: '1.2'
     publicNetworkAccess: 'Enabled'
+    isAutoInflateEnabled: eventHubAutoInflate
+    maximumThroughputUnits: eventHubAutoInflate ? max(eventHubMaximumThroughputUnits, eventHubThroughputUnits) : 0
+  }
+}
+
+// With private endpoints: deny everything else but trusted services (Azure Monitor's
+// diagnostic settings are one).
+resource eventHubNetworkRules 'Microsoft.EventHub/namespaces/networkRuleSets@2024-01-01' = if (usePrivateEndpoints) {
+  parent: eventHubNamespace
+  name: 'default'
+  properties: {
+    defaultAction: 'Deny'
+    publicNetworkAccess: 'Enabled'
+    trustedServiceAccessEnabled: true
+    ipRules: []
+    virtualNetworkRules: []
   }
 }
 
@@ -209,6 +428,7 @@ resource eventHub 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = {
   parent: eventHubNamespace
   name: eventHubName
   properties: {
+    // Fixed at creation on the Standard tier.
     partitionCount: partitionCount
     messageRetentionInDays: messageRetentionInDays
   }
@@ -231,14 +451,14 @@ resource diagnosticsSendRule 'Microsoft.EventHub/namespaces/authorizationRules@2
 }
 
 resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
-  name: 'log-${appName}'
+  name: workspaceName
   location: location
   tags: tags
   properties: {
     sku: {
       name: 'PerGB2018'
     }
-    retentionInDays: 30
+    retentionInDays: logRetentionInDays
   }
 }
 
@@ -269,112 +489,54 @@ resource plan 'Microsoft.Web/serverfarms@2024-11-01' = {
   }
 }
 
-var appSettings = [
-  {
-    name: 'AzureWebJobsStorage__accountName'
-    value: storage.name
-  }
-  {
-    name: 'AzureWebJobsStorage__credential'
-    value: 'managedidentity'
-  }
-  {
-    name: 'AzureWebJobsStorage__clientId'
-    value: identity.properties.clientId
-  }
-  {
-    name: 'EventHubConnection__fullyQualifiedNamespace'
-    value: '${eventHubNamespace.name}.servicebus.windows.net'
-  }
-  {
-    name: 'EventHubConnection__credential'
-    value: 'managedidentity'
-  }
-  {
-    name: 'EventHubConnection__clientId'
-    value: identity.properties.clientId
-  }
-  {
-    name: 'EVENTHUB_NAME'
-    value: eventHub.name
-  }
-  {
-    name: 'EVENTHUB_CONSUMER_GROUP'
-    value: consumerGroup.name
-  }
-  {
-    name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
-    value: appInsights.properties.ConnectionString
-  }
-  {
-    name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
-    value: 'ClientId=${identity.properties.clientId};Authorization=AAD'
-  }
-  {
-    name: 'AUDIT_WEBHOOK_URL'
-    value: auditWebhookUrl
-  }
-  {
-    name: 'AUDIT_WEBHOOK_BEARER_TOKEN'
-    value: auditWebhookBearerToken
-  }
-  {
-    name: 'AUDIT_ROUTES'
-    value: auditRoutes
-  }
-  {
-    name: 'AUDIT_POLICY'
-    value: auditPolicy
-  }
-  {
-    name: 'AUDIT_CLUSTER_ANNOTATIONS'
-    value: auditClusterAnnotations
-  }
-  {
-    name: 'AUDIT_WEBHOOK_FORMAT'
-    value: auditWebhookFormat
-  }
-  {
-    name: 'AUDIT_CATEGORIES'
-    value: auditCategories
-  }
-  {
-    name: 'AUDIT_BATCH_MAX_EVENTS'
-    value: string(auditBatchMaxEvents)
-  }
-  {
-    name: 'AUDIT_BATCH_MAX_BYTES'
-    value: auditBatchMaxBytes
-  }
-  {
-    name: 'AUDIT_WEBHOOK_TIMEOUT'
-    value: auditWebhookTimeout
-  }
-  {
-    name: 'AUDIT_DELIVERY_DEADLINE'
-    value: auditDeliveryDeadline
-  }
-  {
-    name: 'AUDIT_WEBHOOK_CONCURRENCY'
-    value: string(auditWebhookConcurrency)
-  }
-  {
-    name: 'AUDIT_RETRY_INITIAL_BACKOFF'
-    value: auditRetryInitialBackoff
-  }
-  {
-    name: 'AUDIT_RETRY_MAX_BACKOFF'
-    value: auditRetryMaxBackoff
-  }
-  {
-    name: 'AUDIT_MAX_BODY_BYTES'
-    value: auditMaxBodyBytes
-  }
-  {
-    name: 'RUST_LOG'
-    value: rustLog
-  }
-]
+// The forwarder's settings. Empty values are unset for the forwarder.
+var auditSettings = {
+  AUDIT_WEBHOOK_URL: auditWebhookUrl
+  AUDIT_WEBHOOK_BEARER_TOKEN: auditWebhookBearerToken
+  AUDIT_WEBHOOK_USERNAME: auditWebhookUsername
+  AUDIT_WEBHOOK_PASSWORD: auditWebhookPassword
+  AUDIT_WEBHOOK_CA: auditWebhookCa
+  AUDIT_WEBHOOK_CLIENT_CERT: auditWebhookClientCert
+  AUDIT_WEBHOOK_CLIENT_KEY: auditWebhookClientKey
+  AUDIT_WEBHOOK_INSECURE_SKIP_VERIFY: auditWebhookInsecureSkipVerify ? 'true' : 'false'
+  AUDIT_WEBHOOK_HEADERS: auditWebhookHeaders
+  AUDIT_WEBHOOK_FORMAT: auditWebhookFormat
+  AUDIT_ROUTES: auditRoutes
+  AUDIT_POLICY_FILE: auditPolicyFile
+  AUDIT_POLICY: auditPolicy
+  AUDIT_CLUSTER_ANNOTATIONS: auditClusterAnnotations
+  AUDIT_CATEGORIES: auditCategory
+  AUDIT_BATCH_MAX_EVENTS: string(auditBatchMaxEvents)
+  AUDIT_BATCH_MAX_BYTES: auditBatchMaxBytes
+  AUDIT_WEBHOOK_TIMEOUT: auditWebhookTimeout
+  AUDIT_DELIVERY_DEADLINE: auditDeliveryDeadline
+  AUDIT_WEBHOOK_CONCURRENCY: string(auditWebhookConcurrency)
+  AUDIT_RETRY_INITIAL_BACKOFF: auditRetryInitialBackoff
+  AUDIT_RETRY_MAX_BACKOFF: auditRetryMaxBackoff
+  AUDIT_MAX_BODY_BYTES: auditMaxBodyBytes
+  AUDIT_MAX_RECORDS_PER_EVENT: string(auditMaxRecordsPerEvent)
+  AUDIT_DEADLETTER_BINDING: auditDeadLetterBinding
+  RUST_LOG: rustLog
+}
+
+// What the host needs: identity-based connections and telemetry. Applied last, so
+// extraAppSettings cannot break them.
+var platformSettings = {
+  AzureWebJobsStorage__accountName: storage.name
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identity.properties.clientId
+  EventHubConnection__fullyQualifiedNamespace: '${eventHubNamespace.name}.servicebus.windows.net'
+  EventHubConnection__credential: 'managedidentity'
+  EventHubConnection__clientId: identity.properties.clientId
+  EVENTHUB_NAME: eventHub.name
+  EVENTHUB_CONSUMER_GROUP: consumerGroup.name
+  APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+}
+
+// The whole app settings collection. Writing app settings replaces the collection, so every
+// setting lives here: nothing is added in the portal, and a redeployment loses nothing.
+var allAppSettings = union(auditSettings, extraAppSettings, platformSettings)
 
 // Flex Consumption: the runtime comes from functionAppConfig, so there is no
 // FUNCTIONS_WORKER_RUNTIME or FUNCTIONS_EXTENSION_VERSION app setting.
@@ -392,11 +554,14 @@ resource site 'Microsoft.Web/sites@2024-11-01' = {
   properties: {
     // checkov:skip=CKV_AZURE_17: the app serves no HTTP functions (only an Event Hub trigger), so there is no inbound client to present a certificate
     // checkov:skip=CKV_AZURE_213: Flex Consumption has no health-check path setting, and the handler serves only the host's loopback probe
-    // checkov:skip=CKV_AZURE_222: func azure functionapp publish deploys through the app's public SCM endpoint; the app exposes no HTTP functions on it
+    // checkov:skip=CKV_AZURE_222: func azure functionapp publish deploys through the app's public SCM endpoint with an Entra token (basic publishing credentials are off); the app exposes no HTTP functions
     // checkov:skip=CKV_AZURE_212: Flex Consumption scales by instance count (maximumInstanceCount), not by a minimum worker count
     serverFarmId: plan.id
     httpsOnly: true
     clientCertEnabled: false
+    // Key Vault references (@Microsoft.KeyVault(...)) resolve with the user-assigned identity;
+    // without this the platform would try a system-assigned identity the app does not have.
+    keyVaultReferenceIdentity: identity.id
     virtualNetworkSubnetId: empty(integrationSubnetId) ? null : integrationSubnetId
     functionAppConfig: {
       deployment: {
@@ -422,8 +587,39 @@ resource site 'Microsoft.Web/sites@2024-11-01' = {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
-      appSettings: appSettings
     }
+  }
+}
+
+// The app settings: the whole collection in one resource (a name: value object, so no loop over
+// values known only during the deployment).
+resource appSettings 'Microsoft.Web/sites/config@2024-11-01' = {
+  // checkov:skip=CKV_AZURE_13: this resource is the app settings collection, not the site configuration; the site has no HTTP functions to authenticate
+  // checkov:skip=CKV_AZURE_63: this resource is the app settings collection; HTTP logging is a site configuration the scanner mistakes it for
+  // checkov:skip=CKV_AZURE_65: this resource is the app settings collection; detailed error messages are a site configuration the scanner mistakes it for
+  // checkov:skip=CKV_AZURE_66: this resource is the app settings collection; failed request tracing is a site configuration the scanner mistakes it for
+  // checkov:skip=CKV_AZURE_80: this resource is the app settings collection of a custom handler; there is no .NET Framework version to set
+  // checkov:skip=CKV_AZURE_88: this resource is the app settings collection; Flex Consumption keeps content in blob storage, not Azure Files
+  // checkov:skip=CKV_AZURE_222: this resource is the app settings collection; public network access is a site property (see the site's justification)
+  parent: site
+  name: 'appsettings'
+  properties: allAppSettings
+}
+
+// Basic-auth publishing credentials off for FTP and SCM: publishing uses Entra tokens.
+resource ftpCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-11-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-11-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
   }
 }
 
@@ -477,23 +673,248 @@ resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
-// The cluster's diagnostic setting, in the cluster's resource group.
-module diagnosticSetting 'modules/aks-diagnostic-setting.bicep' = if (createDiagnosticSetting) {
-  name: 'aks-audit-diagnostic-setting'
-  scope: resourceGroup(aksResourceGroup)
+// Key Vault Secrets User on the vault the app settings refer to (module: the vault may live in
+// another resource group or subscription).
+module keyVaultAccess 'modules/key-vault-access.bicep' = if (!empty(keyVaultName)) {
+  name: keyVaultAccessDeploymentName
+  scope: resourceGroup(keyVaultSubscriptionId, keyVaultResourceGroup)
   params: {
-    aksClusterName: aksClusterName
-    eventHubName: eventHub.name
-    eventHubAuthorizationRuleId: diagnosticsSendRule.id
-    includeKubeAudit: includeKubeAudit
+    keyVaultName: keyVaultName
+    principalId: identity.properties.principalId
   }
 }
+
+// Private endpoints for blob, table and the Event Hubs namespace, with their DNS records.
+module privateEndpoints 'modules/private-endpoints.bicep' = if (usePrivateEndpoints) {
+  name: privateEndpointsDeploymentName
+  params: {
+    location: location
+    tags: tags
+    namePrefix: privateEndpointPrefix
+    subnetId: privateEndpointSubnetId
+    storageAccountId: storage.id
+    eventHubNamespaceId: eventHubNamespace.id
+    dnsZoneResourceGroup: privateDnsZoneResourceGroup
+    dnsZoneSubscriptionId: privateDnsZoneSubscriptionId
+  }
+}
+
+// The cluster's diagnostic setting, in the cluster's resource group and subscription.
+module diagnosticSetting 'modules/aks-diagnostic-setting.bicep' = if (createDiagnosticSetting) {
+  name: aksDiagnosticDeploymentName
+  scope: resourceGroup(aksSubscriptionId, aksResourceGroup)
+  params: {
+    aksClusterName: aksClusterName
+    diagnosticSettingName: aksDiagnosticSettingName
+    eventHubName: eventHub.name
+    eventHubAuthorizationRuleId: diagnosticsSendRule.id
+    auditCategory: auditCategory
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Monitoring: platform logs to the workspace, and alerts when delivery stops.
+// ---------------------------------------------------------------------------------------------
+
+resource siteDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-${workspaceName}'
+  scope: site
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+// The namespace's metrics (IncomingMessages) feed the falling-behind alert.
+resource eventHubDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-${workspaceName}'
+  scope: eventHubNamespace
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (createActionGroup) {
+  name: 'ag-${appName}'
+  location: 'Global'
+  tags: tags
+  properties: {
+    groupShortName: 'auditfwd'
+    enabled: true
+    emailReceivers: empty(alertEmail) ? [] : [
+      {
+        name: 'email'
+        emailAddress: alertEmail
+        useCommonAlertSchema: true
+      }
+    ]
+    webhookReceivers: empty(alertWebhookUrl) ? [] : [
+      {
+        name: 'webhook'
+        serviceUri: alertWebhookUrl
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+// Every invocation is a request in Application Insights (AppRequests in the workspace). A
+// failed one is retried by the host, and the partition waits: repeated failures mean delivery
+// has stalled.
+resource alertDeliveryStalled 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'alert-${appName}-delivery-stalled'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: '${appName}: audit delivery stalled'
+    description: 'Invocations keep failing: the receiver is down or refuses the forwarder (401, 403, 404), and the partition is paused until it is fixed. See the last_failure field of the summary lines.'
+    severity: 1
+    enabled: true
+    scopes: [
+      logAnalytics.id
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: 'AppRequests | where Success == false'
+          timeAggregation: 'Count'
+          operator: 'GreaterThanOrEqual'
+          threshold: failedInvocationsThreshold
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: alertActionGroups
+    }
+  }
+}
+
+// The summary line of every invocation counts dead letters (dead_lettered=N).
+resource alertDeadLetters 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'alert-${appName}-dead-letters'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: '${appName}: audit Events dead-lettered'
+    description: 'The forwarder wrote dead letters (refused, unrouted or malformed Events) to the audit-deadletter container. Read the error lines, fix the cause and replay with aks-audit-forwarder resend.'
+    severity: 2
+    enabled: true
+    scopes: [
+      logAnalytics.id
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: 'AppTraces | where Message contains "dead_lettered=" | extend deadLettered = toint(extract("dead_lettered=([0-9]+)", 1, Message)) | where deadLettered > 0 | summarize deadLettered = sum(deadLettered)'
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'deadLettered'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: alertActionGroups
+    }
+  }
+}
+
+// Falling behind: events arrive in the hub (namespace metrics) but no invocation succeeds. Event
+// Hubs Standard has no consumer-lag metric, so incoming messages without successful executions
+// is the signal: it catches a stopped app, a broken trigger (identity, network) and a stall.
+resource alertFallingBehind 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'alert-${appName}-falling-behind'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: '${appName}: audit forwarder falling behind'
+    description: 'Events arrived in the event hub and no invocation succeeded in the window: the app is stopped, cannot read the hub, or every partition is stalled. The backlog is kept for the hub\'s retention only.'
+    severity: 1
+    enabled: true
+    scopes: [
+      logAnalytics.id
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT${fallingBehindWindowMinutes}M'
+    criteria: {
+      allOf: [
+        {
+          query: 'let incoming = toscalar(AzureMetrics | where ResourceProvider =~ "MICROSOFT.EVENTHUB" and MetricName == "IncomingMessages" | summarize sum(Total)); let succeeded = toscalar(AppRequests | where Success == true | count); print incoming = coalesce(incoming, 0.0), succeeded = succeeded | where incoming > 0 and succeeded == 0'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: alertActionGroups
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs: what the next steps need. No secrets.
+// ---------------------------------------------------------------------------------------------
 
 @description('The function app to publish to: func azure functionapp publish <functionAppName>.')
 output functionAppName string = site.name
 
+@description('Resource id of the function app.')
+output functionAppId string = site.id
+
+@description('Region of the function app.')
+output location string = location
+
 @description('The Event Hubs namespace.')
 output eventHubNamespace string = eventHubNamespace.name
+
+@description('Region of the Event Hubs namespace (the cluster\'s region).')
+output eventHubLocation string = eventHubLocation
 
 @description('The event hub the cluster streams to.')
 output eventHubName string = eventHub.name
@@ -501,8 +922,38 @@ output eventHubName string = eventHub.name
 @description('The forwarder consumer group.')
 output consumerGroup string = consumerGroup.name
 
+@description('Resource id of the send-only authorization rule for diagnostic settings (empty without aksClusterName). Other clusters in the hub\'s region can stream with it.')
+output diagnosticsAuthorizationRuleId string = createDiagnosticSetting ? diagnosticsSendRule.id : ''
+
+@description('The storage account holding checkpoints, the package and dead letters.')
+output storageAccountName string = storage.name
+
 @description('Storage account and container holding dead letters (JSON lines) for aks-audit-forwarder resend.')
 output deadLetterLocation string = '${storage.name}/${deadLetterContainer.name}'
 
-@description('Client id of the managed identity the app uses for every connection.')
+@description('The Application Insights component (query traces | where message startswith "Invocation").')
+output appInsightsName string = appInsights.name
+
+@description('The Log Analytics workspace with the app\'s and the namespace\'s logs and the alert data.')
+output logAnalyticsWorkspaceName string = logAnalytics.name
+
+@description('Resource id of the managed identity the app uses for every connection.')
+output identityId string = identity.id
+
+@description('Client id of the managed identity.')
 output identityClientId string = identity.properties.clientId
+
+@description('Principal (object) id of the managed identity, for further role assignments.')
+output identityPrincipalId string = identity.properties.principalId
+
+@description('Name of the diagnostic setting on the cluster (empty without aksClusterName).')
+output aksDiagnosticSettingName string = createDiagnosticSetting ? aksDiagnosticSettingName : ''
+
+@description('Resource id of the cluster the diagnostic setting is on (empty without aksClusterName).')
+output aksClusterId string = createDiagnosticSetting ? resourceId(aksSubscriptionId, aksResourceGroup, 'Microsoft.ContainerService/managedClusters', aksClusterName) : ''
+
+@description('The audit log category streamed and forwarded.')
+output auditCategory string = auditCategory
+
+@description('Resource id of the Key Vault Secrets User assignment (empty without keyVaultName).')
+output keyVaultRoleAssignmentId string = empty(keyVaultName) ? '' : keyVaultAccess.outputs.roleAssignmentId

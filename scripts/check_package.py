@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Checks the deployment zip: exactly the three files, `handler` executable and needing no
 glibc newer than 2.28, host.json pointing at it, and the unpacked `handler` starting as the
-Functions host starts it and answering GET /.
+Functions host starts it and answering GET /. Then checks the publish folder next to it
+(dist/app): `func azure functionapp publish` run there must find FUNCTIONS_WORKER_RUNTIME=custom
+(Core Tools refuses to publish with "Worker runtime is not set" otherwise) and must not upload
+local.settings.json.
 
 Usage: check_package.py [dist/aks-audit-forwarder.zip]
+       check_package.py --publish-folder dist/app   (the folder check alone; any platform)
 """
 
 import json
@@ -19,7 +23,6 @@ import time
 import urllib.request
 import zipfile
 
-ZIP = sys.argv[1] if len(sys.argv) > 1 else "dist/aks-audit-forwarder.zip"
 EXPECTED = {"handler", "host.json", "EventHubForwarder/function.json"}
 MAX_GLIBC = (2, 28)
 
@@ -28,6 +31,48 @@ def die(message):
     print(f"FAIL {message}")
     sys.exit(1)
 
+
+def publish_folder_problems(folder):
+    """Why `func azure functionapp publish` run in `folder` would fail or upload too much."""
+    problems = []
+    for name in EXPECTED:
+        if not os.path.isfile(os.path.join(folder, name)):
+            problems.append(f"{folder}: {name} missing")
+    settings_path = os.path.join(folder, "local.settings.json")
+    try:
+        with open(settings_path) as f:
+            settings = json.load(f)
+        runtime = (settings.get("Values") or {}).get("FUNCTIONS_WORKER_RUNTIME")
+        if runtime != "custom":
+            problems.append(f"{settings_path}: Values.FUNCTIONS_WORKER_RUNTIME is {runtime!r}, not 'custom': func would refuse to publish ('Worker runtime is not set' when absent, a runtime mismatch otherwise)")
+        extra = sorted(set(settings.get("Values") or {}) - {"FUNCTIONS_WORKER_RUNTIME"})
+        if extra:
+            problems.append(f"{settings_path}: holds more than the worker runtime ({extra}); app settings belong in the template")
+    except FileNotFoundError:
+        problems.append(f"{settings_path} missing: func would stop with 'Worker runtime is not set' (no FUNCTIONS_WORKER_RUNTIME)")
+    except (json.JSONDecodeError, AttributeError) as e:
+        problems.append(f"{settings_path}: not a settings file: {e}")
+    ignore_path = os.path.join(folder, ".funcignore")
+    ignored = open(ignore_path).read().split() if os.path.isfile(ignore_path) else []
+    if "local.settings.json" not in ignored:
+        problems.append(f"{ignore_path}: must list local.settings.json")
+    return problems
+
+
+def check_publish_folder(folder):
+    problems = publish_folder_problems(folder)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    if problems:
+        sys.exit(1)
+    print(f"ok   {folder}: publishable (FUNCTIONS_WORKER_RUNTIME=custom in local.settings.json, not uploaded)")
+
+
+if len(sys.argv) > 2 and sys.argv[1] == "--publish-folder":
+    check_publish_folder(sys.argv[2])
+    sys.exit(0)
+
+ZIP = sys.argv[1] if len(sys.argv) > 1 else "dist/aks-audit-forwarder.zip"
 
 with zipfile.ZipFile(ZIP) as z:
     names = {i.filename for i in z.infolist() if not i.is_dir()}
@@ -89,4 +134,5 @@ with zipfile.ZipFile(ZIP) as z:
         if code != 0:
             die(f"handler exited {code} on SIGTERM")
         print("ok   handler stopped cleanly on SIGTERM")
+check_publish_folder(os.path.join(os.path.dirname(ZIP) or ".", "app"))
 print("package checks passed")

@@ -1,35 +1,189 @@
 #!/usr/bin/env bash
-# Provisions the infrastructure and publishes the handler.
+# Provisions the infrastructure and publishes the handler. Safe to run again: every app setting
+# is a template parameter (or in extraAppSettings), so a redeployment keeps them all.
 #
-#   scripts/deploy.sh <resource-group> [bicepparam-file] [extra az parameters...]
+#   scripts/deploy.sh <resource-group> [bicepparam-file] [name=value ...]
 #
 # e.g. scripts/deploy.sh rg-aks-audit infra/main.bicepparam auditWebhookUrl=http://10.240.0.100:7765/k8s_audit
 #
-# Needs: az (logged in, with Bicep), Azure Functions Core Tools v4 (func), and what
-# scripts/package.sh needs.
+# 1. Pre-flight, before anything is created: the resource providers are registered, the cluster's
+#    region is read (the event hub must be there), the integration subnet is in the app's region,
+#    and Flex Consumption offers the custom runtime in the app's region.
+# 2. az deployment group create with infra/main.bicep.
+# 3. scripts/package.sh, then func azure functionapp publish from dist/app.
+#
+# Needs: az (logged in, with Bicep), Azure Functions Core Tools v4 (func), python3, and what
+# scripts/package.sh needs. Runs on bash 3.2 (macOS) and later.
+# Environment: DEPLOYMENT_NAME (default aks-audit-forwarder), DEPLOY_SKIP_PREFLIGHT=1,
+# DEPLOY_SKIP_PACKAGE=1 (publish an existing dist/app), DEPLOY_SKIP_PUBLISH=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RG="${1:?usage: scripts/deploy.sh <resource-group> [bicepparam-file] [name=value ...]}"
-PARAMS="${2:-infra/main.bicepparam}"
-shift $(( $# >= 2 ? 2 : 1 ))
-EXTRA=()
-for kv in "$@"; do EXTRA+=(--parameters "$kv"); done
+USAGE="usage: scripts/deploy.sh <resource-group> [bicepparam-file] [name=value ...]"
+RG="${1:?$USAGE}"
+shift
+PARAMS="infra/main.bicepparam"
+if [ $# -gt 0 ] && [ "${1#*=}" = "$1" ]; then
+  PARAMS="$1"
+  shift
+fi
+[ -f "$PARAMS" ] || { echo "parameter file not found: $PARAMS" >&2; exit 2; }
+DEPLOYMENT="${DEPLOYMENT_NAME:-aks-audit-forwarder}"
 
+# name=value overrides, in order (later wins). May be empty: bash 3.2 treats "${a[@]}" of an
+# empty array as unset under set -u, so every expansion is ${a[@]+"${a[@]}"}.
+OVERRIDES=()
+for kv in "$@"; do
+  case "$kv" in
+    *=*) OVERRIDES+=("$kv") ;;
+    *) echo "not a name=value parameter: $kv" >&2; echo "$USAGE" >&2; exit 2 ;;
+  esac
+done
+
+die() { echo "deploy: $*" >&2; exit 1; }
+norm() { printf '%s' "$1" | tr -d ' ' | tr '[:upper:]' '[:lower:]'; }
+
+# The value a parameter will have: the last override, else the parameter file, else empty.
+param_value() {
+  local name="$1" value="" kv
+  case "$PARAMS" in
+    *.json)
+      value="$(python3 -c 'import json,sys; p=json.load(open(sys.argv[1])).get("parameters",{}).get(sys.argv[2],{}); print(p.get("value","") if isinstance(p.get("value",""),str) else "")' "$PARAMS" "$name")" ;;
+    *)
+      value="$(sed -n "s/^param $name = '\\([^']*\\)'.*/\\1/p" "$PARAMS" | tail -n 1)" ;;
+  esac
+  for kv in ${OVERRIDES[@]+"${OVERRIDES[@]}"}; do
+    case "$kv" in "$name="*) value="${kv#*=}" ;; esac
+  done
+  printf '%s' "$value"
+}
+param_given() {
+  local name="$1" kv
+  case "$PARAMS" in
+    *.json) python3 -c 'import json,sys; sys.exit(0 if sys.argv[2] in json.load(open(sys.argv[1])).get("parameters",{}) else 1)' "$PARAMS" "$name" && return 0 ;;
+    *) grep -q "^param $name = " "$PARAMS" && return 0 ;;
+  esac
+  for kv in ${OVERRIDES[@]+"${OVERRIDES[@]}"}; do
+    case "$kv" in "$name="*) return 0 ;; esac
+  done
+  return 1
+}
+
+preflight() {
+  echo "== pre-flight"
+  local rg_location app_location hub_location cluster cluster_rg cluster_sub cluster_location
+  local subnet pe_subnet vnet_location delegations runtimes ns state
+
+  rg_location="$(az group show --name "$RG" --query location --output tsv 2>/dev/null)" ||
+    die "resource group $RG not found in the current subscription; create it: az group create --name $RG --location <region>"
+  app_location="$(norm "$(param_value location)")"
+  [ -n "$app_location" ] || app_location="$(norm "$rg_location")"
+
+  subnet="$(param_value integrationSubnetId)"
+  pe_subnet="$(param_value privateEndpointSubnetId)"
+  local providers="Microsoft.Web Microsoft.Storage Microsoft.EventHub Microsoft.Insights Microsoft.OperationalInsights Microsoft.ManagedIdentity"
+  [ -z "$subnet" ] || providers="$providers Microsoft.App"
+  [ -z "$pe_subnet" ] || providers="$providers Microsoft.Network"
+  for ns in $providers; do
+    state="$(az provider show --namespace "$ns" --query registrationState --output tsv 2>/dev/null || true)"
+    [ "$state" = "Registered" ] ||
+      die "resource provider $ns is ${state:-unknown}, not Registered: az provider register --namespace $ns --wait"
+  done
+  echo "ok   resource providers registered: $providers"
+
+  # The event hub must be in the cluster's region: a diagnostic setting streams only to an event
+  # hub in the monitored resource's region.
+  cluster="$(param_value aksClusterName)"
+  hub_location="$(norm "$(param_value eventHubLocation)")"
+  if [ -n "$cluster" ]; then
+    cluster_rg="$(param_value aksResourceGroup)"
+    cluster_rg="${cluster_rg:-$RG}"
+    cluster_sub="$(param_value aksSubscriptionId)"
+    cluster_location="$(az aks show --name "$cluster" --resource-group "$cluster_rg" \
+      ${cluster_sub:+--subscription "$cluster_sub"} --query location --output tsv)" ||
+      die "cluster $cluster not found in resource group $cluster_rg${cluster_sub:+ of subscription $cluster_sub}"
+    cluster_location="$(norm "$cluster_location")"
+    if ! param_given eventHubLocation; then
+      hub_location="$cluster_location"
+      OVERRIDES+=("eventHubLocation=$cluster_location")
+    elif [ "$hub_location" != "$cluster_location" ]; then
+      die "eventHubLocation is $hub_location but cluster $cluster is in $cluster_location: a diagnostic setting streams only to an event hub in the cluster's region. Remove eventHubLocation or set it to $cluster_location (each cluster region needs its own deployment)."
+    fi
+    echo "ok   cluster $cluster is in $cluster_location: the event hub goes there"
+  else
+    hub_location="${hub_location:-$app_location}"
+    echo "ok   no aksClusterName: the event hub goes to $hub_location; only clusters in $hub_location can stream to it"
+  fi
+
+  # VNet integration needs a subnet in the app's region, delegated to Microsoft.App/environments.
+  if [ -n "$subnet" ]; then
+    vnet_location="$(az network vnet show --ids "${subnet%/subnets/*}" --query location --output tsv)" ||
+      die "the VNet of integrationSubnetId was not found: $subnet"
+    vnet_location="$(norm "$vnet_location")"
+    [ "$vnet_location" = "$app_location" ] ||
+      die "integrationSubnetId is in $vnet_location but the app would be in $app_location: VNet integration needs a subnet in the app's region. Set location=$vnet_location, or use a subnet in $app_location (in a VNet peered with the cluster's)."
+    delegations="$(az network vnet subnet show --ids "$subnet" --query "delegations[].serviceName" --output tsv)"
+    case "$delegations" in
+      *Microsoft.App/environments*) ;;
+      *) die "integrationSubnetId is not delegated to Microsoft.App/environments (Flex Consumption): az network vnet subnet update --ids $subnet --delegations Microsoft.App/environments" ;;
+    esac
+    echo "ok   integration subnet is in $app_location and delegated to Microsoft.App/environments"
+  fi
+  if [ -n "$pe_subnet" ]; then
+    [ -n "$subnet" ] || die "privateEndpointSubnetId needs integrationSubnetId: without VNet integration the app cannot reach its private endpoints"
+    vnet_location="$(az network vnet show --ids "${pe_subnet%/subnets/*}" --query location --output tsv)" ||
+      die "the VNet of privateEndpointSubnetId was not found: $pe_subnet"
+    vnet_location="$(norm "$vnet_location")"
+    [ "$vnet_location" = "$app_location" ] ||
+      die "privateEndpointSubnetId is in $vnet_location but the private endpoints are created in $app_location: use a subnet in $app_location"
+    echo "ok   private endpoint subnet is in $app_location"
+  fi
+
+  # Flex Consumption must offer the custom runtime (custom handlers) in the app's region.
+  runtimes="$(az functionapp list-flexconsumption-runtimes --location "$app_location" --runtime custom --output tsv 2>/dev/null || true)"
+  [ -n "$runtimes" ] ||
+    die "Flex Consumption does not offer the custom runtime in $app_location (or az is too old to tell: az upgrade). Set location= to a region that offers it; the event hub stays in $hub_location and the app reads it across regions (with VNet integration, the subnet must then be in the new region)."
+  echo "ok   Flex Consumption offers the custom runtime in $app_location"
+}
+
+if [ "${DEPLOY_SKIP_PREFLIGHT:-0}" != 1 ]; then
+  preflight
+fi
+
+EXTRA=()
+for kv in ${OVERRIDES[@]+"${OVERRIDES[@]}"}; do EXTRA+=(--parameters "$kv"); done
+
+echo "== provision ($DEPLOYMENT in $RG)"
 az deployment group create \
   --resource-group "$RG" \
-  --name aks-audit-forwarder \
+  --name "$DEPLOYMENT" \
   --template-file infra/main.bicep \
-  --parameters "$PARAMS" "${EXTRA[@]}" \
+  --parameters "$PARAMS" ${EXTRA[@]+"${EXTRA[@]}"} \
   --output none
 
-APP="$(az deployment group show --resource-group "$RG" --name aks-audit-forwarder \
-  --query properties.outputs.functionAppName.value --output tsv)"
+output() {
+  az deployment group show --resource-group "$RG" --name "$DEPLOYMENT" \
+    --query "properties.outputs.$1.value" --output tsv
+}
+APP="$(output functionAppName)"
 echo "function app: $APP"
 
-bash scripts/package.sh
+if [ "${DEPLOY_SKIP_PUBLISH:-0}" = 1 ]; then
+  exit 0
+fi
+
+echo "== package"
+if [ "${DEPLOY_SKIP_PACKAGE:-0}" != 1 ]; then
+  bash scripts/package.sh
+fi
+# The publish folder must tell Core Tools the worker runtime (it refuses to publish otherwise).
+python3 scripts/check_package.py --publish-folder dist/app
+
+echo "== publish"
 # Publish from the package folder: func zips it and marks `handler` (the defaultExecutablePath)
-# executable. Role assignments can take a minute to apply; retry once if the first try fails.
-(cd dist/app && (func azure functionapp publish "$APP" || { sleep 60; func azure functionapp publish "$APP"; }))
+# executable. FUNCTIONS_WORKER_RUNTIME=custom is also in dist/app/local.settings.json, which
+# func reads and never uploads. Role assignments can take a minute to apply; retry once.
+publish() { (cd dist/app && FUNCTIONS_WORKER_RUNTIME=custom func azure functionapp publish "$APP"); }
+publish || { echo "publish failed; retrying in 60 s (role assignments may still be propagating)" >&2; sleep "${DEPLOY_RETRY_SECONDS:-60}"; publish; }
 
 echo "deployed. Follow the logs with: func azure functionapp logstream $APP"

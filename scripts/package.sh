@@ -3,8 +3,9 @@
 # glibc 2.28 (every current Functions Linux image has it), named `handler` at the app root,
 # with host.json and EventHubForwarder/function.json, and nothing else.
 #
-# Output: dist/app/ (the folder to run `func azure functionapp publish <app>` in) and
-#         dist/aks-audit-forwarder.zip (the same files, for zip deployment).
+# Output: dist/app/ (the folder to run `func azure functionapp publish <app>` in: the three files,
+#         plus .funcignore and a local.settings.json naming the worker runtime, neither uploaded)
+#         and dist/aks-audit-forwarder.zip (the three files only, for zip deployment).
 # Needs: cargo, python3 with pip (installs ziglang and cargo-zigbuild into a virtualenv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,8 @@ if [ ! -x "$VENV/bin/cargo-zigbuild" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet ziglang cargo-zigbuild
 fi
-export PATH="$(cd "$VENV" && pwd)/bin:$PATH"
+VENV_BIN="$(cd "$VENV" && pwd)/bin"
+export PATH="$VENV_BIN:$PATH"
 
 cargo zigbuild --release --locked --target "$TARGET.$GLIBC"
 
@@ -27,6 +29,17 @@ install -m 0755 "target/$TARGET/release/aks-audit-forwarder" dist/app/handler
 install -m 0644 host.json dist/app/host.json
 install -m 0644 EventHubForwarder/function.json dist/app/EventHubForwarder/function.json
 cp .funcignore dist/app/.funcignore
+# Core Tools' publish refuses to run without a local worker runtime ("Worker runtime is not
+# set"), on Flex Consumption too. It reads local.settings.json from the folder it publishes and
+# never uploads it; nothing else is in it.
+cat > dist/app/local.settings.json <<'JSON'
+{
+  "IsEncrypted": false,
+  "Values": {
+    "FUNCTIONS_WORKER_RUNTIME": "custom"
+  }
+}
+JSON
 
 python3 - <<'PY'
 import os, zipfile

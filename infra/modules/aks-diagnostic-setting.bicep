@@ -1,8 +1,12 @@
 // Streams an existing AKS cluster's audit logs to the forwarder's event hub.
-// Deployed into the cluster's resource group (see the module's scope in main.bicep).
+// Deployed into the cluster's resource group and subscription (see the module's scope in
+// main.bicep). The event hub must be in the cluster's region.
 
 @description('Name of the existing AKS cluster in this resource group.')
 param aksClusterName string
+
+@description('Name of the diagnostic setting: unique per forwarder, so several forwarders (or other tools) can stream the same cluster.')
+param diagnosticSettingName string
 
 @description('The event hub to stream to.')
 param eventHubName string
@@ -10,27 +14,27 @@ param eventHubName string
 @description('Resource id of a namespace authorization rule with Send rights.')
 param eventHubAuthorizationRuleId string
 
-@description('Also stream kube-audit (includes get and list: far more volume) besides kube-audit-admin.')
-param includeKubeAudit bool = false
+@description('The one audit category streamed. kube-audit is a superset of kube-audit-admin: streaming both would send every mutating Event twice.')
+@allowed([
+  'kube-audit-admin'
+  'kube-audit'
+])
+param auditCategory string = 'kube-audit-admin'
 
 resource cluster 'Microsoft.ContainerService/managedClusters@2024-09-01' existing = {
   name: aksClusterName
 }
 
 resource auditToEventHub 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
-  name: 'aks-audit-forwarder'
+  name: diagnosticSettingName
   scope: cluster
   properties: {
     eventHubName: eventHubName
     eventHubAuthorizationRuleId: eventHubAuthorizationRuleId
     logs: [
       {
-        category: 'kube-audit-admin'
+        category: auditCategory
         enabled: true
-      }
-      {
-        category: 'kube-audit'
-        enabled: includeKubeAudit
       }
     ]
   }
