@@ -9,7 +9,7 @@ silently not be scanned, so parsing errors fail this check too).
 Usage: check_infra.py [--no-scan] [infra-dir]   (needs: tree-sitter, tree-sitter-bicep, checkov)
 
 The repository root is the parent of infra-dir: the rules also read scripts/deploy.sh,
-scripts/uninstall.sh, host.json, .funcignore and the forwarder's settings in src/config.rs.
+scripts/uninstall.sh, host.json, .funcignore and the forwarder's settings in src/config/vars.rs.
 --no-scan skips checkov (scripts/test_check_infra.py uses it to break one rule at a time).
 """
 
@@ -386,10 +386,10 @@ rule("partitionCount's description must say it cannot change after creation", re
 
 # Settings: every AUDIT_* variable the forwarder reads is a template setting; the collection is
 # owned by the template (parameters plus the secure extraAppSettings), so a redeploy keeps them.
-config_rs = REPO / "src" / "config.rs"
+config_rs = REPO / "src" / "config" / "vars.rs"
 forwarder_vars = sorted(set(re.findall(r'pub const \w+: &str = "(AUDIT_\w+)"', config_rs.read_text()))) if config_rs.exists() else []
 if not forwarder_vars:
-    fail("src/config.rs: no AUDIT_* variables found in `vars`")
+    fail("src/config/vars.rs: no AUDIT_* variables found in `vars`")
 settings_block = re.search(r"^var auditSettings = \{(.*?)^\}", main_text, re.M | re.S)
 settings_keys = set(re.findall(r"^  (\w+): ", settings_block.group(1), re.M)) if settings_block else set()
 for var in forwarder_vars:
@@ -398,7 +398,7 @@ for var in forwarder_vars:
 rule("app settings must be union(auditSettings, extraAppSettings, platformSettings)", re.search(r"^var allAppSettings = union\(auditSettings, extraAppSettings, platformSettings\)$", main_text, re.M))
 rule("the app settings resource must hold the whole allAppSettings collection", re.search(r"^  parent: site\n  name: 'appsettings'\n  properties: allAppSettings$", resource_body(main_text, "appSettings"), re.M))
 rule("no app settings inline in the site (they would be a second, partial collection)", "appSettings:" not in resource_body(main_text, "site"))
-print(f"ok   settings: {len(forwarder_vars)} AUDIT_* variables from src/config.rs are template settings")
+print(f"ok   settings: {len(forwarder_vars)} AUDIT_* variables from src/config/vars.rs are template settings")
 
 # Key Vault references resolve with the user-assigned identity, which may read the vault.
 rule("keyVaultReferenceIdentity must be the user-assigned identity", re.search(r"^    keyVaultReferenceIdentity: identity\.id$", resource_body(main_text, "site"), re.M))

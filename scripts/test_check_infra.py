@@ -13,7 +13,7 @@ import sys
 import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-COPIED = ["infra", "scripts/deploy.sh", "scripts/uninstall.sh", "scripts/check_infra.py", "host.json", ".funcignore", "src/config.rs"]
+COPIED = ["infra", "scripts/deploy.sh", "scripts/uninstall.sh", "scripts/check_infra.py", "host.json", ".funcignore", "src/config/vars.rs"]
 
 # (what is broken, file, text replaced, replacement, expected in the output)
 MUTATIONS = [
