@@ -439,13 +439,18 @@ resource consumerGroup 'Microsoft.EventHub/namespaces/eventhubs/consumergroups@2
   name: consumerGroupName
 }
 
-// Send-only rule used by the AKS diagnostic setting (and nothing else).
-resource diagnosticsSendRule 'Microsoft.EventHub/namespaces/authorizationRules@2024-01-01' = if (createDiagnosticSetting) {
+// The rule the AKS diagnostic setting streams with (and nothing else uses). Azure Monitor needs
+// all three rights on it: "Streaming to Event Hubs requires Manage, Send, and Listen
+// permissions" (Azure Monitor docs, Diagnostic settings, destination limitations); a Send-only
+// rule is not enough. Manage must be listed with Listen and Send.
+resource diagnosticsStreamRule 'Microsoft.EventHub/namespaces/authorizationRules@2024-01-01' = if (createDiagnosticSetting) {
   parent: eventHubNamespace
-  name: 'aks-diagnostics-send'
+  name: 'aks-diagnostics-stream'
   properties: {
     rights: [
+      'Listen'
       'Send'
+      'Manage'
     ]
   }
 }
@@ -707,7 +712,7 @@ module diagnosticSetting 'modules/aks-diagnostic-setting.bicep' = if (createDiag
     aksClusterName: aksClusterName
     diagnosticSettingName: aksDiagnosticSettingName
     eventHubName: eventHub.name
-    eventHubAuthorizationRuleId: diagnosticsSendRule.id
+    eventHubAuthorizationRuleId: diagnosticsStreamRule.id
     auditCategory: auditCategory
   }
 }
@@ -922,8 +927,8 @@ output eventHubName string = eventHub.name
 @description('The forwarder consumer group.')
 output consumerGroup string = consumerGroup.name
 
-@description('Resource id of the send-only authorization rule for diagnostic settings (empty without aksClusterName). Other clusters in the hub\'s region can stream with it.')
-output diagnosticsAuthorizationRuleId string = createDiagnosticSetting ? diagnosticsSendRule.id : ''
+@description('Resource id of the authorization rule diagnostic settings stream with (empty without aksClusterName). Other clusters in the hub\'s region can stream with it.')
+output diagnosticsAuthorizationRuleId string = createDiagnosticSetting ? diagnosticsStreamRule.id : ''
 
 @description('The storage account holding checkpoints, the package and dead letters.')
 output storageAccountName string = storage.name

@@ -420,6 +420,15 @@ rule("AUDIT_CATEGORIES must follow auditCategory", re.search(r"^  AUDIT_CATEGORI
 rule("the diagnostic setting must stream auditCategory", re.search(r"^    auditCategory: auditCategory$", main_text, re.M))
 rule("the diagnostic setting name must be unique per forwarder", re.search(r"^    diagnosticSettingName: aksDiagnosticSettingName$", main_text, re.M) and "${suffix}" in variables.get("aksDiagnosticSettingName", ""))
 rule("the cluster may be in another subscription", re.search(r"scope: resourceGroup\(aksSubscriptionId, aksResourceGroup\)", main_text))
+# The namespace rule the diagnostic setting streams with: "Streaming to Event Hubs requires Manage,
+# Send, and Listen permissions" (Azure Monitor, Diagnostic settings, destination limitations).
+stream_rule = re.search(r"^    eventHubAuthorizationRuleId: (\w+)\.id$", main_text, re.M)
+stream_rule_body = resource_body(main_text, stream_rule.group(1)) if stream_rule else ""
+stream_rights = set(re.findall(r"^      '(\w+)'$", stream_rule_body, re.M))
+rule(
+    f"the authorization rule the diagnostic setting streams with needs Manage, Send and Listen (has {sorted(stream_rights)})",
+    "namespaces/authorizationRules@" in stream_rule_body and {"Manage", "Send", "Listen"} <= stream_rights,
+)
 
 # Telling the operator: alerts, action group, diagnostic settings, dead-letter retention.
 alerts = re.findall(r"^resource (\w+) 'Microsoft\.Insights/scheduledQueryRules@", main_text, re.M)

@@ -37,6 +37,7 @@ MUTATIONS = [
     ("SCM basic auth on", "infra/main.bicep", "name: 'scm'\n  properties: {\n    allow: false", "name: 'scm'\n  properties: {\n    allow: true", "basic publishing credentials for scm"),
     ("both audit categories streamed", "infra/modules/aks-diagnostic-setting.bicep", "        category: auditCategory\n        enabled: true\n", "        category: auditCategory\n        enabled: true\n      }\n      {\n        category: 'kube-audit'\n        enabled: true\n", "exactly one log category"),
     ("AUDIT_CATEGORIES not following the choice", "infra/main.bicep", "  AUDIT_CATEGORIES: auditCategory\n", "  AUDIT_CATEGORIES: 'kube-audit,kube-audit-admin'\n", "AUDIT_CATEGORIES must follow auditCategory"),
+    ("diagnostic setting streams with a Send-only rule", "infra/main.bicep", "      'Listen'\n      'Send'\n      'Manage'\n", "      'Send'\n", "needs Manage, Send and Listen"),
     ("diagnostic setting name shared by every forwarder", "infra/main.bicep", "var aksDiagnosticSettingName = 'aks-audit-${take(appName, 30)}-${suffix}'", "var aksDiagnosticSettingName = 'aks-audit-forwarder'", "unique per forwarder"),
     ("no dead-letter alert", "infra/main.bicep", 'Message contains "dead_lettered="', 'Message contains "Invocation"', "alert alertDeadLetters"),
     ("falling-behind alert without actions", "infra/main.bicep", "    actions: {\n      actionGroups: alertActionGroups\n    }\n  }\n}\n\n// -----", "    actions: {\n      actionGroups: []\n    }\n  }\n}\n\n// -----", "alert alertFallingBehind"),
