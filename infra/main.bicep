@@ -127,13 +127,23 @@ param alertEmail string = ''
 @secure()
 param alertWebhookUrl string = ''
 
-@description('Failed invocations within 15 minutes that raise the delivery-stalled alert. A stalled partition is retried every 5 s to 5 min, so 3 means a failure that persists.')
+@description('Failed invocations within 30 minutes that raise the delivery-stalled alert. A stalled partition fails once per auditDeliveryDeadline and then waits up to 5 minutes (the retry policy in function.json), so with the defaults it fails about every 7 minutes, 4 times in 30: 3 means a failure that persists. Keep it at most 30 / (deadline + 5 minutes).')
 @minValue(1)
 param failedInvocationsThreshold int = 3
 
-@description('Minutes with events arriving in the hub and no successful invocation before the falling-behind alert fires.')
-@minValue(15)
-@maxValue(1440)
+@description('Minutes with events arriving in the hub and no successful invocation before the falling-behind alert fires. One of the window sizes log alerts accept.')
+@allowed([
+  15
+  30
+  45
+  60
+  120
+  180
+  240
+  300
+  360
+  1440
+])
 param fallingBehindWindowMinutes int = 30
 
 @description('Days a dead-letter blob is kept before the lifecycle rule deletes it. Replay them with aks-audit-forwarder resend before then.')
@@ -803,7 +813,9 @@ resource alertDeliveryStalled 'Microsoft.Insights/scheduledQueryRules@2023-12-01
       logAnalytics.id
     ]
     evaluationFrequency: 'PT5M'
-    windowSize: 'PT15M'
+    // At least (threshold) failures of a stalled partition must fit in the window: it fails once
+    // per delivery deadline (2 min) plus retry delay (up to 5 min), about every 7 minutes.
+    windowSize: 'PT30M'
     criteria: {
       allOf: [
         {

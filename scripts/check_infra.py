@@ -436,6 +436,62 @@ for symbol, needle in {"alertDeliveryStalled": "Success == false", "alertDeadLet
     body = resource_body(main_text, symbol)
     if symbol not in alerts or needle not in body or "actionGroups: alertActionGroups" not in body:
         fail(f"{main}: alert {symbol} (query on {needle!r}, wired to the action group) missing")
+# Log alert windows: the service accepts only these aggregation granularities, in minutes
+# ("Supported granularities are: 5, 10, 15, 30, 45, 60, 120, 180, 240, 300, 360, 1440, 2880",
+# its answer to any other windowSize; Azure/azure-rest-api-specs#21258).
+ALERT_WINDOWS = {5, 10, 15, 30, 45, 60, 120, 180, 240, 300, 360, 1440, 2880}
+
+
+def duration_minutes(text):
+    """Minutes of an ISO 8601 duration literal such as PT30M, PT1H or P1D, else None."""
+    match = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?", text)
+    if not match or not any(match.groups()):
+        return None
+    days, hours, mins = (int(g or 0) for g in match.groups())
+    return days * 1440 + hours * 60 + mins
+
+
+def window_values(symbol):
+    """Every windowSize an alert can get, in minutes: a literal, or 'PT${param}M' with @allowed."""
+    found = re.search(r"^    windowSize: '([^']*)'$", resource_body(main_text, symbol), re.M)
+    if not found:
+        return None
+    value = found.group(1)
+    param = re.fullmatch(r"PT\$\{(\w+)\}M", value)
+    if param:
+        allowed = re.search(r"@allowed\(\[(.*?)\]\)", param_block(main_text, param.group(1)) or "", re.S)
+        return [int(v) for v in allowed.group(1).split()] if allowed else None
+    minutes = duration_minutes(value)
+    return None if minutes is None else [minutes]
+
+
+for symbol in alerts:
+    values = window_values(symbol)
+    if values is None:
+        fail(f"{main}: alert {symbol}: windowSize must be a literal duration or 'PT${{param}}M' with a param limited by @allowed to the supported window sizes")
+    elif not set(values) <= ALERT_WINDOWS:
+        fail(f"{main}: alert {symbol}: windowSize {sorted(set(values) - ALERT_WINDOWS)} minutes is not a window size log alerts accept {sorted(ALERT_WINDOWS)}")
+
+# The delivery-stalled alert must keep firing while a partition stays stalled: a stalled
+# partition fails once per delivery deadline and then waits up to the retry policy's
+# maximumInterval (EventHubForwarder/function.json), so a window holds at least
+# floor(window / (deadline + maximumInterval)) failures, which must reach the threshold.
+function_json = REPO / "EventHubForwarder" / "function.json"
+retry_policy = json.loads(function_json.read_text()).get("retry", {}) if function_json.exists() else {}
+max_interval = re.fullmatch(r"(\d+):(\d+):(\d+)", str(retry_policy.get("maximumInterval", "")))
+deadline_default = re.search(r"^param auditDeliveryDeadline string = '(\d+)(ms|s|m|h)'$", main_text, re.M)
+threshold_default = re.search(r"^param failedInvocationsThreshold int = (\d+)$", main_text, re.M)
+stalled_windows = window_values("alertDeliveryStalled")
+if not (max_interval and deadline_default and threshold_default and stalled_windows):
+    fail(f"{main}: cannot compare the delivery-stalled window with the retry cadence (function.json retry.maximumInterval, auditDeliveryDeadline and failedInvocationsThreshold defaults)")
+else:
+    hours, mins, secs = (int(g) for g in max_interval.groups())
+    unit = {"ms": 1 / 60000, "s": 1 / 60, "m": 1, "h": 60}[deadline_default.group(2)]
+    period = hours * 60 + mins + secs / 60 + int(deadline_default.group(1)) * unit
+    threshold = int(threshold_default.group(1))
+    window = min(stalled_windows)
+    if int(window // period) < threshold:
+        fail(f"{main}: the delivery-stalled alert's {window}-minute window holds only {int(window // period)} failures of a stalled partition (one every {period:g} minutes: deadline plus retry maximumInterval), below its threshold {threshold}; it would resolve while delivery is still stalled")
 rule("optional action group (email, webhook)", re.search(r"resource actionGroup 'Microsoft\.Insights/actionGroups@[^']+' = if \(createActionGroup\)", main_text))
 for symbol, scope in {"siteDiagnostics": "site", "eventHubDiagnostics": "eventHubNamespace"}.items():
     body = resource_body(main_text, symbol)

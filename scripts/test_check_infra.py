@@ -13,7 +13,7 @@ import sys
 import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-COPIED = ["infra", "scripts/deploy.sh", "scripts/uninstall.sh", "scripts/check_infra.py", "host.json", ".funcignore", "src/config/vars.rs"]
+COPIED = ["infra", "scripts/deploy.sh", "scripts/uninstall.sh", "scripts/check_infra.py", "host.json", ".funcignore", "src/config/vars.rs", "EventHubForwarder/function.json"]
 
 # (what is broken, file, text replaced, replacement, expected in the output)
 MUTATIONS = [
@@ -40,6 +40,10 @@ MUTATIONS = [
     ("diagnostic setting streams with a Send-only rule", "infra/main.bicep", "      'Listen'\n      'Send'\n      'Manage'\n", "      'Send'\n", "needs Manage, Send and Listen"),
     ("diagnostic setting name shared by every forwarder", "infra/main.bicep", "var aksDiagnosticSettingName = 'aks-audit-${take(appName, 30)}-${suffix}'", "var aksDiagnosticSettingName = 'aks-audit-forwarder'", "unique per forwarder"),
     ("no dead-letter alert", "infra/main.bicep", 'Message contains "dead_lettered="', 'Message contains "Invocation"', "alert alertDeadLetters"),
+    ("alert window a log alert refuses", "infra/main.bicep", "@allowed([\n  15\n  30\n", "@allowed([\n  20\n  30\n", "is not a window size log alerts accept"),
+    ("alert window from an unbounded parameter", "infra/main.bicep", "@allowed([\n  15\n  30\n  45\n  60\n  120\n  180\n  240\n  300\n  360\n  1440\n])\nparam fallingBehindWindowMinutes", "@minValue(15)\nparam fallingBehindWindowMinutes", "windowSize must be a literal duration"),
+    ("delivery-stalled window shorter than the retry cadence allows", "infra/main.bicep", "    windowSize: 'PT30M'", "    windowSize: 'PT15M'", "would resolve while delivery is still stalled"),
+    ("slower retries than the delivery-stalled window allows", "EventHubForwarder/function.json", '"maximumInterval": "00:05:00"', '"maximumInterval": "00:10:00"', "would resolve while delivery is still stalled"),
     ("falling-behind alert without actions", "infra/main.bicep", "    actions: {\n      actionGroups: alertActionGroups\n    }\n  }\n}\n\n// -----", "    actions: {\n      actionGroups: []\n    }\n  }\n}\n\n// -----", "alert alertFallingBehind"),
     ("namespace logs not sent to the workspace", "infra/main.bicep", "  scope: eventHubNamespace\n  properties: {\n    workspaceId: logAnalytics.id", "  scope: eventHubNamespace\n  properties: {\n    workspaceId: ''", "diagnostic setting eventHubDiagnostics"),
     ("no dead-letter lifecycle rule", "infra/main.bicep", "daysAfterModificationGreaterThan: deadLetterRetentionDays", "daysAfterModificationGreaterThan: 36500", "lifecycle rule on the dead-letter container"),
