@@ -973,4 +973,4 @@ output aksClusterId string = createDiagnosticSetting ? resourceId(aksSubscriptio
 output auditCategory string = auditCategory
 
 @description('Resource id of the Key Vault Secrets User assignment (empty without keyVaultName).')
-output keyVaultRoleAssignmentId string = empty(keyVaultName) ? '' : keyVaultAccess.outputs.roleAssignmentId
+output keyVaultRoleAssignmentId string = empty(keyVaultName) ? '' : keyVaultAccess!.outputs.roleAssignmentId

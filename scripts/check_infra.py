@@ -110,6 +110,16 @@ for forbidden in ("FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WE
     if forbidden in main_code:
         fail(f"{main}: {forbidden} must not be set on Flex Consumption")
 
+# A conditional module may not be deployed: the compiler warns (BCP318) that reading its outputs
+# may fail the deployment unless the access says it is guarded, with ! (asserted non-null, behind
+# the same condition) or .? (null when absent).
+for path in bicep_files:
+    code = re.sub(r"//[^\n]*", "", path.read_text())
+    for symbol in re.findall(r"^module (\w+) '[^']+' = if \(", code, re.M):
+        for match in re.finditer(rf"\b{symbol}\.outputs\b", code):
+            line = code[: match.start()].count("\n") + 1
+            fail(f"{path}:{line}: {symbol} is a conditional module; read its outputs as {symbol}!.outputs (behind the same condition) or {symbol}.?outputs")
+
 # ---------------------------------------------------------------------------------------------
 # Deployment rules (docs/deployment.md): what a first deployment and a redeployment need.
 # ---------------------------------------------------------------------------------------------

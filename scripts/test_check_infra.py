@@ -51,6 +51,7 @@ MUTATIONS = [
     ("storage open with private endpoints", "infra/main.bicep", "defaultAction: usePrivateEndpoints ? 'Deny' : 'Allow'", "defaultAction: 'Allow'", "storage firewall denies by default"),
     ("no private endpoint for the namespace", "infra/modules/private-endpoints.bicep", "group: 'namespace'", "group: 'none'", "no private endpoint for namespace"),
     ("no auto-inflate parameter", "infra/main.bicep", "param eventHubAutoInflate bool", "param eventHubAutoGrow bool", "param eventHubAutoInflate missing"),
+    ("conditional module's outputs read unguarded", "infra/main.bicep", "keyVaultAccess!.outputs", "keyVaultAccess.outputs", "keyVaultAccess is a conditional module"),
     ("no principal id output", "infra/main.bicep", "output identityPrincipalId string", "output identityObjectId string", "output identityPrincipalId missing"),
     (".funcignore publishes dist/", ".funcignore", "dist/\n", "", ".funcignore: dist/ missing"),
     ("uninstall leaves the diagnostic setting", "scripts/uninstall.sh", "az monitor diagnostic-settings delete", "echo", "diagnostic setting is not removed"),
