@@ -856,7 +856,7 @@ resource alertDeadLetters 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = 
     criteria: {
       allOf: [
         {
-          query: 'AppTraces | where Message contains "dead_lettered=" | extend deadLettered = toint(extract("dead_lettered=([0-9]+)", 1, Message)) | where deadLettered > 0 | summarize deadLettered = sum(deadLettered)'
+          query: 'AppTraces | where Message contains "dead_lettered=" | extend deadLettered = toint(extract("dead_lettered=([0-9]+)", 1, Message)) | where deadLettered > 0 | project TimeGenerated, deadLettered'
           timeAggregation: 'Total'
           metricMeasureColumn: 'deadLettered'
           operator: 'GreaterThan'
