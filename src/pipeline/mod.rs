@@ -252,9 +252,20 @@ impl Forwarder {
             };
             let event = match &target.policy {
                 Some(policy) => match policy.apply(&event) {
-                    Some(e) => e,
-                    None => {
+                    Ok(Some(e)) => e,
+                    Ok(None) => {
                         routing.policy_dropped += 1;
+                        continue;
+                    }
+                    // The Policy cannot decide: forwarding could pass what it would strip,
+                    // dropping would lose it. Keep it aside for `resend`.
+                    Err(unreadable) => {
+                        routing.policy_unreadable += 1;
+                        dead_letters.push(DeadLetter::for_event(
+                            &event,
+                            "policy-unreadable",
+                            unreadable.to_string(),
+                        ));
                         continue;
                     }
                 },
@@ -266,6 +277,12 @@ impl Forwarder {
                 event
             };
             routed[index].push(event);
+        }
+        if routing.policy_unreadable > 0 {
+            tracing::warn!(
+                events = routing.policy_unreadable,
+                "Dead-lettering Events the audit Policy cannot read (see each dead letter's reason)."
+            );
         }
         if routing.unrouted > 0 {
             tracing::warn!(

@@ -16,6 +16,9 @@ pub struct RoutingTally {
     pub route_dropped: u64,
     /// Matched by no route.
     pub unrouted: u64,
+    /// Dead-lettered because the Policy could not read them (`level: 5`, a key given twice):
+    /// neither forwarded past the Policy nor dropped.
+    pub policy_unreadable: u64,
 }
 
 /// Delivery counts of one invocation.
@@ -115,6 +118,9 @@ impl fmt::Display for Summary {
             c.malformed_records,
             self.routing.policy_dropped,
         )?;
+        if self.routing.policy_unreadable > 0 {
+            write!(f, " policy_unreadable={}", self.routing.policy_unreadable)?;
+        }
         if self.routing.unrouted > 0 || self.routing.route_dropped > 0 {
             write!(
                 f,

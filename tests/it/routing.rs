@@ -54,6 +54,48 @@ async fn policy_file_filters_through_the_handler() {
     }
 }
 
+/// Events the Policy cannot read as kube-apiserver types (`level: 5`, a key given twice) are
+/// dead-lettered and counted under a Policy, never dropped; `user.groups: null` reads as no
+/// groups and the Event is delivered.
+#[tokio::test]
+async fn events_the_policy_cannot_read_are_dead_lettered() {
+    let receiver = start_receiver().await;
+    let handler = spawn_handler(&[
+        ("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit")),
+        (
+            "AUDIT_POLICY",
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Request\n",
+        ),
+    ])
+    .await;
+    let ok = audit_event("u-1", 1);
+    let null_groups = audit_event("u-2", 1).replace(r#"["system:authenticated"]"#, "null");
+    let level_5 = audit_event("u-3", 1).replace(r#""level":"Request""#, r#""level":5"#);
+    let duplicate =
+        audit_event("u-4", 1).replace(r#""verb":"update""#, r#""verb":"update","verb":"get""#);
+    assert!(
+        null_groups.contains("null")
+            && level_5.contains(":5")
+            && duplicate.contains(r#""verb":"get""#)
+    );
+    let body = envelope(
+        [&ok, &null_groups, &level_5, &duplicate]
+            .iter()
+            .map(|e| record("kube-audit", e))
+            .collect(),
+    );
+    let answer = handler.invoke_bodies(&[body], "0").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        answer.body.contains("policy_unreadable=2"),
+        "{}",
+        answer.body
+    );
+    assert!(answer.body.contains("dead_lettered=2"), "{}", answer.body);
+    assert!(answer.body.contains("policy-unreadable"), "{}", answer.body);
+    assert_same_events(receiver.receiver.events(), &[ok, null_groups]);
+}
+
 /// A policy that does not parse stops startup, naming the variable, the file and the line.
 #[test]
 fn bad_policy_file_fails_startup() {

@@ -1,11 +1,13 @@
 //! The request attributes the Policy checker reads from a recorded Event: kube-apiserver's
-//! `authorizer.Attributes` (user, verb, resource, namespace, name, non-resource path) as the
-//! Event records them.
+//! `authorizer.Attributes` (user, verb, resource, namespace, name, non-resource path), taken
+//! from `requestURI` as the request-info resolver takes them and from the recorded `user`.
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
+
+use super::requestinfo::{resolve, RequestInfo};
 
 /// The Event fields the checker reads: kube-apiserver's request attributes, as the Event
 /// records them.
@@ -44,8 +46,8 @@ pub struct User<'a> {
     /// User name.
     #[serde(borrow, default)]
     pub username: Option<Cow<'a, str>>,
-    /// Groups.
-    #[serde(borrow, default)]
+    /// Groups; `null` reads as none, as Go's `encoding/json` reads it.
+    #[serde(borrow, default, deserialize_with = "null_as_empty")]
     pub groups: Vec<Cow<'a, str>>,
 }
 
@@ -68,4 +70,42 @@ pub struct ObjectRef<'a> {
     /// API group; absent for the core group.
     #[serde(borrow, default)]
     pub api_group: Option<Cow<'a, str>>,
+}
+
+/// `null` as an empty list (kube-apiserver decodes with Go's `encoding/json`, where `null`
+/// leaves a slice empty).
+fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Cow<'de, str>>, D::Error> {
+    Ok(Option::<Vec<Cow<'de, str>>>::deserialize(d)?.unwrap_or_default())
+}
+
+impl Attributes<'_> {
+    /// What the checker matches on: the `RequestInfo` kube-apiserver derived from the URL
+    /// before the request ran. The recorded `objectRef` is used only when the Event has no
+    /// `requestURI` (the URL then says nothing); the recorded `verb` stands in for the HTTP
+    /// method, which Events do not record.
+    pub fn request_info(&self) -> RequestInfo {
+        let verb = self.verb.as_deref().unwrap_or("");
+        match self.request_uri.as_deref() {
+            Some(uri) if !uri.trim().is_empty() => resolve(uri.trim(), verb),
+            _ => {
+                let text = |v: &Option<Cow<'_, str>>| v.as_deref().unwrap_or("").to_string();
+                match &self.object_ref {
+                    Some(o) => RequestInfo {
+                        is_resource_request: true,
+                        verb: verb.to_string(),
+                        api_group: text(&o.api_group),
+                        namespace: text(&o.namespace),
+                        resource: text(&o.resource),
+                        subresource: text(&o.subresource),
+                        name: text(&o.name),
+                        ..RequestInfo::default()
+                    },
+                    None => RequestInfo {
+                        verb: verb.to_string(),
+                        ..RequestInfo::default()
+                    },
+                }
+            }
+        }
+    }
 }

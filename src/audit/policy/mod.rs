@@ -3,24 +3,34 @@
 //!
 //! Rules are checked in order and the first match sets the level; no match means `None`. A rule
 //! matches when every selector it sets matches (users, userGroups, verbs, namespaces, resources,
-//! nonResourceURLs). The level is then applied to the recorded Event: `None` drops it,
+//! nonResourceURLs), on what kube-apiserver saw before the request ran: the authenticated user
+//! and the `RequestInfo` its request-info resolver derives from the URL ([`RequestInfo`], from
+//! `requestURI`), never fields recorded afterwards (the `objectRef.name` of a `create`). The level is then applied to the recorded Event: `None` drops it,
 //! `Metadata` drops `requestObject` and `responseObject`, `Request` drops `responseObject`. An
 //! Event is never raised above the level it was recorded at. `omitStages` (policy ∪ rule) drop
 //! Events of those stages; `omitManagedFields` (rule overrides policy) strips
-//! `metadata.managedFields` from the request and response objects, list items included.
+//! `metadata.managedFields` from the request and response objects, list items and Table rows
+//! included. A Policy is loaded as kube-apiserver loads one: no rules, an invalid API group or
+//! an unknown (misplaced) key is refused.
 
-use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
-use crate::audit::jsonedit::{members, rewrite, Edit, Members};
+use crate::audit::jsonedit::{rewrite, Edit};
 use crate::audit::AuditEvent;
 
 mod attributes;
+mod checker;
+mod managed_fields;
+mod requestinfo;
+mod validation;
 pub use attributes::{Attributes, ObjectRef, User};
+pub use requestinfo::{resolve as resolve_request_info, RequestInfo};
+
+use managed_fields::strip_managed_fields;
+use validation::{validate_rule, NO_RULES};
 
 /// Audit levels, in increasing order of detail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -163,6 +173,11 @@ pub struct PolicyError {
     pub reason: String,
 }
 
+/// An Event whose request attributes the Policy cannot read; the text says which field.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("the audit Policy cannot read this Event: {0}")]
+pub struct Unreadable(pub String);
+
 /// What a Policy decides for one Event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -172,99 +187,6 @@ pub struct Decision {
     pub omit_stages: BTreeSet<Stage>,
     /// Whether to strip `metadata.managedFields`.
     pub omit_managed_fields: bool,
-}
-
-fn has(list: &[String], value: &str) -> bool {
-    list.iter().any(|s| s == value)
-}
-
-fn s<'a>(v: &'a Option<Cow<'a, str>>) -> &'a str {
-    v.as_deref().unwrap_or("")
-}
-
-impl Rule {
-    fn matches(&self, a: &Attributes<'_>) -> bool {
-        let user = a.user.as_ref();
-        if !self.users.is_empty() {
-            match user.and_then(|u| u.username.as_deref()) {
-                Some(name) if has(&self.users, name) => {}
-                _ => return false,
-            }
-        }
-        if !self.user_groups.is_empty() {
-            let Some(user) = user else { return false };
-            if !user.groups.iter().any(|g| has(&self.user_groups, g)) {
-                return false;
-            }
-        }
-        if !self.verbs.is_empty() && !has(&self.verbs, s(&a.verb)) {
-            return false;
-        }
-        if !self.namespaces.is_empty() || !self.resources.is_empty() {
-            return self.matches_resource(a);
-        }
-        if !self.non_resource_urls.is_empty() {
-            return self.matches_non_resource(a);
-        }
-        true
-    }
-
-    fn matches_non_resource(&self, a: &Attributes<'_>) -> bool {
-        if a.object_ref.is_some() {
-            return false;
-        }
-        let uri = s(&a.request_uri);
-        let path = uri.split('?').next().unwrap_or("");
-        self.non_resource_urls.iter().any(|spec| {
-            spec == "*"
-                || spec == path
-                || (spec.ends_with('*') && path.starts_with(spec.trim_end_matches('*')))
-        })
-    }
-
-    fn matches_resource(&self, a: &Attributes<'_>) -> bool {
-        let Some(obj) = &a.object_ref else {
-            return false;
-        };
-        if !self.namespaces.is_empty() && !has(&self.namespaces, s(&obj.namespace)) {
-            return false;
-        }
-        if self.resources.is_empty() {
-            return true;
-        }
-        let group = s(&obj.api_group);
-        let resource = s(&obj.resource);
-        let subresource = s(&obj.subresource);
-        let combined: Cow<'_, str> = if subresource.is_empty() {
-            Cow::Borrowed(resource)
-        } else {
-            Cow::Owned(format!("{resource}/{subresource}"))
-        };
-        let name = s(&obj.name);
-        for gr in &self.resources {
-            if gr.group != group {
-                continue;
-            }
-            if gr.resources.is_empty() {
-                return true;
-            }
-            for res in &gr.resources {
-                if !gr.resource_names.is_empty() && !has(&gr.resource_names, name) {
-                    continue;
-                }
-                if res == combined.as_ref() || res == "*" {
-                    return true;
-                }
-                if !subresource.is_empty() && res.strip_prefix("*/") == Some(subresource) {
-                    return true;
-                }
-                if res.strip_suffix("/*") == Some(resource) {
-                    return true;
-                }
-            }
-        }
-        false
-    }
 }
 
 impl Policy {
@@ -286,6 +208,9 @@ impl Policy {
                 "apiVersion is {:?}, expected \"audit.k8s.io/v1\"",
                 doc.api_version
             )));
+        }
+        if doc.rules.is_empty() {
+            return Err(err(NO_RULES.to_string()));
         }
         for (i, rule) in doc.rules.iter().enumerate() {
             validate_rule(rule).map_err(|reason| err(format!("rules[{i}]: {reason}")))?;
@@ -310,9 +235,12 @@ impl Policy {
         Self::parse(&text, &name)
     }
 
-    /// The checker's decision for a request with these attributes.
+    /// The checker's decision for a request with these attributes: the first rule matching
+    /// the authenticated user and the [`RequestInfo`] derived from the request URI.
     pub fn evaluate(&self, a: &Attributes<'_>) -> Decision {
-        match self.rules.iter().find(|r| r.matches(a)) {
+        let info = a.request_info();
+        let user = a.user.as_ref();
+        match self.rules.iter().find(|r| r.matches(user, &info)) {
             Some(rule) => Decision {
                 level: rule.level,
                 omit_stages: self
@@ -331,20 +259,35 @@ impl Policy {
         }
     }
 
-    /// Applies the Policy to a recorded Event: `None` when it is dropped, otherwise the Event
-    /// at its effective level.
-    pub fn apply(&self, event: &AuditEvent) -> Option<AuditEvent> {
-        let attributes: Attributes<'_> = serde_json::from_str(event.json()).ok()?;
-        let decision = self.evaluate(&attributes);
+    /// Applies the Policy to a recorded Event: `Ok(None)` when it is dropped, otherwise the
+    /// Event at its effective level.
+    ///
+    /// # Errors
+    /// [`Unreadable`] when the fields the checker reads cannot be read as kube-apiserver
+    /// types (`level: 5`, a number for a namespace, a key given twice): the Policy cannot
+    /// decide, and the caller must keep the Event rather than drop it.
+    pub fn apply(&self, event: &AuditEvent) -> Result<Option<AuditEvent>, Unreadable> {
+        let attributes: Attributes<'_> =
+            serde_json::from_str(event.json()).map_err(|e| Unreadable(e.to_string()))?;
+        let recorded = match attributes.level.as_deref() {
+            None => Level::RequestResponse,
+            Some(l) => Level::parse(l)
+                .ok_or_else(|| Unreadable(format!("level {l:?} is not an audit level")))?,
+        };
+        Ok(self.apply_read(event, &attributes, recorded))
+    }
+
+    fn apply_read(
+        &self,
+        event: &AuditEvent,
+        attributes: &Attributes<'_>,
+        recorded: Level,
+    ) -> Option<AuditEvent> {
+        let decision = self.evaluate(attributes);
         let stage = attributes.stage.as_deref().and_then(Stage::parse);
         if stage.is_some_and(|s| decision.omit_stages.contains(&s)) {
             return None;
         }
-        let recorded = attributes
-            .level
-            .as_deref()
-            .and_then(Level::parse)
-            .unwrap_or(Level::RequestResponse);
         let level = decision.level.min(recorded);
         if level == Level::None {
             return None;
@@ -374,103 +317,9 @@ impl Policy {
     }
 }
 
-fn validate_rule(rule: &Rule) -> Result<(), String> {
-    let resource_rule = !rule.resources.is_empty() || !rule.namespaces.is_empty();
-    if resource_rule && !rule.non_resource_urls.is_empty() {
-        return Err("rules cannot apply to both regular resources and non-resource URLs".into());
-    }
-    for url in &rule.non_resource_urls {
-        if url != "*" && !url.starts_with('/') {
-            return Err(format!(
-                "nonResourceURLs: {url:?} must start with \"/\" or be \"*\""
-            ));
-        }
-        if url.trim_end_matches('*').contains('*') {
-            return Err(format!(
-                "nonResourceURLs: {url:?} may have \"*\" only at the end"
-            ));
-        }
-    }
-    for (i, gr) in rule.resources.iter().enumerate() {
-        if !gr.resource_names.is_empty() && gr.resources.is_empty() {
-            return Err(format!("resources[{i}]: resourceNames require resources"));
-        }
-        for res in &gr.resources {
-            if res.is_empty() {
-                return Err(format!("resources[{i}]: empty resource name"));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `metadata.managedFields` removed from an object, or from each item of a list. `None` when
-/// there is nothing to remove (or the value is not an object, e.g. AKS's size placeholder).
-fn strip_managed_fields(value: &RawValue) -> Option<String> {
-    let Members(entries) = members(value.get()).ok()?;
-    let mut changed = false;
-    let mut replacements: Vec<(usize, String)> = Vec::new();
-    for (i, (key, raw)) in entries.iter().enumerate() {
-        match key.as_ref() {
-            "metadata" => {
-                if let Some(new) = drop_member(raw, "managedFields") {
-                    replacements.push((i, new));
-                    changed = true;
-                }
-            }
-            "items" => {
-                if let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) {
-                    let mut any = false;
-                    let texts: Vec<String> = items
-                        .iter()
-                        .map(|item| match strip_managed_fields(item) {
-                            Some(new) => {
-                                any = true;
-                                new
-                            }
-                            None => item.get().to_string(),
-                        })
-                        .collect();
-                    if any {
-                        replacements.push((i, format!("[{}]", texts.join(","))));
-                        changed = true;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    if !changed {
-        return None;
-    }
-    let mut index = 0;
-    rewrite(
-        value.get(),
-        |_, _| {
-            let here = index;
-            index += 1;
-            match replacements.iter().find(|(i, _)| *i == here) {
-                Some((_, new)) => Edit::Replace(new.clone()),
-                None => Edit::Keep,
-            }
-        },
-        &[],
-    )
-    .ok()
-}
-
-fn drop_member(object: &RawValue, name: &str) -> Option<String> {
-    let Members(entries) = members(object.get()).ok()?;
-    if !entries.iter().any(|(k, _)| k == name) {
-        return None;
-    }
-    rewrite(
-        object.get(),
-        |k, _| if k == name { Edit::Drop } else { Edit::Keep },
-        &[],
-    )
-    .ok()
-}
-
+#[cfg(test)]
+mod parity_tests;
+#[cfg(test)]
+mod requestinfo_tests;
 #[cfg(test)]
 mod tests;
