@@ -3,6 +3,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -103,8 +104,20 @@ impl From<ReplayArgs> for ReplayOptions {
     }
 }
 
+/// Runs the command; an error is printed as its chain of causes (`error: cause: …`), never
+/// with a backtrace (users see that when `RUST_BACKTRACE` is set), and the exit code is 1.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init();
     match cli.command.unwrap_or(Cmd::Serve) {

@@ -5,6 +5,7 @@
 //! leave this module: [`Config`] holds the typed, validated settings each part of the crate
 //! owns, and no other module reads the environment.
 
+mod environment;
 mod routes;
 mod values;
 pub mod vars;
@@ -13,6 +14,8 @@ mod webhook;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,6 +24,7 @@ use crate::azure::DEFAULT_CATEGORIES;
 use crate::delivery::{Destination, Matcher, RetrySettings, RouteConfig};
 use crate::host::HostSettings;
 use crate::pipeline::Settings;
+use environment::{check_unknown, function_timeout, is_key_vault_reference, PREFIX};
 use routes::{is_inline, parse_routes};
 use values::{parse_bytes, parse_categories, parse_count, parse_duration, parse_switch};
 
@@ -54,6 +58,30 @@ pub enum ConfigError {
         /// Why it is refused.
         reason: String,
     },
+    /// An `AUDIT_*` variable that is no setting (a misspelling would otherwise be ignored).
+    #[error(
+        "{name} is not a setting of this forwarder{}; unknown AUDIT_* variables are refused so \
+         that a misspelled setting is not silently ignored (the settings are listed in \
+         docs/configuration.md)",
+        suggestion.map(|s| format!(": did you mean `{s}`?")).unwrap_or_default()
+    )]
+    Unknown {
+        /// The variable's name.
+        name: String,
+        /// The closest known setting, when one is close.
+        suggestion: Option<&'static str>,
+    },
+    /// A value that is still a Key Vault reference: App Service could not resolve it.
+    #[error(
+        "{var} holds an unresolved Key Vault reference (@Microsoft.KeyVault(…)): the app's \
+         identity cannot read the secret, or the secret does not exist; check the reference \
+         status under the app's Environment variables and grant the identity \
+         `Key Vault Secrets User`"
+    )]
+    UnresolvedKeyVaultReference {
+        /// The variable's name (the value is never shown).
+        var: String,
+    },
 }
 
 impl Config {
@@ -62,7 +90,58 @@ impl Config {
     /// # Errors
     /// The first variable that is missing or invalid.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_vars(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
+    }
+
+    /// Reads settings from the whole environment as name/value pairs. Besides what
+    /// [`Config::from_lookup`] checks, refuses any `AUDIT_*` name that is neither a setting
+    /// ([`vars::ALL`]) nor a variable a setting names (a route's `bearerTokenSetting`), and any
+    /// value the settings read that is still an unresolved `@Microsoft.KeyVault(` reference.
+    ///
+    /// # Errors
+    /// An unresolved reference first, then an unknown name (or the first invalid setting, when
+    /// it failed and the unknown name resembles no setting).
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: BTreeMap<String, String> = vars.into_iter().collect();
+        if let Some((name, _)) = env
+            .iter()
+            .find(|(n, v)| n.starts_with(PREFIX) && is_key_vault_reference(v))
+        {
+            return Err(ConfigError::UnresolvedKeyVaultReference { var: name.clone() });
+        }
+        let looked_up = RefCell::new(BTreeSet::new());
+        let unresolved = RefCell::new(None);
+        let result = Self::from_lookup(|name| {
+            looked_up.borrow_mut().insert(name.to_string());
+            let value = env.get(name).cloned();
+            if value.as_deref().is_some_and(is_key_vault_reference) {
+                unresolved
+                    .borrow_mut()
+                    .get_or_insert_with(|| name.to_string());
+            }
+            value
+        });
+        if let Some(var) = unresolved.into_inner() {
+            return Err(ConfigError::UnresolvedKeyVaultReference { var });
+        }
+        let looked_up = looked_up.into_inner();
+        let unknown = check_unknown(env.keys().map(String::as_str), &|n| looked_up.contains(n));
+        match (result, unknown) {
+            (Ok(config), Ok(())) => Ok(config),
+            (Ok(_), Err(unknown)) => Err(unknown),
+            (Err(invalid), Ok(())) => Err(invalid),
+            (Err(invalid), Err(unknown)) => match unknown {
+                ConfigError::Unknown {
+                    suggestion: None, ..
+                } => Err(invalid),
+                likely_typo => Err(likely_typo),
+            },
+        }
     }
 
     /// Reads settings through `lookup`, so tests need not touch the process environment.
@@ -112,6 +191,23 @@ impl Config {
             get(vars::DELIVERY_DEADLINE),
             vars::DEFAULT_DELIVERY_DEADLINE,
         )?;
+        let (function_timeout, timeout_source) =
+            function_timeout(&base).map_err(|reason| ConfigError::Invalid {
+                var: vars::DELIVERY_DEADLINE,
+                value: humantime::format_duration(delivery_deadline).to_string(),
+                reason: format!("cannot tell the function timeout: {reason}"),
+            })?;
+        if let Some(limit) = function_timeout.filter(|t| delivery_deadline >= *t) {
+            return Err(ConfigError::Invalid {
+                var: vars::DELIVERY_DEADLINE,
+                value: humantime::format_duration(delivery_deadline).to_string(),
+                reason: format!(
+                    "must end well before the function timeout ({}, {timeout_source}), or the \
+                     host cancels the invocation before the handler answers",
+                    humantime::format_duration(limit)
+                ),
+            });
+        }
         let concurrency = parse_count(
             vars::WEBHOOK_CONCURRENCY,
             get(vars::WEBHOOK_CONCURRENCY),

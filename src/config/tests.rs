@@ -229,3 +229,129 @@ fn url_credentials_never_shown() {
     let err = config(&[(vars::WEBHOOK_URL, "http://user:s3cr3t-pa55@[::1")]).unwrap_err();
     assert!(!err.to_string().contains(secret), "{err}");
 }
+
+fn from_vars(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Config::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+}
+
+/// The issue's three misspellings: each refuses start-up, naming the variable and the
+/// setting it most resembles.
+#[test]
+fn misspelled_settings_refuse_start_up_naming_the_closest_setting() {
+    let cases = [
+        ("AUDIT_WEBHOOK_CA_FILE", "/path/ca.pem", vars::WEBHOOK_CA),
+        ("AUDIT_WEBHOK_TIMEOUT", "banana", vars::WEBHOOK_TIMEOUT),
+        ("AUDIT_BATCH_MAX_EVENT", "0", vars::BATCH_MAX_EVENTS),
+    ];
+    for (name, value, closest) in cases {
+        let err = from_vars(&[URL, (name, value), ("PATH", "/usr/bin")]).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::Unknown {
+                name: name.into(),
+                suggestion: Some(closest)
+            }
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("did you mean `{closest}`?")),
+            "{text}"
+        );
+        assert!(!text.contains(value), "{text}");
+    }
+    // A misspelled URL is named, rather than "AUDIT_WEBHOOK_URL is required".
+    let err = from_vars(&[("AUDIT_WEBHOOK_ULR", "http://127.0.0.1:1/")]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("did you mean `AUDIT_WEBHOOK_URL`?"),
+        "{err}"
+    );
+    // Every known setting, and variables outside AUDIT_*, are accepted.
+    assert!(from_vars(&[URL, (vars::CATEGORIES, "kube-audit"), ("HOME", "/root")]).is_ok());
+}
+
+/// A variable a route names for its secret may be any name, AUDIT_* included.
+#[test]
+fn variables_named_by_routes_are_known() {
+    let routes = "routes:\n- name: all\n  webhook:\n    url: 'http://127.0.0.1:1/'\n    bearerTokenSetting: AUDIT_PROD_TOKEN\n";
+    assert!(from_vars(&[(vars::ROUTES, routes), ("AUDIT_PROD_TOKEN", "t0ken")]).is_ok());
+    let err = from_vars(&[
+        (vars::ROUTES, routes),
+        ("AUDIT_PROD_TOKEN", "t0ken"),
+        ("AUDIT_OTHER_TOKEN", "x"),
+    ])
+    .unwrap_err();
+    assert!(
+        matches!(err, ConfigError::Unknown { ref name, .. } if name == "AUDIT_OTHER_TOKEN"),
+        "{err}"
+    );
+}
+
+/// A setting still holding `@Microsoft.KeyVault(…)` (App Service could not resolve it) stops
+/// start-up naming the variable, never showing the value.
+#[test]
+fn unresolved_key_vault_references_refuse_start_up() {
+    let reference = "@Microsoft.KeyVault(SecretUri=https://kv-audit.vault.azure.net/secrets/hook/)";
+    let err = from_vars(&[(vars::WEBHOOK_URL, reference)]).unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::UnresolvedKeyVaultReference {
+            var: vars::WEBHOOK_URL.into()
+        }
+    );
+    assert!(!err.to_string().contains("kv-audit"), "{err}");
+    // Also in a variable a route names.
+    let routes = "routes:\n- name: all\n  webhook:\n    url: 'http://127.0.0.1:1/'\n    bearerTokenSetting: PROD_TOKEN\n";
+    let err = from_vars(&[(vars::ROUTES, routes), ("PROD_TOKEN", reference)]).unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::UnresolvedKeyVaultReference {
+            var: "PROD_TOKEN".into()
+        }
+    );
+}
+
+/// The delivery deadline must end before the host's `functionTimeout` (host.json in the app
+/// root; the shipped 10 minutes when there is none).
+#[test]
+fn delivery_deadline_at_or_above_the_function_timeout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap().to_string();
+    let with = |deadline: &str| {
+        config(&[
+            URL,
+            ("FUNCTIONS_APP_ROOT_PATH", &root),
+            (vars::DELIVERY_DEADLINE, deadline),
+        ])
+    };
+    // No host.json: 10 minutes.
+    let err = with("10m").unwrap_err().to_string();
+    assert!(
+        err.contains("AUDIT_DELIVERY_DEADLINE") && err.contains("10m"),
+        "{err}"
+    );
+    assert!(err.contains("no host.json"), "{err}");
+    assert!(with("9m").is_ok());
+
+    std::fs::write(
+        dir.path().join("host.json"),
+        r#"{"version":"2.0","functionTimeout":"00:05:00"}"#,
+    )
+    .unwrap();
+    let err = with("5m").unwrap_err().to_string();
+    assert!(
+        err.contains("functionTimeout in") && err.contains("5m"),
+        "{err}"
+    );
+    assert!(with("4m 59s").is_ok());
+
+    std::fs::write(dir.path().join("host.json"), r#"{"functionTimeout":"-1"}"#).unwrap();
+    assert!(with("1h").is_ok());
+
+    std::fs::write(
+        dir.path().join("host.json"),
+        r#"{"functionTimeout":"ten minutes"}"#,
+    )
+    .unwrap();
+    assert!(with("1m").unwrap_err().to_string().contains("time span"));
+}

@@ -11,4 +11,5 @@ mod invoke;
 mod process;
 mod properties;
 mod routing;
+mod settings;
 mod tls;
