@@ -3,7 +3,9 @@
 //!
 //! Azure Monitor writes `resourceId` upper-cased
 //! (`/SUBSCRIPTIONS/<s>/RESOURCEGROUPS/<rg>/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/<name>`);
-//! every comparison here is case-insensitive.
+//! every comparison here is case-insensitive. Any resource type is read the same way (AKS
+//! clusters are not the only resources that stream `kube-audit`): subscription, resource
+//! group, provider, type and name.
 
 use crate::audit::jsonedit::{rewrite, Edit};
 use crate::audit::AuditEvent;
@@ -13,7 +15,26 @@ pub const CLUSTER_ID_ANNOTATION: &str = "aks.azure.com/cluster-resource-id";
 /// Annotation holding the cluster's short name (Falco reads `ka.cluster.name` from it).
 pub const CLUSTER_NAME_ANNOTATION: &str = "cluster_name";
 
-/// The parts of an AKS resource id, lower-cased (Azure Monitor upper-cases them).
+/// Annotation holding the resource type, added only when the source is not a managed
+/// cluster (`microsoft.containerservice/managedclusters`), so receivers can tell, e.g., a
+/// Fleet Manager hub from an AKS cluster of the same name.
+pub const CLUSTER_TYPE_ANNOTATION: &str = "aks.azure.com/cluster-resource-type";
+
+/// The resource type of AKS clusters, lower-cased.
+pub const MANAGED_CLUSTER_TYPE: &str = "microsoft.containerservice/managedclusters";
+
+/// Resource types known to emit the `kube-audit` categories, lower-cased, with what they
+/// are. Any other type is parsed and routed the same way.
+pub const KNOWN_TYPES: &[(&str, &str)] = &[
+    (MANAGED_CLUSTER_TYPE, "AKS cluster"),
+    (
+        "microsoft.containerservice/fleets",
+        "Azure Kubernetes Fleet Manager hub cluster",
+    ),
+];
+
+/// The parts of an Azure resource id, lower-cased (Azure Monitor upper-cases them):
+/// `/subscriptions/<s>/resourceGroups/<rg>/providers/<provider>/<type>/<name>[/…]`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClusterId {
     /// The whole id.
@@ -22,47 +43,69 @@ pub struct ClusterId {
     pub subscription: String,
     /// Resource group.
     pub resource_group: String,
-    /// Cluster name.
+    /// Resource provider namespace, e.g. `microsoft.containerservice`.
+    pub provider: String,
+    /// Resource type with its provider, e.g. `microsoft.containerservice/managedclusters`.
+    pub resource_type: String,
+    /// The resource's name: the cluster name (for a nested id, the top-level resource's).
     pub name: String,
 }
 
 impl ClusterId {
-    /// Reads `/subscriptions/<s>/resourceGroups/<rg>/providers/Microsoft.ContainerService/managedClusters/<name>`
-    /// in any case; parts that are missing stay empty.
+    /// Reads any Azure resource id in any case; parts that are missing stay empty. Segment
+    /// names (`subscriptions`, `resourceGroups`, `providers`) are matched by position, not by
+    /// searching, so a resource named `providers` cannot confuse it.
     pub fn parse(resource_id: &str) -> Self {
         let lower = resource_id.trim().to_ascii_lowercase();
-        let parts: Vec<&str> = lower.split('/').collect();
-        let after = |key: &str| {
-            parts
-                .iter()
-                .position(|p| *p == key)
-                .and_then(|i| parts.get(i + 1))
-                .map(|s| s.to_string())
-                .unwrap_or_default()
-        };
-        Self {
-            subscription: after("subscriptions"),
-            resource_group: after("resourcegroups"),
-            name: after("managedclusters"),
-            resource_id: lower,
+        let parts: Vec<&str> = lower.split('/').filter(|p| !p.is_empty()).collect();
+        let mut id = Self::default();
+        let mut i = 0;
+        while i + 1 < parts.len() {
+            match parts[i] {
+                "subscriptions" if id.subscription.is_empty() => {
+                    id.subscription = parts[i + 1].to_string();
+                    i += 2;
+                }
+                "resourcegroups" if id.resource_group.is_empty() => {
+                    id.resource_group = parts[i + 1].to_string();
+                    i += 2;
+                }
+                "providers" if id.provider.is_empty() => {
+                    id.provider = parts[i + 1].to_string();
+                    if let (Some(kind), Some(name)) = (parts.get(i + 2), parts.get(i + 3)) {
+                        id.resource_type = format!("{}/{kind}", id.provider);
+                        id.name = (*name).to_string();
+                    }
+                    break;
+                }
+                _ => i += 1,
+            }
         }
+        id.resource_id = lower;
+        id
+    }
+
+    /// Whether the source is an AKS managed cluster (or its type is unknown).
+    pub fn is_managed_cluster(&self) -> bool {
+        self.resource_type.is_empty() || self.resource_type == MANAGED_CLUSTER_TYPE
     }
 }
 
 /// Adds (or replaces) the cluster annotations on an Event.
 pub fn annotate(event: &AuditEvent, cluster: &ClusterId) -> AuditEvent {
-    let ours = [
+    let mut ours = vec![
         (CLUSTER_ID_ANNOTATION, json_string(&cluster.resource_id)),
         (CLUSTER_NAME_ANNOTATION, json_string(&cluster.name)),
     ];
+    if !cluster.is_managed_cluster() {
+        ours.push((CLUSTER_TYPE_ANNOTATION, json_string(&cluster.resource_type)));
+    }
     // Used when the Event has no annotations object (absent, or null).
-    let fresh = format!(
-        "{{{}:{},{}:{}}}",
-        json_string(CLUSTER_ID_ANNOTATION),
-        ours[0].1,
-        json_string(CLUSTER_NAME_ANNOTATION),
-        ours[1].1
-    );
+    let members: Vec<String> = ours
+        .iter()
+        .map(|(k, v)| format!("{}:{v}", json_string(k)))
+        .collect();
+    let fresh = format!("{{{}}}", members.join(","));
     let edited = rewrite(
         event.json(),
         |key, value| {
@@ -107,7 +150,55 @@ mod tests {
         assert_eq!(id.subscription, "1111-2222");
         assert_eq!(id.resource_group, "rg-prod");
         assert_eq!(id.name, "aks-prod-weu");
+        assert_eq!(id.provider, "microsoft.containerservice");
+        assert_eq!(id.resource_type, MANAGED_CLUSTER_TYPE);
+        assert!(id.is_managed_cluster());
         assert_eq!(ClusterId::parse("garbage").name, "");
+    }
+
+    /// Any resource type that streams `kube-audit` yields its name, type and parts, in any
+    /// casing; a nested id names the top-level resource.
+    #[test]
+    fn parses_resource_ids_of_any_type() {
+        let fleet = ClusterId::parse(
+            "/SUBSCRIPTIONS/1111/RESOURCEGROUPS/RG-FLEET/PROVIDERS/MICROSOFT.CONTAINERSERVICE/FLEETS/HUB-WEU",
+        );
+        assert_eq!(
+            (fleet.subscription.as_str(), fleet.resource_group.as_str()),
+            ("1111", "rg-fleet")
+        );
+        assert_eq!(fleet.resource_type, "microsoft.containerservice/fleets");
+        assert_eq!(fleet.name, "hub-weu");
+        assert!(!fleet.is_managed_cluster());
+
+        let arc = ClusterId::parse("/subscriptions/2222/resourceGroups/rg-edge/providers/Microsoft.Kubernetes/connectedClusters/edge-1/providers/Microsoft.HybridContainerService/provisionedClusterInstances/default");
+        assert_eq!(arc.provider, "microsoft.kubernetes");
+        assert_eq!(arc.resource_type, "microsoft.kubernetes/connectedclusters");
+        assert_eq!(arc.name, "edge-1");
+
+        // A resource group named like a segment does not confuse the reader.
+        let odd = ClusterId::parse("/subscriptions/3/resourceGroups/providers/providers/Microsoft.ContainerService/managedClusters/x");
+        assert_eq!(
+            (odd.resource_group.as_str(), odd.name.as_str()),
+            ("providers", "x")
+        );
+    }
+
+    #[test]
+    fn the_type_is_annotated_only_when_not_a_managed_cluster() {
+        let event = AuditEvent::parse(&event_json("t")).unwrap();
+        let aks: serde_json::Value =
+            serde_json::from_str(annotate(&event, &ClusterId::parse(ID)).json()).unwrap();
+        assert!(aks["annotations"].get(CLUSTER_TYPE_ANNOTATION).is_none());
+        let fleet = ClusterId::parse(
+            "/subscriptions/1/resourceGroups/rg/providers/Microsoft.ContainerService/fleets/hub",
+        );
+        let out: serde_json::Value = serde_json::from_str(annotate(&event, &fleet).json()).unwrap();
+        assert_eq!(out["annotations"][CLUSTER_NAME_ANNOTATION], "hub");
+        assert_eq!(
+            out["annotations"][CLUSTER_TYPE_ANNOTATION],
+            "microsoft.containerservice/fleets"
+        );
     }
 
     #[test]

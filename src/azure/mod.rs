@@ -4,7 +4,10 @@
 pub mod cluster;
 pub mod diagnostics;
 
-pub use cluster::{annotate, ClusterId, CLUSTER_ID_ANNOTATION, CLUSTER_NAME_ANNOTATION};
+pub use cluster::{
+    annotate, ClusterId, CLUSTER_ID_ANNOTATION, CLUSTER_NAME_ANNOTATION, CLUSTER_TYPE_ANNOTATION,
+    KNOWN_TYPES, MANAGED_CLUSTER_TYPE,
+};
 pub use diagnostics::{convert_body, BodyOrigin, Conversion, ConvertTally, TooManyRecords};
 
 /// Default diagnostic categories that carry audit Events (`AUDIT_CATEGORIES`).

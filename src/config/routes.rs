@@ -44,6 +44,8 @@ struct MatchDoc {
     resource_groups: Vec<String>,
     #[serde(default)]
     clusters: Vec<String>,
+    #[serde(default)]
+    resource_types: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -169,7 +171,8 @@ pub(super) fn parse_routes(
                 &m.subscriptions,
                 &m.resource_groups,
                 &m.clusters,
-            ),
+            )
+            .with_resource_types(&m.resource_types),
             destination,
         });
     }

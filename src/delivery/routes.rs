@@ -21,6 +21,7 @@ pub struct Matcher {
     subscriptions: Vec<WildMatch>,
     resource_groups: Vec<WildMatch>,
     clusters: Vec<WildMatch>,
+    resource_types: Vec<WildMatch>,
 }
 
 fn any(patterns: &[WildMatch], value: &str) -> bool {
@@ -40,7 +41,15 @@ impl Matcher {
             subscriptions: globs(subscriptions),
             resource_groups: globs(resource_groups),
             clusters: globs(clusters),
+            resource_types: Vec::new(),
         }
+    }
+
+    /// Also requires the resource type (`microsoft.containerservice/fleets`, globs allowed).
+    #[must_use]
+    pub fn with_resource_types(mut self, resource_types: &[String]) -> Self {
+        self.resource_types = globs(resource_types);
+        self
     }
 
     /// Whether the cluster is taken.
@@ -49,6 +58,7 @@ impl Matcher {
             && any(&self.subscriptions, &id.subscription)
             && any(&self.resource_groups, &id.resource_group)
             && any(&self.clusters, &id.name)
+            && any(&self.resource_types, &id.resource_type)
     }
 }
 

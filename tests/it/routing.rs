@@ -248,3 +248,39 @@ async fn unmatched_clusters_are_counted() {
     assert!(answer.body.contains("unrouted=1"), "{}", answer.body);
     assert_same_events(receiver.receiver.events(), &[audit_event("in", 0)]);
 }
+
+/// Records from a resource that is not an AKS managed cluster (a Fleet Manager hub) are
+/// routed by their name and type, and carry the type in their annotations.
+#[tokio::test]
+async fn clusters_of_any_resource_type_are_routed_and_annotated() {
+    let receiver = start_receiver().await;
+    let routes = format!(
+        "routes:\n- name: hubs\n  match: {{clusters: ['hub-*'], resourceTypes: ['microsoft.containerservice/fleets']}}\n  webhook: {{url: '{}'}}\n",
+        receiver.url("/k8s_audit")
+    );
+    let handler = spawn_handler(&[
+        ("AUDIT_ROUTES", &routes),
+        ("AUDIT_CLUSTER_ANNOTATIONS", "on"),
+    ])
+    .await;
+    let fleet = "/SUBSCRIPTIONS/0000/RESOURCEGROUPS/RG-FLEET/PROVIDERS/MICROSOFT.CONTAINERSERVICE/FLEETS/HUB-WEU";
+    let event = audit_event("fleet-1", 0);
+    let body = envelope(vec![
+        record_from(fleet, "kube-audit", &event),
+        // Same name, but an AKS cluster: not this route's type.
+        record_from(
+            &cluster_id("hub-weu"),
+            "kube-audit",
+            &audit_event("aks-1", 0),
+        ),
+    ]);
+    let answer = handler.invoke_bodies(&[body], "0").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.contains("unrouted=1"), "{}", answer.body);
+    let mut want: Value = serde_json::from_str(&event).unwrap();
+    want["annotations"]["aks.azure.com/cluster-resource-id"] = json!(fleet.to_lowercase());
+    want["annotations"]["cluster_name"] = json!("hub-weu");
+    want["annotations"]["aks.azure.com/cluster-resource-type"] =
+        json!("microsoft.containerservice/fleets");
+    assert_same_events(receiver.receiver.events(), &[want.to_string()]);
+}
