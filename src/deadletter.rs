@@ -95,6 +95,8 @@ pub fn to_json_lines(items: &[DeadLetter]) -> String {
 /// # Errors
 /// The line number and reason of the first line that is not a dead letter.
 pub fn from_json_lines(text: &str) -> Result<Vec<DeadLetter>, String> {
+    // A leading UTF-8 byte order mark (some editors add one) is not part of the first line.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())

@@ -12,9 +12,13 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::categories::{canonical, CategoriesSeen};
 use crate::audit::{AuditEvent, EventError};
 use crate::deadletter::DeadLetter;
 use crate::redact::excerpt;
+
+/// The UTF-8 byte order mark (`EF BB BF`), skipped where JSON text starts.
+pub const UTF8_BOM: &str = "\u{feff}";
 
 /// Characters of bad input quoted in a log line.
 const EXCERPT_CHARS: usize = 120;
@@ -34,6 +38,8 @@ pub struct ConvertTally {
     pub skipped: BTreeMap<String, u64>,
     /// Records of an audit category whose log is not a valid Event, or with no category.
     pub malformed_records: u64,
+    /// Second copies of Events sent under both `kube-audit` and `kube-audit-admin`, dropped.
+    pub duplicates: u64,
 }
 
 impl ConvertTally {
@@ -57,6 +63,8 @@ pub struct Conversion {
     pub max_records_per_event: Option<usize>,
     /// Set when an event held more records than allowed; that event was not converted.
     pub over_limit: Option<TooManyRecords>,
+    /// Which audit categories each cluster sent, to find Events sent under both.
+    pub categories_seen: CategoriesSeen,
 }
 
 /// An Event Hub event with more records than `AUDIT_MAX_RECORDS_PER_EVENT`.
@@ -130,8 +138,12 @@ pub fn convert_body(
         dead_letters,
         max_records_per_event,
         over_limit,
+        categories_seen,
     } = conversion;
     tally.bodies += 1;
+    // A leading UTF-8 byte order mark is not part of the JSON text (RFC 8259 §8.1 lets a
+    // parser ignore it); some writers add one.
+    let body = body.strip_prefix(UTF8_BOM.as_bytes()).unwrap_or(body);
     // An object, not the array serde would also accept for a struct.
     let is_object = body
         .iter()
@@ -175,7 +187,7 @@ pub fn convert_body(
     for (record_index, raw) in envelope.records.into_iter().enumerate() {
         tally.records += 1;
         match convert_record(raw, categories) {
-            Ok((event, resource_id)) => {
+            Ok((event, resource_id, category)) => {
                 tally.converted += 1;
                 let id = resource_id.as_deref().unwrap_or("").trim();
                 let same = source
@@ -184,6 +196,7 @@ pub fn convert_body(
                 if !same {
                     source = Some(Arc::from(id.to_ascii_lowercase()));
                 }
+                categories_seen.note(source.as_ref(), category);
                 let event = event.with_sequence_number(origin.sequence_number);
                 match &source {
                     Some(s) => out.push(event.with_source(s.clone())),
@@ -218,10 +231,13 @@ enum Outcome<'a> {
 }
 use Outcome::{Malformed, Skip};
 
+/// A converted record: its Event, its `resourceId` and its category.
+type Converted<'a> = (AuditEvent, Option<Cow<'a, str>>, &'static str);
+
 fn convert_record<'a>(
     raw: &'a RawValue,
     categories: &BTreeSet<String>,
-) -> Result<(AuditEvent, Option<Cow<'a, str>>), Outcome<'a>> {
+) -> Result<Converted<'a>, Outcome<'a>> {
     if !raw.get().starts_with('{') {
         return Err(Malformed(
             RecordError::Shape("the record is not a JSON object".into()),
@@ -249,13 +265,15 @@ fn convert_record<'a>(
         Some(b'"') => {
             let text: Cow<'_, str> = serde_json::from_str(log.get())
                 .map_err(|e| Malformed(RecordError::Shape(e.to_string()), quoted))?;
-            AuditEvent::parse(&text)
+            let text = text.trim_start();
+            AuditEvent::parse(text.strip_prefix(UTF8_BOM).unwrap_or(text))
         }
         Some(b'{') => AuditEvent::parse(log.get()),
         _ => return Err(Malformed(RecordError::LogType, quoted)),
     };
+    let category = canonical(category);
     event
-        .map(|e| (e, record.resource_id))
+        .map(|e| (e, record.resource_id, category))
         .map_err(|e| Malformed(e.into(), quoted))
 }
 

@@ -1,14 +1,20 @@
 //! What Azure sends: diagnostic-settings envelopes of AKS records, turned into audit Events,
 //! and the identity of the cluster each record names.
 
+pub mod categories;
 pub mod cluster;
 pub mod diagnostics;
+#[cfg(test)]
+mod input_tests;
 
+pub use categories::{both_categories_warning, drop_category_duplicates, CategoriesSeen};
 pub use cluster::{
     annotate, ClusterId, CLUSTER_ID_ANNOTATION, CLUSTER_NAME_ANNOTATION, CLUSTER_TYPE_ANNOTATION,
     KNOWN_TYPES, MANAGED_CLUSTER_TYPE,
 };
-pub use diagnostics::{convert_body, BodyOrigin, Conversion, ConvertTally, TooManyRecords};
+pub use diagnostics::{
+    convert_body, BodyOrigin, Conversion, ConvertTally, TooManyRecords, UTF8_BOM,
+};
 
 /// Default diagnostic categories that carry audit Events (`AUDIT_CATEGORIES`).
 pub const DEFAULT_CATEGORIES: &str = "kube-audit,kube-audit-admin";

@@ -6,12 +6,13 @@ mod deliver;
 mod summary;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::audit::{AuditEvent, Policy, WebhookFormat};
 use crate::azure::{
-    annotate, convert_body, BodyOrigin, ClusterId, Conversion, ConvertTally, TooManyRecords,
+    annotate, both_categories_warning, convert_body, drop_category_duplicates, BodyOrigin,
+    ClusterId, Conversion, ConvertTally, TooManyRecords,
 };
 use crate::deadletter::DeadLetter;
 use crate::delivery::{Matcher, RetrySettings, RouteConfig, Webhook};
@@ -103,6 +104,8 @@ struct Target {
 pub struct Forwarder {
     settings: Settings,
     routes: Vec<ActiveRoute>,
+    /// Clusters already warned about for streaming both audit categories (once each).
+    warned_both_categories: Mutex<BTreeSet<Arc<str>>>,
 }
 
 /// Events converted from one invocation, filtered and sorted by route, ready for delivery.
@@ -151,7 +154,11 @@ impl Forwarder {
                 target,
             });
         }
-        Ok(Arc::new(Self { settings, routes }))
+        Ok(Arc::new(Self {
+            settings,
+            routes,
+            warned_both_categories: Mutex::default(),
+        }))
     }
 
     /// The settings it was built from.
@@ -194,11 +201,20 @@ impl Forwarder {
             }
         }
         let Conversion {
-            events,
-            tally,
+            mut events,
+            mut tally,
             mut dead_letters,
+            categories_seen,
             ..
         } = conversion;
+        tally.duplicates = drop_category_duplicates(&mut events, &categories_seen);
+        if let Ok(mut warned) = self.warned_both_categories.lock() {
+            for source in categories_seen.both() {
+                if warned.insert(source.clone()) {
+                    both_categories_warning(source);
+                }
+            }
+        }
 
         let (routed, routing) = self.route(events, &mut dead_letters);
         Ok(Converted {

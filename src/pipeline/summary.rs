@@ -118,6 +118,9 @@ impl fmt::Display for Summary {
             c.malformed_records,
             self.routing.policy_dropped,
         )?;
+        if c.duplicates > 0 {
+            write!(f, " duplicates={}", c.duplicates)?;
+        }
         if self.routing.policy_unreadable > 0 {
             write!(f, " policy_unreadable={}", self.routing.policy_unreadable)?;
         }

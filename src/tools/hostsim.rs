@@ -291,10 +291,14 @@ fn new_invocation_id() -> String {
 /// - JSON lines of records, as diagnostic settings write them to a storage account
 ///   (`PT1H.json`): grouped into envelopes of `records_per_event` records.
 ///
+/// Every record keeps its exact text (key order, escapes such as `\u0026`, number spelling):
+/// an envelope is built around the records' text, never re-serialised. A leading UTF-8 byte
+/// order mark (of the file, or of a line) is skipped.
+///
 /// # Errors
 /// When the text is none of these.
 pub fn load_bodies(text: &str, records_per_event: usize) -> anyhow::Result<Vec<Vec<u8>>> {
-    // Elements are kept as their exact text: a replay must not reorder keys or respell numbers.
+    let text = skip_bom(text);
     if let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(text) {
         return items
             .into_iter()
@@ -308,26 +312,41 @@ pub fn load_bodies(text: &str, records_per_event: usize) -> anyhow::Result<Vec<V
         let body = if object.contains_key("records") {
             text.trim().as_bytes().to_vec()
         } else {
-            json!({"records": [object]}).to_string().into_bytes()
+            envelope(&[text.trim()])
         };
         return Ok(vec![body]);
     }
-    let mut records = Vec::new();
+    let mut records: Vec<&str> = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
+        let line = skip_bom(line).trim();
+        if line.is_empty() {
             continue;
         }
-        let record: Value = serde_json::from_str(line)
+        serde_json::from_str::<&RawValue>(line)
             .with_context(|| format!("line {}: not a JSON record", n + 1))?;
-        records.push(record);
+        records.push(line);
     }
     if records.is_empty() {
         bail!("no events found: expected a JSON array of events, one envelope, or JSON lines of records");
     }
     Ok(records
         .chunks(records_per_event.max(1))
-        .map(|chunk| json!({"records": chunk}).to_string().into_bytes())
+        .map(envelope)
         .collect())
+}
+
+/// `{"records":[…]}` around the records' exact text.
+fn envelope(records: &[&str]) -> Vec<u8> {
+    let mut body = String::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 13);
+    body.push_str("{\"records\":[");
+    body.push_str(&records.join(","));
+    body.push_str("]}");
+    body.into_bytes()
+}
+
+/// `text` without a leading UTF-8 byte order mark.
+pub fn skip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
 }
 
 #[cfg(test)]
@@ -387,5 +406,43 @@ mod tests {
         assert_eq!(got[1], br#"{"records":[{"category":"c"}]}"#.to_vec());
         assert!(load_bodies("{\"a\":1}\nnope\n", 2).is_err());
         assert!(load_bodies("", 2).is_err());
+    }
+
+    /// A `properties.log` given as an object keeps its exact text through `replay` input, in
+    /// every form (JSON lines, one record, BOM-prefixed): key order and `\u0026` survive, as
+    /// they do through an invocation.
+    #[test]
+    fn replay_input_keeps_each_records_exact_text() {
+        use crate::azure::{convert_body, BodyOrigin, Conversion};
+        let log = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"x-1","stage":"ResponseComplete","requestURI":"/api/v1/pods?labelSelector=a%3Db\u0026limit=1","verb":"list","stageTimestamp":"2026-11-23T07:00:00.100000Z","annotations":{"z":"1","a":"2"}}"#;
+        let record = format!(
+            r#"{{"time":"2026-11-23T07:00:00Z","resourceId":"/SUBSCRIPTIONS/1/RESOURCEGROUPS/R/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/A","category":"kube-audit","properties":{{"log":{log}}}}}"#
+        );
+        let inputs = [
+            format!("{record}\n{record}\n"),
+            record.clone(),
+            format!("\u{feff}{record}\n"),
+            format!("\u{feff}[{{\"records\":[{record}]}}]"),
+        ];
+        let categories = ["kube-audit".to_string()].into();
+        for input in &inputs {
+            let bodies = load_bodies(input, 50).unwrap();
+            let mut conversion = Conversion::default();
+            for (index, body) in bodies.iter().enumerate() {
+                assert!(
+                    String::from_utf8_lossy(body).contains(&record),
+                    "the record's text is kept: {input}"
+                );
+                let origin = BodyOrigin {
+                    index,
+                    sequence_number: None,
+                };
+                convert_body(body, origin, &categories, &mut conversion);
+            }
+            assert!(!conversion.events.is_empty(), "{input}");
+            for event in &conversion.events {
+                assert_eq!(event.json(), log, "{input}");
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@
 
 mod delivery;
 mod faults;
+mod fidelity;
 mod helpers;
 mod invoke;
 mod process;

@@ -1,0 +1,142 @@
+//! `kube-audit` and `kube-audit-admin` from one cluster: `kube-audit-admin` is `kube-audit`
+//! without `get` and `list`, so a diagnostic setting streaming both sends every other Event
+//! twice, and receivers such as Falco do not de-duplicate (their rules fire twice).
+//!
+//! Within an invocation the second copy (same cluster, `auditID` and `stage`) is dropped.
+//! Copies in different invocations or partitions cannot be seen together, so the lasting fix
+//! is to stream one category; the forwarder names it in a warning, once per cluster.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::audit::AuditEvent;
+
+/// The category of every audit Event.
+pub const KUBE_AUDIT: &str = "kube-audit";
+/// Every audit Event but `get` and `list`.
+pub const KUBE_AUDIT_ADMIN: &str = "kube-audit-admin";
+
+/// The category's canonical name when it is one of the two audit categories, else `""`.
+pub fn canonical(category: &str) -> &'static str {
+    if category.eq_ignore_ascii_case(KUBE_AUDIT) {
+        KUBE_AUDIT
+    } else if category.eq_ignore_ascii_case(KUBE_AUDIT_ADMIN) {
+        KUBE_AUDIT_ADMIN
+    } else {
+        ""
+    }
+}
+
+/// Which of the two audit categories each source (record `resourceId`, lower-cased; `""`
+/// when none) sent in one invocation.
+#[derive(Debug, Default, Clone)]
+pub struct CategoriesSeen(BTreeMap<Arc<str>, u8>);
+
+impl CategoriesSeen {
+    /// Notes one record of `category` from `source`.
+    pub fn note(&mut self, source: Option<&Arc<str>>, category: &str) {
+        let bit = if category.eq_ignore_ascii_case(KUBE_AUDIT) {
+            1
+        } else if category.eq_ignore_ascii_case(KUBE_AUDIT_ADMIN) {
+            2
+        } else {
+            return;
+        };
+        let source = source.cloned().unwrap_or_else(|| Arc::from(""));
+        *self.0.entry(source).or_default() |= bit;
+    }
+
+    /// Sources that sent both categories.
+    pub fn both(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.0.iter().filter(|(_, b)| **b == 3).map(|(s, _)| s)
+    }
+}
+
+#[derive(Deserialize)]
+struct Key<'a> {
+    #[serde(rename = "auditID", borrow)]
+    audit_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    stage: std::borrow::Cow<'a, str>,
+}
+
+/// Drops every later copy of an Event (same source, `auditID` and `stage`) from the sources
+/// that sent both categories; returns how many were dropped. Order is kept.
+pub fn drop_category_duplicates(events: &mut Vec<AuditEvent>, seen: &CategoriesSeen) -> u64 {
+    let both: HashSet<&str> = seen.both().map(|s| &**s).collect();
+    if both.is_empty() {
+        return 0;
+    }
+    let mut keys: HashSet<(String, String, String)> = HashSet::new();
+    let before = events.len();
+    events.retain(|event| {
+        let source = event.source().map_or("", |s| &**s);
+        if !both.contains(source) {
+            return true;
+        }
+        match serde_json::from_str::<Key<'_>>(event.json()) {
+            Ok(k) => keys.insert((
+                source.to_string(),
+                k.audit_id.into_owned(),
+                k.stage.into_owned(),
+            )),
+            Err(_) => true,
+        }
+    });
+    (before - events.len()) as u64
+}
+
+/// The warning, naming the fix, for a cluster seen streaming both categories.
+pub fn both_categories_warning(source: &str) {
+    tracing::warn!(
+        cluster = %source,
+        "This cluster streams both kube-audit and kube-audit-admin, so every Event but get and \
+         list arrives twice. Copies within one invocation are delivered once; copies in \
+         different invocations or partitions cannot be matched. Fix: stream one category in \
+         the cluster's diagnostic setting (kube-audit-admin, or kube-audit to keep get and \
+         list), or set AUDIT_CATEGORIES to the one to forward."
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::event::tests::event_json;
+
+    fn from(source: &Arc<str>, id: &str) -> AuditEvent {
+        AuditEvent::parse(&event_json(id))
+            .unwrap()
+            .with_source(source.clone())
+    }
+
+    #[test]
+    fn only_sources_with_both_categories_are_deduplicated() {
+        let a: Arc<str> = Arc::from("/subscriptions/1/x/managedclusters/a");
+        let b: Arc<str> = Arc::from("/subscriptions/1/x/managedclusters/b");
+        let mut seen = CategoriesSeen::default();
+        seen.note(Some(&a), "kube-audit");
+        seen.note(Some(&a), "KUBE-AUDIT-ADMIN");
+        seen.note(Some(&b), "kube-audit");
+        assert_eq!(seen.both().collect::<Vec<_>>(), [&a]);
+        let mut events = vec![
+            from(&a, "1"),
+            from(&b, "1"),
+            from(&a, "1"),
+            from(&b, "1"),
+            from(&a, "2"),
+        ];
+        assert_eq!(drop_category_duplicates(&mut events, &seen), 1);
+        let ids: Vec<(&str, bool)> = events
+            .iter()
+            .map(|e| {
+                (
+                    &**e.source().unwrap(),
+                    e.json().contains(r#""auditID":"1""#),
+                )
+            })
+            .collect();
+        assert_eq!(ids, [(&*a, true), (&*b, true), (&*b, true), (&*a, false)]);
+    }
+}
