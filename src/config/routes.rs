@@ -84,6 +84,7 @@ pub(super) fn parse_routes(
     base: &Path,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<RouteConfig>, String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let doc: RoutesDoc = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
     if doc.routes.is_empty() {
         return Err("no routes: add at least one under `routes:`".into());

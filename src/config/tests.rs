@@ -355,3 +355,35 @@ fn delivery_deadline_at_or_above_the_function_timeout_is_refused() {
     .unwrap();
     assert!(with("1m").unwrap_err().to_string().contains("time span"));
 }
+
+/// A Policy with no rules is refused at start-up naming the setting it came from, as
+/// kube-apiserver refuses it ("loaded illegal policy with 0 rules").
+#[test]
+fn a_policy_with_no_rules_is_refused_naming_the_setting() {
+    let inline = "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n";
+    match config(&[URL, (vars::POLICY, inline)]).unwrap_err() {
+        ConfigError::Invalid { var, reason, .. } => {
+            assert_eq!(var, vars::POLICY);
+            assert!(reason.contains("0 rules"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "\u{feff}apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: []\n",
+    )
+    .unwrap();
+    let root = dir.path().to_str().unwrap();
+    let err = config(&[
+        URL,
+        ("FUNCTIONS_APP_ROOT_PATH", root),
+        (vars::POLICY_FILE, "p.yaml"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("AUDIT_POLICY_FILE=") && err.contains("0 rules"),
+        "{err}"
+    );
+}

@@ -199,6 +199,8 @@ impl Policy {
             source_name: source_name.to_string(),
             reason,
         };
+        // A leading UTF-8 byte order mark (some editors write one) is not part of the text.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let doc: PolicyDoc = serde_yaml_ng::from_str(text).map_err(|e| err(e.to_string()))?;
         if doc.kind != "Policy" {
             return Err(err(format!("kind is {:?}, expected \"Policy\"", doc.kind)));
