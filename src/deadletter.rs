@@ -18,7 +18,7 @@ use crate::audit::AuditEvent;
 pub struct DeadLetter {
     /// Why it was set aside.
     pub reason: String,
-    /// `poison`, `unrouted`, `malformed-record` or `malformed-event`.
+    /// `poison`, `unrouted`, `policy-unreadable`, `malformed-record` or `malformed-event`.
     pub kind: String,
     /// The receiver's HTTP status, for poison Events.
     #[serde(skip_serializing_if = "Option::is_none", default)]
