@@ -60,10 +60,10 @@ pub enum ConfigError {
     },
     /// An `AUDIT_*` variable that is no setting (a misspelling would otherwise be ignored).
     #[error(
-        "{name} is not a setting of this forwarder{}; unknown AUDIT_* variables are refused so \
-         that a misspelled setting is not silently ignored (the settings are listed in \
-         docs/configuration.md)",
-        suggestion.map(|s| format!(": did you mean `{s}`?")).unwrap_or_default()
+        "{name} is not a setting of this forwarder{}: unknown AUDIT_* variables are refused so \
+         that a misspelled setting is not silently ignored; every setting is listed in \
+         docs/configuration.md",
+        suggestion.map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
     )]
     Unknown {
         /// The variable's name.
