@@ -5,6 +5,7 @@
 #   scripts/azurite.sh          start it in the foreground (Ctrl-C stops it)
 #   scripts/azurite.sh --check  start it, prove blob, queue and table storage work with the
 #                               Azure SDK (as the host's checkpoint store would), then stop
+#   scripts/azurite.sh --install only install it (the storage tests start their own)
 #
 # Needs: Node.js with npm (installs azurite under target/azurite); --check also needs python3.
 set -euo pipefail
@@ -15,6 +16,10 @@ DATA="${AZURITE_DATA:-.azurite}"
 if [ ! -x "$PREFIX/node_modules/.bin/azurite" ]; then
   mkdir -p "$PREFIX"
   npm install --silent --no-audit --no-fund --prefix "$PREFIX" azurite >/dev/null
+fi
+if [ "${1:-}" = "--install" ]; then
+  echo "azurite: installed under $PREFIX"
+  exit 0
 fi
 # --skipApiVersionCheck: current Azure SDKs send API versions newer than Azurite knows.
 # --disableTelemetry: Azurite otherwise sends usage data to Microsoft.

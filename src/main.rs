@@ -1,5 +1,6 @@
 //! The `aks-audit-forwarder` binary: the Functions custom handler (run without arguments, as the
-//! host runs it), plus the `demo`, `receive` and `replay` tools.
+//! host runs it), plus the tools: `demo`, `receive`, `replay`, `resend`, `backfill`,
+//! `check-config` and `convert`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -9,15 +10,29 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
+use aks_audit_forwarder::config::vars;
+use aks_audit_forwarder::tools::backfill::{self, BackfillArgs};
+use aks_audit_forwarder::tools::check_config::{self, CheckConfigArgs};
+use aks_audit_forwarder::tools::convert::{self, ConvertArgs};
 use aks_audit_forwarder::tools::demo::{self, DemoOptions};
 use aks_audit_forwarder::tools::hostsim::Shape;
 use aks_audit_forwarder::tools::receiver::{Receiver, Scripted};
 use aks_audit_forwarder::tools::replay::{self, ReplayOptions};
-use aks_audit_forwarder::tools::resend;
+use aks_audit_forwarder::tools::resend::{self, ResendArgs};
 use aks_audit_forwarder::{host, telemetry, Config, Forwarder};
 
+/// The environment section of `--help`.
+const ENVIRONMENT: &str = "\
+Environment (the handler, and the tools that deliver: resend, backfill, check-config):
+  AUDIT_WEBHOOK_URL             where Events go, e.g. http://sysdig-agent.sysdig:7765/k8s_audit
+  AUDIT_ROUTES                  per-cluster routes, instead of AUDIT_WEBHOOK_URL
+  AUDIT_POLICY_FILE             an audit.k8s.io/v1 Policy to apply (optional)
+  FUNCTIONS_CUSTOMHANDLER_PORT  the port to serve on; the Functions host sets it
+One of AUDIT_WEBHOOK_URL and AUDIT_ROUTES is required. Every AUDIT_* setting, with its
+default: docs/configuration.md. `aks-audit-forwarder check-config` validates them.";
+
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, after_help = ENVIRONMENT)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -26,6 +41,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve Functions host invocations (the default without arguments).
+    #[command(after_help = ENVIRONMENT)]
     Serve,
     /// Run the whole path locally: a receiver, the handler as the host starts it, and the
     /// bundled sample AKS records replayed as Event Hub invocations.
@@ -36,28 +52,25 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         script: Vec<Scripted>,
     },
-    /// Run an audit webhook receiver and print what arrives.
+    /// Run an audit webhook receiver and print one line per Event that arrives.
     Receive {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7765")]
         listen: SocketAddr,
-        /// Append every received Event to this file as JSON lines.
+        /// Append every received Event to this file as JSON lines, exact bytes.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print only the counts when stopped, not a line per Event.
+        #[arg(long)]
+        quiet: bool,
         /// Canned failures to answer first: e.g. `503,429:2,sleep:40s`.
         #[arg(long, value_delimiter = ',')]
         script: Vec<Scripted>,
     },
     /// Send the Events of dead-letter files again, once the cause is fixed. Uses the same
     /// AUDIT_* settings as the handler (AUDIT_WEBHOOK_URL or AUDIT_ROUTES, TLS, credentials).
-    Resend {
-        /// A dead-letter file (JSON lines), as written to the audit-deadletter container.
-        #[arg(long)]
-        input: PathBuf,
-        /// Where items that still cannot be delivered are written.
-        #[arg(long, default_value = "deadletter-remaining.jsonl")]
-        out: PathBuf,
-    },
+    #[command(after_help = ENVIRONMENT)]
+    Resend(ResendArgs),
     /// Send events to a running handler as the Functions host would.
     Replay {
         /// The handler's base URL, e.g. http://127.0.0.1:8080.
@@ -65,7 +78,20 @@ enum Cmd {
         handler: String,
         #[command(flatten)]
         replay: ReplayArgs,
+        /// Append the dead letters the handler returns to this file (JSON lines), for `resend`.
+        #[arg(long)]
+        deadletter_out: Option<PathBuf>,
     },
+    /// Deliver the Events of a storage-account archive of AKS diagnostic logs (PT1H.json
+    /// blobs) through the handler's pipeline. Resumable with --checkpoint.
+    #[command(after_help = ENVIRONMENT)]
+    Backfill(BackfillArgs),
+    /// Validate the AUDIT_* settings as the handler does, print them with secrets masked,
+    /// and with --probe send an empty EventList to each webhook.
+    #[command(after_help = ENVIRONMENT)]
+    CheckConfig(CheckConfigArgs),
+    /// Turn diagnostic files into audit Events (JSON lines or an EventList), applying a Policy.
+    Convert(ConvertArgs),
 }
 
 #[derive(Args)]
@@ -100,6 +126,8 @@ impl From<ReplayArgs> for ReplayOptions {
             records_per_event: a.records_per_event,
             retries: a.retries,
             retry_delay: a.retry_delay,
+            deadletter_out: None,
+            echo_logs: true,
         }
     }
 }
@@ -132,28 +160,26 @@ async fn run() -> anyhow::Result<()> {
         Cmd::Receive {
             listen,
             out,
+            quiet,
             script,
-        } => receive(listen, out, script).await,
-        Cmd::Resend { input, out } => {
+        } => receive(listen, out, quiet, script).await,
+        Cmd::Resend(args) => {
             let config = Config::from_env().context("invalid configuration")?;
-            let report = resend::resend(config.forwarder, &input, &out).await?;
-            println!(
-                "resend: {} item(s) read, {} delivered, {} malformed skipped, {} remaining{}",
-                report.read,
-                report.delivered,
-                report.skipped,
-                report.remaining,
-                if report.remaining > 0 {
-                    format!(" (written to {})", out.display())
-                } else {
-                    String::new()
-                }
-            );
+            let report = resend::run(&args, config.forwarder).await?;
+            println!("{}", report.summary(&args));
             anyhow::ensure!(report.remaining == 0, "some items were not delivered");
             Ok(())
         }
-        Cmd::Replay { handler, replay } => {
-            let report = replay::replay(&handler, &replay.into()).await?;
+        Cmd::Replay {
+            handler,
+            replay,
+            deadletter_out,
+        } => {
+            let options = ReplayOptions {
+                deadletter_out,
+                ..replay.into()
+            };
+            let report = replay::replay(&handler, &options).await?;
             println!(
                 "replay: {} of {} invocation(s) succeeded ({} POSTs)",
                 report.succeeded, report.invocations, report.posts
@@ -164,7 +190,48 @@ async fn run() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Cmd::Backfill(args) => {
+            let config = if args.dry_run && !webhook_configured() {
+                // Nothing is sent in a dry run: count with the other settings as they are.
+                Config::from_lookup(|name| match name {
+                    vars::WEBHOOK_URL => Some("http://127.0.0.1:9/dry-run".into()),
+                    _ => std::env::var(name).ok(),
+                })
+            } else {
+                Config::from_env()
+            }
+            .context("invalid configuration")?;
+            let report = backfill::run(&args, config.forwarder).await?;
+            for (hour, events) in &report.per_hour {
+                println!("backfill: {hour}  {events} Event(s)");
+            }
+            println!("{}", report.summary(args.dry_run, &args.deadletter_out));
+            anyhow::ensure!(!report.interrupted, "interrupted");
+            Ok(())
+        }
+        Cmd::CheckConfig(args) => check_config::run(&args).await,
+        Cmd::Convert(args) => {
+            let report = convert::run(&args)?;
+            eprintln!(
+                "convert: {} record(s): {} Event(s) written, {} dropped by the Policy, {} unreadable by the Policy, {} other category, {} malformed record(s), {} malformed event(s)",
+                report.tally.records,
+                report.written,
+                report.policy_dropped,
+                report.policy_unreadable,
+                report.tally.skipped_total(),
+                report.tally.malformed_records,
+                report.tally.malformed_bodies
+            );
+            Ok(())
+        }
     }
+}
+
+/// Whether a webhook is configured at all.
+fn webhook_configured() -> bool {
+    [vars::WEBHOOK_URL, vars::ROUTES]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|v| !v.trim().is_empty()))
 }
 
 /// The port the host gave us.
@@ -196,7 +263,11 @@ async fn serve() -> anyhow::Result<()> {
         policy = forwarder.settings().policy.is_some(),
         "Handler ready."
     );
-    host::serve(listener, forwarder, config.host, shutdown_signal()).await?;
+    let stopping = async {
+        shutdown_signal().await;
+        tracing::info!("Shutting down: finishing in-flight invocations.");
+    };
+    host::serve(listener, forwarder, config.host, stopping).await?;
     tracing::info!("Handler stopped.");
     Ok(())
 }
@@ -217,15 +288,21 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("Shutting down: finishing in-flight invocations.");
 }
+
+/// Events `receive` keeps in memory: counts and the last few only, however much arrives.
+const RECEIVE_KEEP: usize = 5;
 
 async fn receive(
     listen: SocketAddr,
     out: Option<PathBuf>,
+    quiet: bool,
     script: Vec<Scripted>,
 ) -> anyhow::Result<()> {
-    let mut receiver = Receiver::new().verbose();
+    let mut receiver = Receiver::new().keep_last(RECEIVE_KEEP);
+    if !quiet {
+        receiver = receiver.print_events();
+    }
     if let Some(path) = &out {
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -243,12 +320,28 @@ async fn receive(
         "receiver: listening on {} (POST any path: /k8s_audit, /k8s-audit); Ctrl-C to stop",
         running.url("")
     );
+    if !quiet {
+        println!("{}", aks_audit_forwarder::tools::receiver::DESCRIBE_HEADER);
+    }
     shutdown_signal().await;
-    let stats = running.receiver.stats();
+    println!("receiver: stopping");
     running.stop().await;
+    let stats = receiver_stats_after_flush(&receiver, out.as_deref())?;
     println!(
         "receiver: {} POST(s), {} event(s), {} duplicate(s), {} refused",
         stats.batches, stats.events, stats.duplicates, stats.refused
     );
     Ok(())
+}
+
+fn receiver_stats_after_flush(
+    receiver: &Receiver,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<aks_audit_forwarder::tools::receiver::ReceiverStats> {
+    if let Some(path) = out {
+        receiver
+            .flush()
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(receiver.stats())
 }

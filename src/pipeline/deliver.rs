@@ -9,6 +9,20 @@ use futures::stream::{self, StreamExt};
 use tokio::time::Instant;
 
 use super::{ActiveRoute, DeliveryTally, Forwarder, Target};
+
+/// Everything one delivery did, Event by Event where it matters.
+#[derive(Debug, Default)]
+pub struct DeliveryOutcome {
+    /// Counts, all routes together.
+    pub total: DeliveryTally,
+    /// Counts per delivering route, by name.
+    pub per_route: Vec<(String, DeliveryTally)>,
+    /// Events refused for good, as dead letters.
+    pub poison: Vec<DeadLetter>,
+    /// For each route (same index as the routed input), the indices of the Events still
+    /// undelivered at the deadline, ascending: what a tool that must not send twice keeps.
+    pub unsent: Vec<Vec<usize>>,
+}
 use crate::audit::{encode, encoded_len, AuditEvent};
 use crate::deadletter::DeadLetter;
 use crate::delivery::{plan, BatchLimits, Delivery};
@@ -28,27 +42,41 @@ impl Forwarder {
         routed: &[Vec<AuditEvent>],
         deadline: Instant,
     ) -> (DeliveryTally, Vec<(String, DeliveryTally)>, Vec<DeadLetter>) {
-        let work = self
-            .routes
-            .iter()
-            .zip(routed)
-            .filter_map(|(route, events)| {
-                let target = route.target.as_ref()?;
-                Some(async move {
-                    let (tally, poison) = self.deliver_route(route, target, events, deadline).await;
-                    (route.name.clone(), tally, poison)
-                })
-            });
+        let outcome = self.deliver_tracked(routed, deadline).await;
+        (outcome.total, outcome.per_route, outcome.poison)
+    }
+
+    /// [`Forwarder::deliver`], also telling which Events are still undelivered.
+    pub async fn deliver_tracked(
+        &self,
+        routed: &[Vec<AuditEvent>],
+        deadline: Instant,
+    ) -> DeliveryOutcome {
+        let work =
+            self.routes
+                .iter()
+                .zip(routed)
+                .enumerate()
+                .filter_map(|(index, (route, events))| {
+                    let target = route.target.as_ref()?;
+                    Some(async move {
+                        let (tally, poison, unsent) =
+                            self.deliver_route(route, target, events, deadline).await;
+                        (index, route.name.clone(), tally, poison, unsent)
+                    })
+                });
         let results = futures::future::join_all(work).await;
-        let mut total = DeliveryTally::default();
-        let mut per_route = Vec::new();
-        let mut dead_letters = Vec::new();
-        for (name, tally, poison) in results {
-            total.add(&tally);
-            per_route.push((name, tally));
-            dead_letters.extend(poison);
+        let mut outcome = DeliveryOutcome {
+            unsent: routed.iter().map(|_| Vec::new()).collect(),
+            ..DeliveryOutcome::default()
+        };
+        for (index, name, tally, poison, unsent) in results {
+            outcome.total.add(&tally);
+            outcome.per_route.push((name, tally));
+            outcome.poison.extend(poison);
+            outcome.unsent[index] = unsent;
         }
-        (total, per_route, dead_letters)
+        outcome
     }
 
     /// Delivers `events` in bounded batches, at most `concurrency` at once, each retried until
@@ -61,7 +89,7 @@ impl Forwarder {
         target: &Target,
         events: &[AuditEvent],
         deadline: Instant,
-    ) -> (DeliveryTally, Vec<DeadLetter>) {
+    ) -> (DeliveryTally, Vec<DeadLetter>, Vec<usize>) {
         let limits = BatchLimits {
             format: target.format,
             max_events: self.settings.batch_max_events,
@@ -69,21 +97,25 @@ impl Forwarder {
         };
         let max_bytes = AtomicUsize::new(self.settings.batch_max_bytes);
         let max_bytes = &max_bytes;
-        let results: Vec<(DeliveryTally, Vec<DeadLetter>)> = stream::iter(plan(events, limits))
-            .map(|range| async move {
-                self.deliver_batch(route, target, events, range, max_bytes, deadline)
-                    .await
-            })
-            .buffer_unordered(self.settings.concurrency)
-            .collect()
-            .await;
+        let results: Vec<(DeliveryTally, Vec<DeadLetter>, Vec<usize>)> =
+            stream::iter(plan(events, limits))
+                .map(|range| async move {
+                    self.deliver_batch(route, target, events, range, max_bytes, deadline)
+                        .await
+                })
+                .buffer_unordered(self.settings.concurrency)
+                .collect()
+                .await;
         let mut tally = DeliveryTally::default();
         let mut poison = Vec::new();
-        for (t, p) in results {
+        let mut unsent = Vec::new();
+        for (t, p, u) in results {
             tally.add(&t);
             poison.extend(p);
+            unsent.extend(u);
         }
-        (tally, poison)
+        unsent.sort_unstable();
+        (tally, poison, unsent)
     }
 
     async fn deliver_batch(
@@ -94,9 +126,10 @@ impl Forwarder {
         range: Range<usize>,
         max_bytes: &AtomicUsize,
         deadline: Instant,
-    ) -> (DeliveryTally, Vec<DeadLetter>) {
+    ) -> (DeliveryTally, Vec<DeadLetter>, Vec<usize>) {
         let mut tally = DeliveryTally::default();
         let mut poison = Vec::new();
+        let mut unsent = Vec::new();
         // Depth-first, in order: the stack holds what is still to send, last range on top.
         let mut stack = vec![range];
         while let Some(range) = stack.pop() {
@@ -162,12 +195,13 @@ impl Forwarder {
                         %reason,
                         route = %route.name,
                         webhook = %target.webhook.shown_url(),
-                        "A batch is still undelivered at the deadline; the invocation will fail so the host retries it."
+                        "A batch is still undelivered at the deadline; it will be sent again."
                     );
                     tally.last_failure = Some(reason.into_owned());
+                    unsent.extend(range);
                 }
             }
         }
-        (tally, poison)
+        (tally, poison, unsent)
     }
 }

@@ -8,11 +8,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use serde_json::Value;
 use tokio::process::{Child, Command};
 
 use super::hostsim::HostSim;
-use super::receiver::{Receiver, Scripted};
+use super::receiver::{describe, Receiver, Scripted, DESCRIBE_HEADER};
 use super::replay::{replay, ReplayOptions};
 use crate::azure::{convert_body, BodyOrigin, Conversion, ConvertTally, DEFAULT_CATEGORIES};
 
@@ -59,7 +58,17 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         ready.as_millis()
     );
 
-    let result = replay(&base, &options.replay).await;
+    if options.replay.input.is_none() {
+        println!(
+        "demo: the samples hold a truncated record and an event body that is not JSON on purpose: \
+         the two warnings about them below are expected (they become dead letters)"
+        );
+    }
+    let replay_options = ReplayOptions {
+        echo_logs: false,
+        ..options.replay.clone()
+    };
+    let result = replay(&base, &replay_options).await;
     stop_handler(&mut handler).await;
     let report = result?;
 
@@ -72,6 +81,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         "demo: the receiver got {} POST(s) with {} event(s):",
         stats.batches, stats.events
     );
+    println!("  {DESCRIBE_HEADER}");
     for event in &events {
         println!("  {}", describe(event));
     }
@@ -115,31 +125,6 @@ fn expected_tally(bodies: &[Vec<u8>]) -> ConvertTally {
         convert_body(body, origin, &categories, &mut conversion);
     }
     conversion.tally
-}
-
-/// `stage verb resource namespace/name user code`, one line.
-fn describe(event: &Value) -> String {
-    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
-    let obj = &event["objectRef"];
-    let mut resource = s(&obj["resource"]);
-    if let Some(sub) = obj["subresource"].as_str() {
-        resource = format!("{resource}/{sub}");
-    }
-    let target = match (obj["namespace"].as_str(), obj["name"].as_str()) {
-        (Some(ns), Some(n)) => format!("{ns}/{n}"),
-        (None, Some(n)) => n.to_string(),
-        (Some(ns), None) => format!("{ns}/*"),
-        (None, None) => s(&event["requestURI"]),
-    };
-    format!(
-        "{:<16} {:<7} {:<20} {:<36} {:<58} {}",
-        s(&event["stage"]),
-        s(&event["verb"]),
-        resource,
-        target,
-        s(&event["user"]["username"]),
-        event["responseStatus"]["code"]
-    )
 }
 
 /// A port nobody listens on now, picked as the host picks one.

@@ -1,13 +1,23 @@
 //! Tools for developers and operators, apart from what runs in Azure: the end-to-end demo, a
 //! local audit receiver, the host stand-in that sends host-shaped invocations (used by the
-//! demo, `replay`, the tests, benches and the load harness), and `resend` for dead letters.
-//! Production code never imports this module.
+//! demo, `replay`, the tests, benches and the load harness), `resend` for dead letters,
+//! `backfill` from the storage archive, `check-config` and `convert`. Production code never
+//! imports this module.
 
+pub mod archive;
+pub mod backfill;
+pub mod check_config;
+pub mod checkpoint;
+pub mod convert;
 pub mod demo;
+pub mod describe;
 pub mod hostsim;
+pub mod progress;
 pub mod receiver;
 pub mod replay;
 pub mod resend;
+pub mod resend_storage;
+pub mod storage;
 
 /// The sample AKS diagnostic events bundled with the binary (`samples/aks-diagnostics.json`):
 /// both audit categories, other categories, a truncated log and a body that is not JSON.

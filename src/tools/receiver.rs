@@ -6,8 +6,13 @@
 //! type, an Event without `stageTimestamp`: the whole payload, as Sysdig does), and keeps every
 //! accepted Event. A script of canned answers (`503`, `429` with `Retry-After`, a hang) can be
 //! queued ahead of normal service to exercise the forwarder's retries.
+//!
+//! The `receive` command runs it with [`Receiver::keep_last`]: Events go to the `--out` file
+//! as they arrive, exact bytes, and memory holds only counts and the last few Events, however
+//! much is received.
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::{Hash as _, Hasher as _};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,10 +24,14 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+pub use super::describe::{describe, DESCRIBE_HEADER};
 
 /// A canned answer, served in queue order before normal service resumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,17 +105,31 @@ struct Inner {
     refuse_ids: HashSet<String>,
     max_body: Option<usize>,
     batches: Vec<ReceivedBatch>,
-    seen: HashSet<(String, String)>,
+    /// With `keep_last`: the most recent Events only, instead of `batches`.
+    recent: Option<(usize, VecDeque<Value>)>,
+    /// A 64-bit hash of each `(auditID, stage)` seen: 8 bytes an Event, for duplicates.
+    seen: HashSet<u64>,
     stats: ReceiverStats,
     script: VecDeque<Scripted>,
-    out: Option<std::fs::File>,
+    out: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+/// How much the receiver prints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Verbosity {
+    #[default]
+    Quiet,
+    /// One line per accepted POST.
+    Batches,
+    /// One line per accepted Event (and per refused POST).
+    Events,
 }
 
 /// Shared receiver state.
 #[derive(Clone, Default)]
 pub struct Receiver {
     inner: Arc<Mutex<Inner>>,
-    verbose: bool,
+    verbosity: Verbosity,
 }
 
 impl Receiver {
@@ -117,14 +140,39 @@ impl Receiver {
 
     /// Also prints one line per accepted POST.
     pub fn verbose(mut self) -> Self {
-        self.verbose = true;
+        self.verbosity = Verbosity::Batches;
         self
     }
 
-    /// Also appends every accepted Event to `file` as one JSON line.
-    pub fn with_output(self, file: std::fs::File) -> Self {
-        self.lock().out = Some(file);
+    /// Also prints one line per accepted Event: stage, verb, resource, name, user, code (see
+    /// [`describe`]).
+    pub fn print_events(mut self) -> Self {
+        self.verbosity = Verbosity::Events;
         self
+    }
+
+    /// Keeps only the last `n` Events in memory (and no batches): for long runs, with
+    /// [`Receiver::with_output`] holding everything.
+    pub fn keep_last(self, n: usize) -> Self {
+        self.lock().recent = Some((n, VecDeque::with_capacity(n)));
+        self
+    }
+
+    /// Also appends every accepted Event to `file` as one JSON line, its exact bytes as sent.
+    pub fn with_output(self, file: std::fs::File) -> Self {
+        self.lock().out = Some(std::io::BufWriter::new(file));
+        self
+    }
+
+    /// Flushes the output file.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn flush(&self) -> std::io::Result<()> {
+        match self.lock().out.as_mut() {
+            Some(out) => out.flush(),
+            None => Ok(()),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -163,9 +211,14 @@ impl Receiver {
         self.lock().batches.clone()
     }
 
-    /// Every accepted Event so far, in arrival order.
+    /// Every accepted Event so far (only the last few with [`Receiver::keep_last`]), in
+    /// arrival order.
     pub fn events(&self) -> Vec<Value> {
-        self.lock()
+        let inner = self.lock();
+        if let Some((_, recent)) = &inner.recent {
+            return recent.iter().cloned().collect();
+        }
+        inner
             .batches
             .iter()
             .flat_map(|b| b.events.iter().cloned())
@@ -236,9 +289,35 @@ impl Drop for RunningReceiver {
     }
 }
 
+/// The Events of a body the receiver accepted, as their exact text.
+fn raw_items(body: &[u8], shape: &str) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct List<'a> {
+        #[serde(borrow)]
+        items: Vec<&'a RawValue>,
+    }
+    let text = std::str::from_utf8(body).unwrap_or_default();
+    match shape {
+        "array" => serde_json::from_str::<Vec<&RawValue>>(text)
+            .map(|v| v.iter().map(|r| r.get().to_string()).collect())
+            .unwrap_or_default(),
+        "EventList" => serde_json::from_str::<List<'_>>(text)
+            .map(|l| l.items.iter().map(|r| r.get().to_string()).collect())
+            .unwrap_or_default(),
+        _ => vec![text.trim().to_string()],
+    }
+}
+
+fn key_hash(event: &Value) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    event["auditID"].as_str().unwrap_or_default().hash(&mut h);
+    event["stage"].as_str().unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
 fn refuse(receiver: &Receiver, message: String) -> Response {
     receiver.lock().stats.refused += 1;
-    if receiver.verbose {
+    if receiver.verbosity != Verbosity::Quiet {
         println!("receiver: refused a POST: {message}");
     }
     (StatusCode::BAD_REQUEST, message).into_response()
@@ -310,22 +389,40 @@ async fn receive(
         }
     }
 
+    let raw = if receiver.lock().out.is_some() {
+        raw_items(&body, shape)
+    } else {
+        Vec::new()
+    };
     let mut inner = receiver.lock();
     for event in &events {
-        let key = (
-            event["auditID"].as_str().unwrap_or_default().to_string(),
-            event["stage"].as_str().unwrap_or_default().to_string(),
-        );
-        if !inner.seen.insert(key) {
+        if !inner.seen.insert(key_hash(event)) {
             inner.stats.duplicates += 1;
         }
-        if let Some(out) = inner.out.as_mut() {
-            let _ = writeln!(out, "{event}");
+        if receiver.verbosity == Verbosity::Events {
+            println!("{}", describe(event));
+        }
+    }
+    if let Some(out) = inner.out.as_mut() {
+        for item in &raw {
+            let _ = writeln!(out, "{item}");
         }
     }
     inner.stats.batches += 1;
     inner.stats.events += events.len() as u64;
-    if receiver.verbose {
+    if let Some((n, recent)) = inner.recent.as_mut() {
+        let n = *n;
+        for event in events {
+            if recent.len() == n {
+                recent.pop_front();
+            }
+            if n > 0 {
+                recent.push_back(event);
+            }
+        }
+        return StatusCode::OK.into_response();
+    }
+    if receiver.verbosity == Verbosity::Batches {
         println!(
             "receiver: {} {} with {} event(s) on {}",
             shape,
@@ -358,7 +455,7 @@ async fn receive(
 fn scripted(receiver: &Receiver, code: u16, retry_after: Option<u64>) -> Response {
     receiver.lock().stats.scripted_failures += 1;
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if receiver.verbose {
+    if receiver.verbosity != Verbosity::Quiet {
         println!("receiver: answering {status} as scripted");
     }
     let mut response = (status, format!("scripted {code}")).into_response();

@@ -1,12 +1,13 @@
 //! The `replay` command: send events from a file (or the bundled samples) to a running handler
 //! as the Functions host would, with a retry policy's retries.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 
-use super::hostsim::{load_bodies, HostSim, Shape, SimPartition};
+use super::hostsim::{build_request, load_bodies, Answer, HostSim, Shape, SimPartition};
 use super::SAMPLES;
 use crate::host::FUNCTION_NAME;
 
@@ -25,6 +26,12 @@ pub struct ReplayOptions {
     pub retries: u32,
     /// Delay between those retries.
     pub retry_delay: Duration,
+    /// Where to append the dead letters the handler returns in `Outputs.deadletter` (what
+    /// the host would write to the dead-letter container), ready for `resend --input`.
+    pub deadletter_out: Option<PathBuf>,
+    /// Print the log lines of each answer (the demo does not: the handler it started prints
+    /// them itself).
+    pub echo_logs: bool,
 }
 
 impl ReplayOptions {
@@ -50,14 +57,33 @@ pub struct ReplayReport {
     pub succeeded: u64,
     /// POSTs made, retries included.
     pub posts: u64,
+    /// Dead letters the handler returned for successful invocations.
+    pub dead_letters: u64,
+}
+
+/// Checks that `handler` is an http(s) URL, with the fix when it is not.
+///
+/// # Errors
+/// When it is not.
+pub fn check_handler_url(handler: &str) -> anyhow::Result<()> {
+    match url::Url::parse(handler) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
+        _ => bail!(
+            "--handler {handler:?} is not an http URL: add http:// (for example http://{})",
+            handler.trim_start_matches("//")
+        ),
+    }
 }
 
 /// Sends the input to the handler at `handler` as host-shaped invocations, printing each
-/// answer's log lines.
+/// answer's status (and log lines with `echo_logs`). A failed invocation, or one that could
+/// not reach the handler, is sent again up to `retries` times, as a retry policy would.
 ///
 /// # Errors
-/// When the input cannot be read or the handler cannot be reached.
+/// When `handler` is not an http URL, the input cannot be read, the handler cannot be
+/// reached after every retry, or the dead letters cannot be written.
 pub async fn replay(handler: &str, options: &ReplayOptions) -> anyhow::Result<ReplayReport> {
+    check_handler_url(handler)?;
     let (name, bodies) = options.load()?;
     let host = HostSim::new(handler);
     let per = if options.shape.is_single() {
@@ -70,25 +96,27 @@ pub async fn replay(handler: &str, options: &ReplayOptions) -> anyhow::Result<Re
         bodies.len(),
         options.shape
     );
+    let mut deadletter_out = match &options.deadletter_out {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?,
+        ),
+        None => None,
+    };
     let mut partition = SimPartition::new("0");
     let mut report = ReplayReport::default();
     for chunk in bodies.chunks(per) {
-        let answers = host
-            .invoke_with_retries(
-                FUNCTION_NAME,
-                options.shape,
-                chunk,
-                &mut partition,
-                options.retries,
-                options.retry_delay,
-            )
-            .await?;
+        let answers = invoke_with_retries(&host, options, chunk, &mut partition).await?;
         report.invocations += 1;
         report.posts += answers.len() as u64;
         for answer in &answers {
             let lines = answer
                 .result
                 .as_ref()
+                .filter(|_| options.echo_logs)
                 .map(|r| r.logs.join(" | "))
                 .unwrap_or_default();
             let error = answer
@@ -97,21 +125,77 @@ pub async fn replay(handler: &str, options: &ReplayOptions) -> anyhow::Result<Re
                 .and_then(|r| r.error.clone())
                 .unwrap_or_default();
             println!("replay: handler answered {} {lines}{error}", answer.status);
-            let dead = answer
-                .result
-                .as_ref()
-                .and_then(|r| r.outputs.get("deadletter"))
-                .and_then(|v| v.as_str())
-                .map_or(0, |lines| lines.lines().count());
-            if dead > 0 {
-                println!(
-                    "replay: {dead} dead letter(s) returned in Outputs.deadletter (the host writes them to the audit-deadletter container)"
-                );
-            }
         }
-        if answers.last().is_some_and(|a| a.is_success()) {
-            report.succeeded += 1;
+        let Some(last) = answers.last().filter(|a| a.is_success()) else {
+            continue;
+        };
+        report.succeeded += 1;
+        // The host writes output bindings only for a successful invocation.
+        let dead = last
+            .result
+            .as_ref()
+            .and_then(|r| r.outputs.get("deadletter"))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let count = dead.lines().filter(|l| !l.trim().is_empty()).count() as u64;
+        if count == 0 {
+            continue;
+        }
+        report.dead_letters += count;
+        match (&mut deadletter_out, &options.deadletter_out) {
+            (Some(file), Some(path)) => {
+                file.write_all(dead.as_bytes())
+                    .and_then(|()| if dead.ends_with('\n') { Ok(()) } else { file.write_all(b"\n") })
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("replay: {count} dead letter(s) appended to {}", path.display());
+            }
+            _ => println!(
+                "replay: {count} dead letter(s) returned in Outputs.deadletter (the host writes them to the dead-letter container; --deadletter-out FILE keeps them)"
+            ),
         }
     }
     Ok(report)
+}
+
+/// One invocation with a retry policy's retries: a failed answer or a connection error is
+/// retried after `retry_delay`, `retries` times at most.
+async fn invoke_with_retries(
+    host: &HostSim,
+    options: &ReplayOptions,
+    bodies: &[Vec<u8>],
+    partition: &mut SimPartition,
+) -> anyhow::Result<Vec<Answer>> {
+    let start = partition.next_sequence;
+    let mut answers = Vec::new();
+    for retry in 0..=options.retries {
+        partition.next_sequence = start;
+        let request = build_request(options.shape, bodies, partition, Some(i64::from(retry)))?;
+        match host.invoke(FUNCTION_NAME, request).await {
+            Ok(answer) => {
+                let done = answer.is_success();
+                answers.push(answer);
+                if done {
+                    break;
+                }
+            }
+            Err(e) if retry < options.retries => {
+                println!(
+                    "replay: could not reach the handler ({e:#}); retry {} of {} in {:?}",
+                    retry + 1,
+                    options.retries,
+                    options.retry_delay
+                );
+            }
+            Err(e) => {
+                return Err(e.context(format!(
+                    "the handler did not answer after {} retries",
+                    options.retries
+                )))
+            }
+        }
+        if retry < options.retries {
+            tokio::time::sleep(options.retry_delay).await;
+        }
+    }
+    Ok(answers)
 }

@@ -144,7 +144,7 @@ async fn poison_events_are_isolated_and_dead_lettered() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("3 item(s) read, 2 delivered, 1 malformed skipped, 1 remaining"),
+        stdout.contains("3 item(s) read, 2 delivered, 0 dropped by Policy or route, 1 without an Event kept, 1 remaining"),
         "{stdout}"
     );
     assert!(

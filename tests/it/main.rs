@@ -4,6 +4,7 @@
 // The whole crate is test code: unwrapping is how a test fails.
 #![allow(clippy::unwrap_used)]
 
+mod azurite;
 mod delivery;
 mod faults;
 mod fidelity;
@@ -14,3 +15,4 @@ mod properties;
 mod routing;
 mod settings;
 mod tls;
+mod tools;

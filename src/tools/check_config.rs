@@ -1,0 +1,277 @@
+//! The `check-config` command: validate the handler's `AUDIT_*` settings (from the environment
+//! or a `local.settings.json`) exactly as the handler does at start-up, print the effective
+//! configuration with secrets masked, and optionally probe each webhook with an empty
+//! `EventList`. What an operator runs before publishing.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::delivery::{Delivery, RetrySettings, Webhook};
+use crate::redact::redact_url;
+
+/// Options of `check-config`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckConfigArgs {
+    /// Read the settings from this `local.settings.json` (its `Values`) instead of the
+    /// environment. Relative file settings (AUDIT_POLICY_FILE, certificates) are read next to it.
+    #[arg(long)]
+    pub settings: Option<PathBuf>,
+    /// Also POST one empty EventList to each webhook and report its status, TLS and latency.
+    #[arg(long)]
+    pub probe: bool,
+    /// Time limit of each probe, retries included.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub probe_timeout: Duration,
+}
+
+/// The variables of a `local.settings.json` file (`Values`), as `func start` sets them.
+///
+/// # Errors
+/// When the file cannot be read or has no `Values` object of strings.
+pub fn read_settings_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct File {
+        values: BTreeMap<String, serde_json::Value>,
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file: File = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a local.settings.json file (an object with \"Values\")",
+            path.display()
+        )
+    })?;
+    let mut values = BTreeMap::new();
+    for (name, value) in file.values {
+        let text = match value {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Bool(_) | serde_json::Value::Number(_) => value.to_string(),
+            _ => anyhow::bail!("{}: Values.{name} is not a string", path.display()),
+        };
+        values.insert(name, text);
+    }
+    if !values.contains_key("FUNCTIONS_APP_ROOT_PATH") {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let dir = dir.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        values.insert(
+            "FUNCTIONS_APP_ROOT_PATH".into(),
+            dir.to_string_lossy().into_owned(),
+        );
+    }
+    Ok(values)
+}
+
+/// Validates the configuration as the handler does; returns it.
+///
+/// # Errors
+/// The first invalid or missing setting, named (values of secrets never shown).
+pub fn load(args: &CheckConfigArgs) -> anyhow::Result<Config> {
+    match &args.settings {
+        Some(path) => {
+            let values = read_settings_file(path)?;
+            Config::from_lookup(|name| values.get(name).cloned())
+                .with_context(|| format!("{}: invalid configuration", path.display()))
+        }
+        None => Config::from_env().context("invalid configuration"),
+    }
+}
+
+/// The effective configuration, one setting a line, secrets masked (URLs redacted, tokens,
+/// passwords and keys shown only as set or not).
+pub fn describe(config: &Config) -> String {
+    let s = &config.forwarder;
+    let mut out = String::new();
+    let _ = writeln!(out, "routes:");
+    for route in &s.routes {
+        match &route.destination {
+            None => {
+                let _ = writeln!(out, "  {:<12} -> drop", route.name);
+            }
+            Some(d) => {
+                let c = &d.client;
+                let _ = writeln!(
+                    out,
+                    "  {:<12} -> {} (format {:?}, policy {}, bearer token {}, basic auth {}, custom CA {}, client certificate {}, TLS verification {}, extra headers {})",
+                    route.name,
+                    redact_url(&d.url),
+                    d.format,
+                    if d.policy.is_some() { "own" } else { "shared" },
+                    set(c.bearer.is_some()),
+                    set(c.basic.is_some()),
+                    set(c.ca_pem.is_some()),
+                    set(c.identity_pem.is_some()),
+                    if c.insecure_skip_verify { "OFF" } else { "on" },
+                    c.headers.len(),
+                );
+            }
+        }
+    }
+    let categories: Vec<&str> = s.categories.iter().map(String::as_str).collect();
+    let lines = [
+        (
+            "policy",
+            match &s.policy {
+                Some(_) => "set (applied to routes without their own)".into(),
+                None => "none (every Event forwarded as written)".into(),
+            },
+        ),
+        ("categories", categories.join(",")),
+        ("cluster annotations", on_off(s.cluster_annotations)),
+        ("batch max events", s.batch_max_events.to_string()),
+        ("batch max bytes", s.batch_max_bytes.to_string()),
+        (
+            "delivery deadline",
+            humantime::format_duration(s.delivery_deadline).to_string(),
+        ),
+        ("webhook concurrency", s.concurrency.to_string()),
+        (
+            "webhook timeout",
+            humantime::format_duration(s.retry.attempt_timeout).to_string(),
+        ),
+        (
+            "retry backoff",
+            format!(
+                "{} .. {}",
+                humantime::format_duration(s.retry.initial_backoff),
+                humantime::format_duration(s.retry.max_backoff)
+            ),
+        ),
+        ("max records per event", s.max_records_per_event.to_string()),
+        ("max body bytes", config.host.max_body_bytes.to_string()),
+        (
+            "dead-letter binding",
+            config
+                .host
+                .deadletter_binding
+                .clone()
+                .unwrap_or_else(|| "none".into()),
+        ),
+    ];
+    for (name, value) in lines {
+        let _ = writeln!(out, "{name:<22} {value}");
+    }
+    out
+}
+
+fn set(yes: bool) -> &'static str {
+    if yes {
+        "set"
+    } else {
+        "not set"
+    }
+}
+
+fn on_off(yes: bool) -> String {
+    if yes { "on" } else { "off" }.into()
+}
+
+/// What one probe found.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// The route's name.
+    pub route: String,
+    /// The webhook, redacted.
+    pub url: String,
+    /// Whether it answered 2xx.
+    pub ok: bool,
+    /// `HTTP 200`, `refused: …`, `failed: …`.
+    pub result: String,
+    /// `https (system roots)`, `https (custom CA, client certificate)`, `plain http`.
+    pub tls: String,
+    /// From the first byte sent to the final answer, retries included.
+    pub latency: Duration,
+}
+
+/// POSTs one empty `EventList` to each delivering route's webhook.
+///
+/// # Errors
+/// When a client cannot be built (a bad certificate).
+pub async fn probe(config: &Config, timeout: Duration) -> anyhow::Result<Vec<Probe>> {
+    let body = Bytes::from_static(
+        br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":[]}"#,
+    );
+    let retry = RetrySettings {
+        attempt_timeout: timeout,
+        ..config.forwarder.retry
+    };
+    let mut probes = Vec::new();
+    for route in &config.forwarder.routes {
+        let Some(d) = &route.destination else {
+            continue;
+        };
+        let webhook = Webhook::new(d.url.clone(), retry, &d.client)?;
+        let start = Instant::now();
+        let outcome = webhook.deliver(body.clone(), start + timeout).await;
+        let latency = start.elapsed();
+        let (ok, result) = match outcome {
+            Delivery::Delivered { attempts } => (true, format!("accepted ({attempts} attempt(s))")),
+            Delivery::Rejected { reason, .. } => (false, format!("refused: {reason}")),
+            Delivery::Failed { reason, attempts } => (
+                false,
+                format!("failed after {attempts} attempt(s): {reason}"),
+            ),
+        };
+        let c = &d.client;
+        let tls = if d.url.scheme() == "https" {
+            let mut parts = vec![if c.ca_pem.is_some() {
+                "custom CA"
+            } else {
+                "system roots"
+            }];
+            if c.identity_pem.is_some() {
+                parts.push("client certificate");
+            }
+            if c.insecure_skip_verify {
+                parts = vec!["VERIFICATION OFF"];
+            }
+            format!("https ({})", parts.join(", "))
+        } else {
+            "plain http (no TLS)".into()
+        };
+        probes.push(Probe {
+            route: route.name.clone(),
+            url: redact_url(&d.url),
+            ok,
+            result,
+            tls,
+            latency,
+        });
+    }
+    Ok(probes)
+}
+
+/// Runs `check-config`: prints the configuration (and probes), fails on any error.
+///
+/// # Errors
+/// An invalid setting, or a probe that did not get a 2xx.
+pub async fn run(args: &CheckConfigArgs) -> anyhow::Result<()> {
+    let config = load(args)?;
+    println!("check-config: the configuration is valid; effective settings (secrets masked):");
+    print!("{}", describe(&config));
+    if !args.probe {
+        return Ok(());
+    }
+    let probes = probe(&config, args.probe_timeout).await?;
+    let mut failed = 0;
+    for p in &probes {
+        println!(
+            "probe {:<12} {} {} in {} ms, {}",
+            p.route,
+            p.url,
+            p.result,
+            p.latency.as_millis(),
+            p.tls
+        );
+        failed += usize::from(!p.ok);
+    }
+    anyhow::ensure!(failed == 0, "{failed} webhook(s) did not accept the probe");
+    Ok(())
+}
