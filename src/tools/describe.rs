@@ -19,7 +19,7 @@ pub fn describe(event: &Value) -> String {
         (None, None) => s(&event["requestURI"]),
     };
     format!(
-        "{:<16} {:<7} {:<20} {:<36} {:<40} {}",
+        "{:<16} {:<7} {:<20} {:<36} {:<58} {}",
         s(&event["stage"]),
         s(&event["verb"]),
         resource,
@@ -30,4 +30,4 @@ pub fn describe(event: &Value) -> String {
 }
 
 /// The column headers of [`describe`].
-pub const DESCRIBE_HEADER: &str = "STAGE            VERB    RESOURCE             NAMESPACE/NAME                       USER                                     CODE";
+pub const DESCRIBE_HEADER: &str = "STAGE            VERB    RESOURCE             NAMESPACE/NAME                       USER                                                       CODE";

@@ -151,7 +151,7 @@ fn write_remaining(out: &Path, left: &[DeadLetter]) -> anyhow::Result<()> {
 /// When the input cannot be read or parsed, or the output written.
 pub async fn resend(settings: Settings, input: &Path, out: &Path) -> anyhow::Result<ResendReport> {
     let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    let items = parse_items(&bytes).with_context(|| format!("{}", input.display()))?;
+    let items = parse_items(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
     let (report, left) = resend_items(settings, items).await?;
     write_remaining(out, &left)?;
     Ok(report)

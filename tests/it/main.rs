@@ -15,4 +15,5 @@ mod properties;
 mod routing;
 mod settings;
 mod tls;
+mod tool_cli;
 mod tools;

@@ -1,0 +1,230 @@
+//! What a new user meets first in the tools: `--help`, `demo`'s output, `replay`'s errors and
+//! retries, `replay --deadletter-out`, `check-config`, `convert`, as the real binary.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::helpers::{free_port, start_receiver, BIN};
+
+fn run(args: &[&str], settings: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AUDIT_") || key.starts_with("FUNCTIONS_") || key.starts_with("RUST_") {
+            command.env_remove(key);
+        }
+    }
+    command.args(args).stdin(Stdio::null());
+    for (key, value) in settings {
+        command.env(key, value);
+    }
+    command.output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn help_lists_the_environment() {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["backfill", "--help"],
+    ] {
+        let out = text(&run(args, &[]));
+        assert!(out.contains("AUDIT_WEBHOOK_URL"), "{args:?}: {out}");
+        assert!(out.contains("docs/configuration.md"), "{args:?}: {out}");
+    }
+}
+
+/// The demo prints a table with headers, says the two warnings are expected, and prints the
+/// handler's summary line once.
+#[test]
+fn demo_output_reads_well() {
+    let output = run(&["demo"], &[]);
+    let out = text(&output);
+    assert!(output.status.success(), "{out}");
+    assert!(out.contains("STAGE            VERB    RESOURCE"), "{out}");
+    assert!(
+        out.contains("the two warnings about them below are expected"),
+        "{out}"
+    );
+    assert_eq!(out.matches("Invocation delivered").count(), 1, "{out}");
+}
+
+#[test]
+fn replay_says_to_add_the_scheme() {
+    let output = run(&["replay", "--handler", "127.0.0.1:8080"], &[]);
+    let out = text(&output);
+    assert!(!output.status.success());
+    assert!(
+        out.contains("add http:// (for example http://127.0.0.1:8080)"),
+        "{out}"
+    );
+    assert!(!out.contains("relative URL"), "{out}");
+}
+
+/// A handler that is not up yet: `replay` retries the connection, then delivers; the dead
+/// letters it returns land in `--deadletter-out`, ready for `resend`.
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_retries_until_the_handler_is_up_and_keeps_dead_letters() {
+    let receiver = start_receiver().await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let handler_url = format!("http://127.0.0.1:{port}");
+    let dead_arg = dead.to_str().unwrap().to_string();
+    let replay = tokio::task::spawn_blocking(move || {
+        run(
+            &[
+                "replay",
+                "--handler",
+                &handler_url,
+                "--retries",
+                "50",
+                "--retry-delay",
+                "100ms",
+                "--deadletter-out",
+                &dead_arg,
+            ],
+            &[],
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut handler = tokio::process::Command::new(BIN)
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("AUDIT_WEBHOOK_URL", receiver.url("/k8s_audit"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let output = replay.await.unwrap();
+    let _ = handler.kill().await;
+    let out = text(&output);
+    assert!(output.status.success(), "{out}");
+    assert!(out.contains("could not reach the handler"), "{out}");
+    assert!(out.contains("1 of 1 invocation(s) succeeded"), "{out}");
+    assert_eq!(receiver.receiver.stats().events, 8);
+    let items =
+        aks_audit_forwarder::tools::resend::parse_items(&std::fs::read(&dead).unwrap()).unwrap();
+    let kinds: Vec<&str> = items.iter().map(|i| i.kind.as_str()).collect();
+    assert_eq!(kinds, ["malformed-record", "malformed-event"], "{out}");
+}
+
+#[test]
+fn check_config_names_the_bad_setting_and_masks_secrets() {
+    let output = run(
+        &["check-config"],
+        &[
+            ("AUDIT_WEBHOOK_URL", "http://127.0.0.1:7765/k8s_audit"),
+            ("AUDIT_BATCH_MAX_EVENTS", "lots"),
+        ],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("AUDIT_BATCH_MAX_EVENTS"),
+        "{}",
+        text(&output)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("local.settings.json");
+    let settings = serde_json::json!({
+        "IsEncrypted": false,
+        "Values": {
+            "AUDIT_WEBHOOK_URL": "https://user:hunter2@audit.internal:7765/k8s_audit",
+            "AUDIT_WEBHOOK_BEARER_TOKEN": "tok-s3cret",
+            "AUDIT_CATEGORIES": "kube-audit"
+        }
+    });
+    std::fs::write(&file, settings.to_string()).unwrap();
+    let output = run(&["check-config", "--settings", file.to_str().unwrap()], &[]);
+    let out = text(&output);
+    assert!(output.status.success(), "{out}");
+    assert!(
+        !out.contains("hunter2") && !out.contains("tok-s3cret"),
+        "{out}"
+    );
+    assert!(out.contains("bearer token set"), "{out}");
+    assert!(out.contains("categories             kube-audit\n"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_probes_each_webhook() {
+    let receiver = start_receiver().await;
+    let url = receiver.url("/k8s_audit");
+    let output = tokio::task::spawn_blocking(move || {
+        run(
+            &["check-config", "--probe"],
+            &[("AUDIT_WEBHOOK_URL", url.as_str())],
+        )
+    })
+    .await
+    .unwrap();
+    let out = text(&output);
+    assert!(output.status.success(), "{out}");
+    assert!(out.contains("accepted"), "{out}");
+    assert!(out.contains("plain http (no TLS)"), "{out}");
+    let batches = receiver.receiver.batches();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].shape, "EventList");
+    assert!(batches[0].events.is_empty());
+
+    let closed = format!("http://127.0.0.1:{}/k8s_audit", free_port());
+    let output = run(
+        &["check-config", "--probe", "--probe-timeout", "1s"],
+        &[("AUDIT_WEBHOOK_URL", closed.as_str())],
+    );
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("did not accept the probe"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn convert_applies_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n  resources:\n  - group: \"\"\n    resources: [\"secrets\"]\n- level: Metadata\n",
+    )
+    .unwrap();
+    let samples = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/aks-diagnostics.json");
+    let output = run(
+        &[
+            "convert",
+            "--input",
+            samples,
+            "--policy",
+            policy.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output));
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 7, "{out}");
+    assert!(events
+        .iter()
+        .all(|e| e["objectRef"]["resource"] != "secrets"));
+    assert!(events.iter().all(|e| e["level"] == "Metadata"));
+    assert!(
+        text(&output).contains("1 dropped by the Policy"),
+        "{}",
+        text(&output)
+    );
+}
