@@ -91,7 +91,10 @@ async fn write_archive(azurite: &Azurite, per_blob: usize) -> Vec<(String, u8, V
         if (cluster, hour) == ("aks1", 8) {
             blob.push_str(r#"{"category":"kube-audit","time":"2026-11-23T08:59:"#);
         }
-        let path = BlobPath::from(ArchivePath::blob_path(&id, at));
+        // Azure Monitor's layout, spelled out rather than taken from the code under test.
+        let path = format!("resourceId={id}/y=2026/m=11/d=23/h={hour:02}/m=00/PT1H.json");
+        assert_eq!(path, ArchivePath::blob_path(&id, at));
+        let path = BlobPath::from(path);
         store.put(&path, blob.into_bytes().into()).await.unwrap();
         expected.push((cluster.to_string(), hour, events));
     }
@@ -237,6 +240,28 @@ async fn backfill_dry_run_counts_by_cluster_and_hour() {
     assert!(out.contains("AKS1 2026-11-23T07  0 Event(s)"), "{out}");
     assert!(!out.contains("AKS2"), "{out}");
     assert!(out.contains("would send 10 Event(s)"), "{out}");
+
+    // The cluster's resource id, in any case, lists only its folder and counts the same.
+    let id = cluster_id("aks1").to_lowercase();
+    let output = tool(
+        &[
+            "backfill",
+            "--dry-run",
+            "--cluster",
+            &id,
+            "--since",
+            "2026-11-23T07:30:00Z",
+            "--until",
+            "2026-11-23T08:10:00Z",
+        ],
+        &[("AZURE_STORAGE_CONNECTION_STRING", conn.as_str())],
+    )
+    .output()
+    .unwrap();
+    let by_id = text(&output);
+    assert!(output.status.success(), "{by_id}");
+    assert!(by_id.contains("AKS1 2026-11-23T08  10 Event(s)"), "{by_id}");
+    assert!(by_id.contains("backfill: 2 blob(s)"), "{by_id}");
 }
 
 /// `resend` against a receiver that accepts the first batch and then fails until the
