@@ -205,7 +205,7 @@ async fn run() -> anyhow::Result<()> {
             for (hour, events) in &report.per_hour {
                 println!("backfill: {hour}  {events} Event(s)");
             }
-            println!("{}", report.summary(args.dry_run, &args.deadletter_out));
+            println!("{}", report.summary(&args));
             anyhow::ensure!(!report.interrupted, "interrupted");
             Ok(())
         }

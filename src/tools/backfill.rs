@@ -368,7 +368,8 @@ impl Run<'_> {
 
 impl BackfillReport {
     /// The one-line account, like the handler's invocation summary.
-    pub fn summary(&self, dry_run: bool, deadletter_out: &std::path::Path) -> String {
+    pub fn summary(&self, args: &BackfillArgs) -> String {
+        let (dry_run, deadletter_out) = (args.dry_run, &args.deadletter_out);
         let verb = if dry_run { "would send" } else { "delivered" };
         let mut line = format!(
             "backfill: {} blob(s) ({} done before), {} bytes, {} record(s): {} converted, {} other category, {} outside --since/--until, {} malformed, {} incomplete last line(s); {verb} {} Event(s), {} dropped by Policy or route, {} dead letter(s)",
@@ -389,7 +390,10 @@ impl BackfillReport {
             line.push_str(&format!(" (appended to {})", deadletter_out.display()));
         }
         if self.interrupted {
-            line.push_str("; INTERRUPTED: run again with the same --checkpoint to continue");
+            line.push_str(match args.checkpoint {
+                Some(_) => "; INTERRUPTED: run again with the same --checkpoint to continue",
+                None => "; INTERRUPTED: without --checkpoint a rerun starts over",
+            });
         }
         line
     }

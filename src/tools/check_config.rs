@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::delivery::{Delivery, RetrySettings, Webhook};
+use crate::pipeline::Forwarder;
 use crate::redact::redact_url;
 
 /// Options of `check-config`.
@@ -254,6 +255,9 @@ pub async fn probe(config: &Config, timeout: Duration) -> anyhow::Result<Vec<Pro
 /// An invalid setting, or a probe that did not get a 2xx.
 pub async fn run(args: &CheckConfigArgs) -> anyhow::Result<()> {
     let config = load(args)?;
+    // The HTTP clients too, as the handler builds them at start-up: TLS material that parses
+    // as PEM can still be refused here.
+    Forwarder::new(config.forwarder.clone()).context("invalid webhook TLS configuration")?;
     println!("check-config: the configuration is valid; effective settings (secrets masked):");
     print!("{}", describe(&config));
     if !args.probe {
