@@ -193,10 +193,12 @@ async fn run() -> anyhow::Result<()> {
         Cmd::Backfill(args) => {
             let config = if args.dry_run && !webhook_configured() {
                 // Nothing is sent in a dry run: count with the other settings as they are.
-                Config::from_lookup(|name| match name {
-                    vars::WEBHOOK_URL => Some("http://127.0.0.1:9/dry-run".into()),
-                    _ => std::env::var(name).ok(),
-                })
+                let mut env: Vec<(String, String)> = std::env::vars().collect();
+                env.push((
+                    vars::WEBHOOK_URL.into(),
+                    "http://127.0.0.1:9/dry-run".into(),
+                ));
+                Config::from_vars(env)
             } else {
                 Config::from_env()
             }

@@ -78,7 +78,7 @@ pub fn load(args: &CheckConfigArgs) -> anyhow::Result<Config> {
     match &args.settings {
         Some(path) => {
             let values = read_settings_file(path)?;
-            Config::from_lookup(|name| values.get(name).cloned())
+            Config::from_vars(values)
                 .with_context(|| format!("{}: invalid configuration", path.display()))
         }
         None => Config::from_env().context("invalid configuration"),

@@ -2,7 +2,7 @@
 //! from `target/azurite` (installed by `scripts/azurite.sh`, which `.ci/run` runs first), and
 //! containers created with a SharedKey-signed request, as any Azure SDK does.
 //!
-//! When Azurite is not installed, a test fails if `AUDIT_TEST_REQUIRE_AZURITE=1` (CI sets
+//! When Azurite is not installed, a test fails if `CI_REQUIRE_AZURITE=1` (CI sets
 //! it) and otherwise skips with a loud message.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -40,7 +40,7 @@ impl Azurite {
         let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("target/azurite/node_modules/.bin/azurite-blob");
         if !bin.exists() {
-            let required = std::env::var("AUDIT_TEST_REQUIRE_AZURITE").is_ok_and(|v| v == "1");
+            let required = std::env::var("CI_REQUIRE_AZURITE").is_ok_and(|v| v == "1");
             let message = format!(
                 "Azurite is not installed at {}: run `bash scripts/azurite.sh --check` once (needs npm)",
                 bin.display()
@@ -49,10 +49,8 @@ impl Azurite {
             // Written to the real stderr: the test harness would swallow `eprintln!`.
             let _ = std::io::Write::write_all(
                 &mut std::io::stderr(),
-                format!(
-                    "\n!!! SKIPPED (CI runs it with AUDIT_TEST_REQUIRE_AZURITE=1): {message}\n"
-                )
-                .as_bytes(),
+                format!("\n!!! SKIPPED (CI runs it with CI_REQUIRE_AZURITE=1): {message}\n")
+                    .as_bytes(),
             );
             return None;
         }

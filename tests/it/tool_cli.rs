@@ -155,6 +155,18 @@ fn check_config_names_the_bad_setting_and_masks_secrets() {
     );
     assert!(out.contains("bearer token set"), "{out}");
     assert!(out.contains("categories             kube-audit\n"), "{out}");
+
+    // A misspelled setting in the file is refused, as the handler refuses it.
+    let mut typo = settings.clone();
+    typo["Values"]["AUDIT_BATCH_MAX_EVENT"] = "5".into();
+    std::fs::write(&file, typo.to_string()).unwrap();
+    let output = run(&["check-config", "--settings", file.to_str().unwrap()], &[]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("AUDIT_BATCH_MAX_EVENT "),
+        "{}",
+        text(&output)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
