@@ -16,7 +16,9 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::azurite::Azurite;
-use super::helpers::{audit_event, cluster_id, free_port, record_from, start_receiver, BIN};
+use super::helpers::{
+    assert_same_events, audit_event, cluster_id, free_port, record_from, start_receiver, BIN,
+};
 
 const CONTAINER: &str = "insights-logs-kube-audit";
 
@@ -183,6 +185,11 @@ async fn backfill_from_azurite_survives_an_interrupt_and_resumes() {
     assert!(second.status.success(), "{second_text}");
     let stats = receiver.receiver.stats();
     assert_eq!(ids(&receiver.receiver.events()), all, "{second_text}");
+    let texts: Vec<String> = expected
+        .iter()
+        .flat_map(|(_, _, e)| e.iter().cloned())
+        .collect();
+    assert_same_events(receiver.receiver.events(), &texts);
     assert_eq!(stats.duplicates, 0, "{first_text}\n{second_text}");
     assert_eq!(stats.events, all.len() as u64);
     // Three bad lines and the other category, counted, never fatal; the incomplete tail waits.
