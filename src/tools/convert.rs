@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
+use super::archive::LineSplitter;
+use super::checkpoint::BlobProgress;
 use super::hostsim::load_bodies;
 use crate::audit::{encode, Policy, WebhookFormat};
 use crate::azure::{convert_body, BodyOrigin, Conversion, ConvertTally, DEFAULT_CATEGORIES};
@@ -63,7 +65,33 @@ pub struct ConvertReport {
 pub fn run(args: &ConvertArgs) -> anyhow::Result<ConvertReport> {
     let text = std::fs::read_to_string(&args.input)
         .with_context(|| format!("reading {}", args.input.display()))?;
-    let bodies = load_bodies(&text, 500).with_context(|| format!("{}", args.input.display()))?;
+    let name = args.input.display().to_string();
+    let mut bad_lines = 0;
+    let whole = text.trim_start_matches('\u{feff}');
+    let bodies = match serde_json::from_str::<&serde_json::value::RawValue>(whole) {
+        // One JSON value: an array of event bodies, or one envelope or record.
+        Ok(_) => load_bodies(&text, 500).with_context(|| name.clone())?,
+        // JSON lines of records: a bad line is counted and named, not fatal.
+        Err(_) => {
+            let mut lines = LineSplitter::new(BlobProgress::default());
+            lines.push(text.trim_start_matches('\u{feff}').as_bytes());
+            lines.finish();
+            let mut bodies = Vec::new();
+            while let Some(batch) = lines.next_batch(500, true) {
+                let (body, dead, counts) = batch.body(None, None, &name);
+                bad_lines += counts.malformed;
+                for item in dead {
+                    eprintln!("convert: skipped {}", item.reason);
+                }
+                bodies.extend(body);
+            }
+            if lines.truncated_tail() {
+                bad_lines += 1;
+                eprintln!("convert: skipped {name}: the last line is incomplete");
+            }
+            bodies
+        }
+    };
     let policy = match &args.policy {
         Some(path) => Some(Policy::from_file(path)?),
         None => None,
@@ -86,6 +114,8 @@ pub fn run(args: &ConvertArgs) -> anyhow::Result<ConvertReport> {
         tally: conversion.tally.clone(),
         ..ConvertReport::default()
     };
+    report.tally.malformed_records += bad_lines;
+    report.tally.records += bad_lines;
     let mut events = Vec::with_capacity(conversion.events.len());
     for event in conversion.events {
         match &policy {
@@ -165,5 +195,32 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
         assert_eq!(v["items"].as_array().unwrap().len(), 8);
+    }
+
+    /// JSON lines with a line that is not JSON and an incomplete last line: both counted,
+    /// the good records converted.
+    #[test]
+    fn bad_lines_are_counted_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let event = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"a","stage":"ResponseComplete","requestURI":"/api","verb":"get","user":{"username":"u"},"stageTimestamp":"2026-11-23T07:00:00Z","requestReceivedTimestamp":"2026-11-23T07:00:00Z"}"#;
+        let record = serde_json::json!({"category": "kube-audit", "properties": {"log": event}});
+        let input = dir.path().join("PT1H.json");
+        let tail = r#"{"category":"kube-au"#;
+        std::fs::write(&input, format!("{record}\nnot json\n{record}\n{tail}")).unwrap();
+        let out = dir.path().join("out.jsonl");
+        let report = run(&ConvertArgs {
+            input,
+            out: Some(out.clone()),
+            format: Output::Lines,
+            policy: None,
+            categories: DEFAULT_CATEGORIES.into(),
+        })
+        .unwrap();
+        assert_eq!(report.written, 2);
+        assert_eq!(report.tally.malformed_records, 2);
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            format!("{event}\n{event}\n")
+        );
     }
 }
