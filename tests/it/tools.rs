@@ -114,9 +114,7 @@ fn ids(events: &[Value]) -> BTreeSet<String> {
 /// every Event arrives, none twice, bad lines are dead-lettered, the incomplete tail waits.
 #[tokio::test(flavor = "multi_thread")]
 async fn backfill_from_azurite_survives_an_interrupt_and_resumes() {
-    let Some(azurite) = Azurite::start().await else {
-        return;
-    };
+    let azurite = Azurite::start().await;
     azurite.create_container(CONTAINER).await;
     let expected = write_archive(&azurite, 40).await;
     let all: BTreeSet<String> = expected
@@ -218,9 +216,7 @@ async fn backfill_from_azurite_survives_an_interrupt_and_resumes() {
 /// `--dry-run` with `--cluster` and a time window counts per cluster and hour, sends nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn backfill_dry_run_counts_by_cluster_and_hour() {
-    let Some(azurite) = Azurite::start().await else {
-        return;
-    };
+    let azurite = Azurite::start().await;
     azurite.create_container(CONTAINER).await;
     write_archive(&azurite, 20).await;
     let conn = azurite.connection_string();
@@ -420,9 +416,7 @@ async fn receive_streams_events_to_the_out_file() {
 /// receiver still refuses is rewritten with only that item and the new reason.
 #[tokio::test(flavor = "multi_thread")]
 async fn resend_from_the_deadletter_container() {
-    let Some(azurite) = Azurite::start().await else {
-        return;
-    };
+    let azurite = Azurite::start().await;
     let container = "audit-deadletter";
     azurite.create_container(container).await;
     let args = StorageArgs {
