@@ -23,6 +23,7 @@ use crate::audit::AuditEvent;
 
 mod attributes;
 mod checker;
+mod list_options;
 mod managed_fields;
 mod requestinfo;
 mod validation;

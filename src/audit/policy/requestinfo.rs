@@ -10,9 +10,9 @@
 //! stands in for it (`get`/`list`/`watch` were a GET, `create` a POST, `update` a PUT,
 //! `patch` a PATCH, `delete`/`deletecollection` a DELETE).
 
-use std::borrow::Cow;
-
 use percent_encoding::percent_decode_str;
+
+use super::list_options::ListQuery;
 
 /// kube-apiserver's `RequestInfo` for one request: what the Policy checker matches on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,50 +49,14 @@ fn method_of(verb: &str) -> Option<&'static str> {
     })
 }
 
-/// Path segments, percent-decoded, without leading and trailing `/`.
-fn split_path(path: &str) -> Vec<String> {
+/// Path segments of the decoded path (Go's `URL.Path`, decoded before it is split, so an
+/// encoded `/` separates segments), without leading and trailing `/`.
+fn split_path(path: &str) -> Vec<&str> {
     let path = path.trim_matches('/');
     if path.is_empty() {
         return Vec::new();
     }
-    path.split('/')
-        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-        .collect()
-}
-
-/// `?watch=` as the parameter codec reads it (a Go `ParseBool`; anything else but
-/// `false`/`0` counts as a watch, as the resolver's fallback does).
-fn watch_requested(query: &[(Cow<'_, str>, Cow<'_, str>)]) -> bool {
-    query
-        .iter()
-        .find(|(k, _)| k == "watch")
-        .is_some_and(|(_, v)| !matches!(v.to_ascii_lowercase().as_str(), "false" | "0" | "f"))
-}
-
-/// The name a `fieldSelector` pins with `metadata.name=<n>` (or `==`), when the selector is
-/// well formed and the name is a valid path segment (apimachinery `IsValidPathSegmentName`).
-fn selector_name(query: &[(Cow<'_, str>, Cow<'_, str>)]) -> Option<String> {
-    let (_, selector) = query.iter().find(|(k, _)| k == "fieldSelector")?;
-    let mut name = None;
-    for term in selector.split(',') {
-        let term = term.trim();
-        if term.is_empty() {
-            continue;
-        }
-        let (field, value) = if let Some((f, v)) = term.split_once("!=") {
-            (f, Err(v))
-        } else if let Some((f, v)) = term.split_once("==") {
-            (f, Ok(v))
-        } else if let Some((f, v)) = term.split_once('=') {
-            (f, Ok(v))
-        } else {
-            return None; // "invalid selector": no name at all
-        };
-        if let (Ok(v), "metadata.name") = (value, field.trim()) {
-            name = Some(v.trim().to_string());
-        }
-    }
-    name.filter(|n| !n.is_empty() && n != "." && n != ".." && !n.contains('/') && !n.contains('%'))
+    path.split('/').collect()
 }
 
 /// Resolves `request_uri` (path and query, as `requestURI` records it) with the recorded verb
@@ -110,7 +74,10 @@ pub fn resolve(request_uri: &str, recorded_verb: &str) -> RequestInfo {
         ..RequestInfo::default()
     };
 
-    let parts = split_path(raw_path);
+    let parts: Vec<String> = split_path(&info.path)
+        .into_iter()
+        .map(String::from)
+        .collect();
     if parts.len() < 3 || !matches!(parts[0].as_str(), "api" | "apis") {
         return info;
     }
@@ -144,11 +111,7 @@ pub fn resolve(request_uri: &str, recorded_verb: &str) -> RequestInfo {
     }
 
     if rest[0] == "namespaces" {
-        // Server-side apply creates a namespace with a PATCH to /namespaces/<new>: that is
-        // not a request inside the namespace.
-        if rest.len() == 2 && info.verb == "patch" {
-            info.namespace.clear();
-        } else if rest.len() > 1 {
+        if rest.len() > 1 {
             info.namespace = rest[1].clone();
             if rest.len() > 2 && !matches!(rest[2].as_str(), "status" | "finalize") {
                 rest = &rest[2..];
@@ -167,15 +130,9 @@ pub fn resolve(request_uri: &str, recorded_verb: &str) -> RequestInfo {
     }
 
     if info.name.is_empty() && info.verb == "get" {
-        let query: Vec<(Cow<'_, str>, Cow<'_, str>)> =
-            url::form_urlencoded::parse(raw_query.as_bytes()).collect();
-        info.verb = if watch_requested(&query) {
-            "watch"
-        } else {
-            "list"
-        }
-        .to_string();
-        if let Some(name) = selector_name(&query) {
+        let query = ListQuery::parse(raw_query);
+        info.verb = if query.watch { "watch" } else { "list" }.to_string();
+        if let Some(name) = query.name {
             info.name = name;
         }
     }

@@ -40,7 +40,6 @@ const API_CASES: &[Row] = &[
     ("GET", "/api/v1/namespaces/other/pods/foo", "get", "", "v1", "other", "pods", "", "foo"),
     ("HEAD", "/api/v1/namespaces/other/pods/foo", "get", "", "v1", "other", "pods", "", "foo"),
     ("GET", "/api/v1/pods", "list", "", "v1", "", "pods", "", ""),
-    ("PATCH", "/api/v1/namespaces/new-namespace", "patch", "", "v1", "", "namespaces", "", "new-namespace"),
     // special verbs
     ("GET", "/api/v1/proxy/namespaces/other/pods/foo", "proxy", "", "v1", "other", "pods", "", "foo"),
     ("GET", "/api/v1/proxy/namespaces/other/pods/foo/subpath/not/a/subresource", "proxy", "", "v1", "other", "pods", "", "foo"),
@@ -72,6 +71,14 @@ const API_CASES: &[Row] = &[
     ("GET", "/api/v1/namespaces/shop/pods/web/exec?command=sh&stdin=true", "get", "", "v1", "shop", "pods", "exec", "web"),
     ("GET", "/api/v1/namespaces/shop/services/https:web:443/proxy/metrics", "get", "", "v1", "shop", "services", "proxy", "https:web:443"),
     ("GET", "/api/v1/namespaces/shop/configmaps/a%2Eb", "get", "", "v1", "shop", "configmaps", "", "a.b"),
+    // A namespace is inside itself, whatever the verb (server-side apply creating it too):
+    // the resolver has no case for PATCH.
+    ("PATCH", "/api/v1/namespaces/new-namespace", "patch", "", "v1", "new-namespace", "namespaces", "", "new-namespace"),
+    ("DELETE", "/api/v1/namespaces/old", "delete", "", "v1", "old", "namespaces", "", "old"),
+    // Go decodes the whole path before splitting it (`URL.Path`), so an encoded `/` splits
+    // segments: this reads Secret `db`, not a resource named `secrets/db`.
+    ("GET", "/api/v1/namespaces/kube-system/secrets%2Fdb", "get", "", "v1", "kube-system", "secrets", "", "db"),
+    ("GET", "/api/v1/namespaces%2Fkube-system%2Fsecrets", "list", "", "v1", "kube-system", "secrets", "", ""),
 ];
 
 #[test]
@@ -154,4 +161,70 @@ fn field_selector_names_the_object_like_field_selector_parsing() {
             "{url}"
         );
     }
+}
+
+/// `?watch=` as the parameter codec reads it (apimachinery `runtime.Convert_Slice_string_To_bool`:
+/// only `0` and `false` in any case are false), and the query as Go's `url.ParseQuery` reads
+/// it: a pair with `;` or a bad escape is skipped, `+` is a space.
+#[test]
+fn watch_parameter_reads_like_convert_slice_string_to_bool() {
+    let cases = [
+        ("?watch=f", "watch"),
+        ("?watch=F", "watch"),
+        ("?watch=no", "watch"),
+        ("?watch=", "watch"),
+        ("?watch", "watch"),
+        ("?watch=FALSE", "list"),
+        ("?watch=False", "list"),
+        ("?watch=0", "list"),
+        ("?watch=0&watch=1", "list"),
+        ("?watch=1;x=y", "list"),
+        ("?watch=1%zz", "list"),
+        ("?wat%63h=1", "watch"),
+    ];
+    for (query, verb) in cases {
+        let url = format!("/api/v1/namespaces/shop/pods{query}");
+        assert_eq!(resolve(&url, "get").verb, verb, "{url}");
+    }
+}
+
+/// The name a field selector pins, as `fields.ParseSelector` and `RequiresExactMatch` read it
+/// (apimachinery `pkg/fields/selector.go`): terms split on unescaped `,` and sorted, the first
+/// `metadata.name` term wins, no spaces trimmed, `\,` `\=` `\\` unescaped, an unescaped
+/// `=` in a value or a bad escape makes the selector invalid. And as the resolver reads it: any
+/// list option the parameter codec cannot decode (`limit=x`) leaves the request unnamed.
+#[test]
+fn field_selector_names_like_fields_parse_selector_and_the_parameter_codec() {
+    let base = "/api/v1/namespaces/shop/configmaps?fieldSelector=";
+    let cases = [
+        ("metadata.name=b,metadata.name=a", "a"),
+        ("metadata.name=a,metadata.name=b", "a"),
+        ("spec.x=1,metadata.name=a", "a"),
+        ("metadata.name%20=a", ""),
+        ("metadata.name=%20a", " a"),
+        ("metadata.name=a%5C,b", "a,b"),
+        ("metadata.name=a=b", ""),
+        ("metadata.name=a%5Cq", ""),
+        ("metadata.name=a%5C", ""),
+        ("metadata.name!=a", ""),
+        ("metadata.name=a%2Fb", ""),
+        ("metadata.name==a", "a"),
+        ("metadata.name=a,,", "a"),
+        ("metadata.name=a&limit=x", ""),
+        ("metadata.name=a&limit=10", "a"),
+        ("metadata.name=a&timeoutSeconds=1.5", ""),
+        ("metadata.name=a&limit=", ""),
+    ];
+    for (selector, name) in cases {
+        let url = format!("{base}{selector}");
+        let got = resolve(&url, "get");
+        assert_eq!(
+            (got.name.as_str(), got.verb.as_str()),
+            (name, "list"),
+            "{url}"
+        );
+    }
+    // A codec failure still reads `watch` as the fallback does.
+    let got = resolve(&format!("{base}metadata.name=a&limit=x&watch=1"), "get");
+    assert_eq!((got.name.as_str(), got.verb.as_str()), ("", "watch"));
 }
