@@ -53,7 +53,8 @@ impl Rule {
         })
     }
 
-    /// `namespaces` (`""` is cluster-scoped) and `resources` (group, `resource`,
+    /// `namespaces` (`""` is cluster-scoped) and `resources` (group, `*` for every group as
+    /// in kube-apiserver 1.36+, `resource`,
     /// `resource/subresource`, `*`, `*/subresource`, `resource/*`, `resourceNames`).
     fn matches_resource(&self, info: &RequestInfo) -> bool {
         if !info.is_resource_request {
@@ -73,7 +74,7 @@ impl Rule {
             Cow::Owned(format!("{resource}/{subresource}"))
         };
         for gr in &self.resources {
-            if gr.group != info.api_group {
+            if gr.group != info.api_group && gr.group != "*" {
                 continue;
             }
             if gr.resources.is_empty() {

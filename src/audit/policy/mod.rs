@@ -97,7 +97,7 @@ impl Stage {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GroupResources {
-    /// API group; `""` is the core group.
+    /// API group; `""` is the core group, `*` every group (kube-apiserver 1.36+).
     #[serde(default)]
     pub group: String,
     /// Resources, `*`, `pods/log`, `*/status` or `pods/*`; empty means all of the group.

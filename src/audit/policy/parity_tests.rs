@@ -153,6 +153,15 @@ fn checker_levels_like_test_checker() {
             ),
         ),
         (
+            "ClusterRoleUpdate",
+            recorded(
+                "update",
+                "/apis/rbac.authorization.k8s.io/v1beta1/clusterroles/somerole/status",
+                json!({"username": "tim@k8s.io", "groups": ["humans", "developers"]}),
+                Value::Null,
+            ),
+        ),
+        (
             "Unauthorized",
             recorded(
                 "get",
@@ -177,6 +186,7 @@ fn checker_levels_like_test_checker() {
         ("getLogs", "level: RequestResponse\n  verbs: [get]\n  nonResourceURLs: [\"/logs*\"]"),
         ("getMetrics", "level: Request\n  verbs: [get]\n  nonResourceURLs: [/metrics]"),
         ("clusterRoleEdit", "level: Request\n  resources: [{group: rbac.authorization.k8s.io, resources: [clusterroles], resourceNames: [edit]}]"),
+        ("getGroupWildCardMatchingWithSubresourceWildcardMatching", "level: RequestResponse\n  verbs: [update]\n  resources: [{group: \"*\", resources: [\"*/status\"]}]"),
     ];
     use Level::{Metadata as M, None as N, Request as R, RequestResponse as RR};
     let table: &[(&str, Level, &[&str])] = &[
@@ -233,6 +243,18 @@ fn checker_levels_like_test_checker() {
         ("subresource", R, &["getPodWildcardMatching"]),
         ("subresource", R, &["getPodResourceWildcardMatching"]),
         ("subresource", R, &["getPodSubResourceWildcardMatching"]),
+        // kube-apiserver 1.36+: group `*` matches every API group.
+        (
+            "ClusterRoleUpdate",
+            RR,
+            &["getGroupWildCardMatchingWithSubresourceWildcardMatching"],
+        ),
+        (
+            "namespaced",
+            N,
+            &["getGroupWildCardMatchingWithSubresourceWildcardMatching"],
+        ),
+        ("ClusterRoleUpdate", N, &["getClusterRoles"]),
         ("Unauthorized", N, &["tims"]),
         ("Unauthorized", M, &["tims", "default"]),
         ("Unauthorized", N, &["humans"]),
@@ -324,19 +346,25 @@ fn loader_refuses_what_kube_apiserver_refuses() {
         (format!("{head}omitStages: [RequestReceived]\n"), "0 rules"),
         (format!("{head}rules:\n- level: None\n  resources: [{{group: rbac.authorization.k8s.io/v1}}]\n"), "resources[0].group"),
         (format!("{head}rules:\n- level: None\n  resources: [{{group: Apps}}]\n"), "not a valid API group"),
-        (format!("{head}rules:\n- level: None\n  resources: [{{group: \"*\"}}]\n"), "not a valid API group"),
+        (format!("{head}rules:\n- level: None\n  nonResourceURLs: [\"/logs**\"]\n"), "only at the end"),
+        (format!("{head}rules:\n- level: None\n  nonResourceURLs: [\"/*é\"]\n"), "only at the end"),
+        (format!("{head}rules:\n- level: None\n  resources: [{{group: \"*.k8s.io\"}}]\n"), "not a valid API group"),
         (format!("{head}rules:\n- level: None\n  resources:\n  - group: \"\"\n    resources: [secrets]\n    verbs: [get]\n"), "unknown field `verbs`"),
     ];
     for (text, want) in &cases {
         let err = Policy::parse(text, "AUDIT_POLICY").unwrap_err().to_string();
         assert!(err.contains(want), "{want:?} not in {err:?}");
     }
-    let misplaced = Policy::parse(&cases[5].0, "AUDIT_POLICY")
+    let misplaced = Policy::parse(&cases[7].0, "AUDIT_POLICY")
         .unwrap_err()
         .to_string();
     assert!(misplaced.contains("line 8"), "{misplaced}");
     assert!(misplaced.contains("rules[0].resources[0]"), "{misplaced}");
-    for group in ["", "apps", "rbac.authorization.k8s.io", "example-1.io"] {
+    for url in ["/é", "/logs*", "*", "/"] {
+        let text = format!("{head}rules:\n- level: None\n  nonResourceURLs: [\"{url}\"]\n");
+        assert!(Policy::parse(&text, "p").is_ok(), "{url}");
+    }
+    for group in ["", "apps", "rbac.authorization.k8s.io", "example-1.io", "*"] {
         let text = format!("{head}rules:\n- level: None\n  resources: [{{group: \"{group}\"}}]\n");
         assert!(Policy::parse(&text, "p").is_ok(), "{group}");
     }

@@ -12,8 +12,9 @@ pub(super) const NO_RULES: &str = "loaded illegal policy with 0 rules: no rule m
      unset the Policy setting";
 
 /// Checks one rule: `nonResourceURLs` start with `/` (or are `*`) and have `*` only at the
-/// end, not both resources and non-resource URLs, `resources[].group` is `""` or a DNS
-/// subdomain, `resourceNames` need `resources`.
+/// end (`/logs**` is refused), not both resources and non-resource URLs, `resources[].group`
+/// is `""`, `*` (every group, kube-apiserver 1.36+) or a DNS subdomain, `resourceNames` need
+/// `resources`.
 pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
     let resource_rule = !rule.resources.is_empty() || !rule.namespaces.is_empty();
     if resource_rule && !rule.non_resource_urls.is_empty() {
@@ -25,14 +26,14 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
                 "nonResourceURLs: {url:?} must start with \"/\" or be \"*\""
             ));
         }
-        if url.trim_end_matches('*').contains('*') {
+        if url.as_bytes()[..url.len() - 1].contains(&b'*') {
             return Err(format!(
                 "nonResourceURLs: {url:?} may have \"*\" only at the end"
             ));
         }
     }
     for (i, gr) in rule.resources.iter().enumerate() {
-        if !gr.group.is_empty() {
+        if !gr.group.is_empty() && gr.group != "*" {
             if let Err(why) = dns_subdomain(&gr.group) {
                 return Err(format!(
                     "resources[{i}].group: {:?} is not a valid API group ({why}; the core \
