@@ -308,7 +308,11 @@ impl Policy {
                 "level" if level != recorded => Edit::Replace(level_json.clone()),
                 "requestObject" if level < Level::Request => Edit::Drop,
                 "responseObject" if level < Level::RequestResponse => Edit::Drop,
-                "requestObject" | "responseObject" if strip => {
+                // A patch body is recorded as sent (`LogRequestPatch` removes nothing).
+                "requestObject" if strip && attributes.verb.as_deref() != Some("patch") => {
+                    strip_managed_fields(value).map_or(Edit::Keep, Edit::Replace)
+                }
+                "responseObject" if strip => {
                     strip_managed_fields(value).map_or(Edit::Keep, Edit::Replace)
                 }
                 _ => Edit::Keep,

@@ -369,3 +369,26 @@ fn loader_refuses_what_kube_apiserver_refuses() {
         assert!(Policy::parse(&text, "p").is_ok(), "{group}");
     }
 }
+
+/// A patch's request body is recorded as sent (k8s.io/apiserver `pkg/audit/request.go`
+/// `LogRequestPatch`, unlike `LogRequestObject`, removes no managed fields): a patch that
+/// resets `metadata.managedFields` keeps showing it; the response object is still stripped.
+#[test]
+fn omit_managed_fields_keeps_patch_bodies_like_log_request_patch() {
+    let policy = "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitManagedFields: true\nrules:\n- level: RequestResponse\n";
+    let mut ev = recorded(
+        "patch",
+        "/api/v1/namespaces/shop/configmaps/app",
+        json!({"username": "a"}),
+        Value::Null,
+    );
+    ev["requestObject"] = json!({"metadata": {"managedFields": [{}]}});
+    ev["responseObject"] = json!({"kind": "ConfigMap", "metadata": {"name": "app", "managedFields": [{"manager": "kubectl"}]}});
+    let out = applied(policy, &ev).unwrap().unwrap();
+    assert_eq!(out["requestObject"], ev["requestObject"]);
+    assert_eq!(out["responseObject"]["metadata"], json!({"name": "app"}));
+    // An update's body is the decoded object: stripped.
+    ev["verb"] = json!("update");
+    let out = applied(policy, &ev).unwrap().unwrap();
+    assert_eq!(out["requestObject"]["metadata"], json!({}));
+}
