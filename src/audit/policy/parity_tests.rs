@@ -392,3 +392,21 @@ fn omit_managed_fields_keeps_patch_bodies_like_log_request_patch() {
     let out = applied(policy, &ev).unwrap().unwrap();
     assert_eq!(out["requestObject"]["metadata"], json!({}));
 }
+
+/// Hostile Policy text is refused with a reason, never a crash: nesting deep enough to
+/// exhaust a recursive parser, and a non-resource URL of multi-byte characters.
+#[test]
+fn hostile_policies_are_refused_not_crashed_on() {
+    let deep = format!(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nmetadata: {}{}\nrules:\n- level: None\n",
+        "[".repeat(5_000),
+        "]".repeat(5_000)
+    );
+    assert!(Policy::parse(&deep, "p").is_err());
+    let deep_json = format!(
+        r#"{{"apiVersion":"audit.k8s.io/v1","kind":"Policy","metadata":{}{},"rules":[{{"level":"None"}}]}}"#,
+        "{\"a\":".repeat(5_000),
+        "}".repeat(5_000)
+    );
+    assert!(Policy::parse(&deep_json, "p").is_err());
+}
