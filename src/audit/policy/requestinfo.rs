@@ -110,12 +110,10 @@ pub fn resolve(request_uri: &str, recorded_verb: &str) -> RequestInfo {
         .to_string();
     }
 
-    if rest[0] == "namespaces" {
-        if rest.len() > 1 {
-            info.namespace = rest[1].clone();
-            if rest.len() > 2 && !matches!(rest[2].as_str(), "status" | "finalize") {
-                rest = &rest[2..];
-            }
+    if rest[0] == "namespaces" && rest.len() > 1 {
+        info.namespace = rest[1].clone();
+        if rest.len() > 2 && !matches!(rest[2].as_str(), "status" | "finalize") {
+            rest = &rest[2..];
         }
     }
 
