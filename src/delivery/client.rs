@@ -106,6 +106,30 @@ impl ClientOptions {
         Ok(builder)
     }
 
+    /// Every secret value this client sends (token, password, the encoded `Authorization`
+    /// value, extra header values), so quoted answers can be masked.
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(bearer) = &self.bearer {
+            out.push(bearer.0.expose_secret().to_string());
+        }
+        if let Some((_, password)) = &self.basic {
+            out.push(password.expose_secret().to_string());
+        }
+        for (name, value) in self.request_headers() {
+            if let Ok(v) = value.to_str() {
+                out.push(v.to_string());
+                if name == AUTHORIZATION {
+                    if let Some((_, credential)) = v.split_once(' ') {
+                        out.push(credential.to_string());
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        out
+    }
+
     /// The headers every POST carries: credentials first, then the extra ones. Values are
     /// marked sensitive so HTTP tooling does not print them.
     pub fn request_headers(&self) -> Vec<(HeaderName, HeaderValue)> {

@@ -23,6 +23,21 @@ pub struct RetrySettings {
     pub max_backoff: Duration,
 }
 
+/// The longest `Retry-After` honoured: a receiver asking for more is retried after this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+impl RetrySettings {
+    /// A receiver's `Retry-After` clamped to `[initial_backoff, MAX_RETRY_AFTER]`: `0` or a
+    /// past date never means "retry at once" (that would hammer the receiver), and a huge value
+    /// never overflows a timer.
+    pub fn clamp_retry_after(&self, after: Duration) -> Duration {
+        after.clamp(
+            self.initial_backoff,
+            MAX_RETRY_AFTER.max(self.initial_backoff),
+        )
+    }
+}
+
 /// What one attempt's result calls for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetryAction {
@@ -34,6 +49,8 @@ pub enum RetryAction {
         reason: Cow<'static, str>,
         /// The receiver's `Retry-After`, if it sent one.
         after: Option<Duration>,
+        /// A 429: the receiver is busy, which says nothing about this payload.
+        throttled: bool,
     },
     /// The receiver refused this payload for good (400, 413, 422…): the same request will
     /// always meet it. The batch is split to isolate the offending Events.
@@ -68,7 +85,16 @@ pub enum Delivery {
         /// Attempts made.
         attempts: u32,
     },
-    /// Still failing when the deadline came: the invocation must be retried.
+    /// The receiver is misconfigured for us (401, 403, 404, a redirect…): no payload can pass
+    /// until an operator acts.
+    Halted {
+        /// Why.
+        reason: Cow<'static, str>,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// Still failing after the attempts allowed or when the deadline came: the invocation
+    /// must be retried, or the batch split to isolate the failing Event.
     Failed {
         /// The last failure.
         reason: Cow<'static, str>,
@@ -95,12 +121,14 @@ pub fn classify_status(
         408 | 429 => RetryAction::Retry {
             reason,
             after: retry_after,
+            throttled: status.as_u16() == 429,
         },
         // Wrong credentials, wrong path, wrong method: no payload can pass.
         401 | 403 | 404 | 405 | 407 | 421 | 501 => RetryAction::Halt { reason },
         s if (500..600).contains(&s) => RetryAction::Retry {
             reason,
             after: retry_after,
+            throttled: false,
         },
         s if (400..500).contains(&s) => RetryAction::DontRetry {
             reason,
@@ -122,15 +150,19 @@ pub fn classify_error(error: reqwest::Error) -> RetryAction {
         RetryAction::Retry {
             reason,
             after: None,
+            throttled: false,
         }
     }
 }
 
-/// Reads `Retry-After`: delay-seconds or an HTTP date.
+/// Reads `Retry-After`: delay-seconds (RFC 9110 §10.2.3; too large a number saturates) or
+/// an HTTP date. Anything else (`-5`, text) is `None`: the usual backoff applies.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(
+            value.parse::<u64>().unwrap_or(u64::MAX),
+        ));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -163,13 +195,30 @@ impl Backoff {
 /// Runs `attempt` until it succeeds, fails for good, or `deadline` would pass before the next
 /// try. Each attempt is cut off after `settings.attempt_timeout` or at the deadline, whichever
 /// is sooner.
-pub async fn run<F, Fut>(settings: &RetrySettings, deadline: Instant, mut attempt: F) -> Delivery
+pub async fn run<F, Fut>(settings: &RetrySettings, deadline: Instant, attempt: F) -> Delivery
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = RetryAction>,
+{
+    run_limited(settings, deadline, u32::MAX, attempt).await
+}
+
+/// [`run`], giving up with [`Delivery::Failed`] after `max_failures` failed attempts. Answers
+/// `429` do not count: a busy receiver says nothing about the payload, its `Retry-After` is
+/// honoured until the deadline.
+pub async fn run_limited<F, Fut>(
+    settings: &RetrySettings,
+    deadline: Instant,
+    max_failures: u32,
+    mut attempt: F,
+) -> Delivery
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = RetryAction>,
 {
     let mut backoff = Backoff::new(settings.initial_backoff, settings.max_backoff);
     let mut attempts = 0;
+    let mut failures = 0;
     loop {
         let now = Instant::now();
         if now >= deadline {
@@ -189,15 +238,30 @@ where
                     attempts,
                 }
             }
-            Ok(RetryAction::Halt { reason }) => return Delivery::Failed { reason, attempts },
-            Ok(RetryAction::Retry { reason, after }) => (reason, after),
-            Err(_) => (
-                format!("no answer within {}", humantime::format_duration(limit)).into(),
-                None,
-            ),
+            Ok(RetryAction::Halt { reason }) => return Delivery::Halted { reason, attempts },
+            Ok(RetryAction::Retry {
+                reason,
+                after,
+                throttled,
+            }) => {
+                failures += u32::from(!throttled);
+                (reason, after)
+            }
+            Err(_) => {
+                failures += 1;
+                (
+                    format!("no answer within {}", humantime::format_duration(limit)).into(),
+                    None,
+                )
+            }
         };
-        let delay = after.unwrap_or_else(|| backoff.next_delay());
-        if Instant::now() + delay >= deadline {
+        if failures >= max_failures {
+            return Delivery::Failed { reason, attempts };
+        }
+        let delay = after
+            .map(|d| settings.clamp_retry_after(d))
+            .unwrap_or_else(|| backoff.next_delay());
+        if delay >= deadline.saturating_duration_since(Instant::now()) {
             return Delivery::Failed { reason, attempts };
         }
         tracing::warn!(
@@ -254,7 +318,8 @@ mod tests {
             classify_status(StatusCode::TOO_MANY_REQUESTS, after, "slow down"),
             RetryAction::Retry {
                 reason: "HTTP 429 Too Many Requests: slow down".into(),
-                after
+                after,
+                throttled: true,
             }
         );
     }
@@ -277,6 +342,37 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
+        assert_eq!(
+            parse_retry_after("18446744073709551616", now),
+            Some(Duration::from_secs(u64::MAX))
+        );
+    }
+
+    /// `0`, a past date and absurd values are clamped into `[initial backoff, maximum]`.
+    #[test]
+    fn retry_after_is_clamped() {
+        let s = settings(1000);
+        assert_eq!(s.clamp_retry_after(Duration::ZERO), s.initial_backoff);
+        assert_eq!(
+            s.clamp_retry_after(Duration::from_secs(u64::MAX)),
+            MAX_RETRY_AFTER
+        );
+        assert_eq!(
+            s.clamp_retry_after(Duration::from_secs(7)),
+            Duration::from_secs(7)
+        );
+    }
+
+    /// A huge `Retry-After` ends the loop (past the deadline) without a panic.
+    #[tokio::test(start_paused = true)]
+    async fn huge_retry_after_does_not_panic() {
+        let (_, f) = scripted(vec![RetryAction::Retry {
+            reason: "HTTP 429".into(),
+            after: Some(Duration::from_secs(1 << 63)),
+            throttled: true,
+        }]);
+        let got = run(&settings(1000), Instant::now() + Duration::from_secs(60), f).await;
+        assert!(matches!(got, Delivery::Failed { .. }), "{got:?}");
     }
 
     /// Delays double from the initial value to the cap, each jittered within [d/2, d].
@@ -327,6 +423,7 @@ mod tests {
         RetryAction::Retry {
             reason: "HTTP 503".into(),
             after: None,
+            throttled: false,
         }
     }
 
@@ -368,10 +465,33 @@ mod tests {
         }]);
         let got = run(&settings(1000), Instant::now() + Duration::from_secs(60), f).await;
         assert!(
-            matches!(got, Delivery::Failed { attempts: 1, .. }),
+            matches!(got, Delivery::Halted { attempts: 1, .. }),
             "{got:?}"
         );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// A limited run stops after the failures allowed; 429s do not count.
+    #[tokio::test(start_paused = true)]
+    async fn limited_run_stops_after_its_failures() {
+        let busy = RetryAction::Retry {
+            reason: "HTTP 429".into(),
+            after: None,
+            throttled: true,
+        };
+        let (calls, f) = scripted(vec![busy, transient(), transient(), transient()]);
+        let got = run_limited(
+            &settings(1000),
+            Instant::now() + Duration::from_secs(60),
+            2,
+            f,
+        )
+        .await;
+        assert!(
+            matches!(got, Delivery::Failed { attempts: 3, .. }),
+            "{got:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     /// Always failing: gives up before the deadline, never after it.
@@ -419,6 +539,7 @@ mod tests {
         let slow = RetryAction::Retry {
             reason: "HTTP 429".into(),
             after: Some(Duration::from_secs(3)),
+            throttled: true,
         };
         let (_, f) = scripted(vec![slow.clone()]);
         let start = Instant::now();
@@ -429,6 +550,7 @@ mod tests {
         let (_, f) = scripted(vec![RetryAction::Retry {
             reason: "HTTP 429".into(),
             after: Some(Duration::from_secs(120)),
+            throttled: true,
         }]);
         let start = Instant::now();
         let got = run(&settings(1000), start + Duration::from_secs(60), f).await;

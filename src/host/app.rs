@@ -2,7 +2,7 @@
 //! `POST /EventHubForwarder` (one invocation). Statuses are chosen here and only here.
 
 use std::error::Error as _;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -55,7 +55,9 @@ fn guarded<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> {
         .layer(CatchPanicLayer::custom(panic_response))
 }
 
-/// Serves on `listener` until `shutdown` completes, then finishes in-flight invocations.
+/// Serves on `listener` until `shutdown` completes, then gives in-flight invocations
+/// `settings.shutdown_grace` to finish and returns even if some have not (a stalled request
+/// must not keep the process alive; the host retries whatever was not answered).
 ///
 /// # Errors
 /// When accepting connections fails.
@@ -65,9 +67,30 @@ pub async fn serve(
     settings: HostSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(forwarder, settings))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let grace = settings.shutdown_grace;
+    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = signalled.send(());
+    };
+    let server =
+        axum::serve(listener, router(forwarder, settings)).with_graceful_shutdown(shutdown);
+    let expired = async move {
+        if on_signal.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server.into_future() => result,
+        () = expired => {
+            tracing::warn!(
+                grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+                "Invocations still in flight after the shutdown grace period; exiting, the host retries them."
+            );
+            Ok(())
+        }
+    }
 }
 
 fn json(status: StatusCode, logs: Vec<String>, error: Option<String>) -> Response {
@@ -114,9 +137,22 @@ async fn run_invocation(
     let deadline = started + forwarder.settings().delivery_deadline;
     let limit = handler.settings.max_body_bytes;
 
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(error) => return body_error(&error, limit),
+    let read = tokio::time::timeout(
+        handler.settings.body_read_timeout,
+        axum::body::to_bytes(body, limit),
+    )
+    .await;
+    let bytes = match read {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(error)) => return body_error(&error, limit),
+        Err(_) => {
+            let message = format!(
+                "the invocation body did not arrive within AUDIT_BODY_READ_TIMEOUT ({}); the invocation will be retried",
+                humantime::format_duration(handler.settings.body_read_timeout)
+            );
+            tracing::error!("{message}");
+            return json(StatusCode::INTERNAL_SERVER_ERROR, vec![], Some(message));
+        }
     };
 
     let worker = forwarder.clone();
@@ -125,15 +161,7 @@ async fn run_invocation(
     })
     .await;
     let converted = match converted {
-        Ok(Ok(Ok(converted))) => converted,
-        Ok(Ok(Err(limit))) => {
-            tracing::error!(%limit, "Refusing an invocation over a configured limit.");
-            return json(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                vec![],
-                Some(limit.to_string()),
-            );
-        }
+        Ok(Ok(converted)) => converted,
         Ok(Err(error)) => return host_error(&error),
         Err(join_error) => {
             tracing::error!(error = %join_error, "Decoding the invocation panicked.");
@@ -145,7 +173,9 @@ async fn run_invocation(
         }
     };
 
-    let (delivery, per_route, poison) = forwarder.deliver(&converted.routed, deadline).await;
+    let (delivery, per_route, poison) = forwarder
+        .deliver_invocation(&converted.meta, &converted.routed, deadline)
+        .await;
     let mut dead_letters = converted.dead_letters;
     dead_letters.extend(poison);
     for item in &mut dead_letters {
@@ -205,11 +235,13 @@ fn body_error(error: &axum::Error, limit: usize) -> Response {
         source = cause.source();
     }
     if too_large {
+        // 500, not 413: a 4xx to a real invocation would block its partition for good under
+        // an infinite retry policy; a 500 is retried and says loudly what to change.
         let message = format!(
             "the invocation body exceeds AUDIT_MAX_BODY_BYTES ({limit} bytes); raise it or lower maxEventBatchSize in host.json"
         );
         tracing::error!("{message}");
-        json(StatusCode::PAYLOAD_TOO_LARGE, vec![], Some(message))
+        json(StatusCode::INTERNAL_SERVER_ERROR, vec![], Some(message))
     } else {
         let message = format!("reading the invocation body failed: {error}");
         tracing::error!("{message}");
