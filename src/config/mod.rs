@@ -191,7 +191,7 @@ impl Config {
             vars::DELIVERY_DEADLINE,
             get(vars::DELIVERY_DEADLINE),
             vars::DEFAULT_DELIVERY_DEADLINE,
-            vars::MAX_SETTING_DURATION,
+            vars::MAX_DELIVERY_DEADLINE,
         )?;
         let (function_timeout, timeout_source) =
             function_timeout(&base).map_err(|reason| ConfigError::Invalid {
@@ -306,12 +306,19 @@ impl Config {
                         ),
                     });
                 }
+                // A file name is shown only when it is one short line with nothing of a URL
+                // or a secret in it; anything else may be a document with credentials.
+                let plain_name = file.len() <= 256
+                    && !file.contains([':', '@', '=', '?', '\n', '\r', '{'])
+                    && !file.starts_with('\u{feff}');
                 let invalid = |reason: String| ConfigError::Invalid {
                     var: vars::ROUTES,
                     value: if is_inline(&file) {
                         "<inline routes>".into()
-                    } else {
+                    } else if plain_name {
                         file.clone()
+                    } else {
+                        "<not shown>".into()
                     },
                     reason,
                 };
@@ -319,8 +326,12 @@ impl Config {
                     (file.clone(), base.clone())
                 } else {
                     let path = base.join(file.trim());
-                    let text = std::fs::read_to_string(&path)
-                        .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        invalid(format!(
+                            "cannot read the routes file it names ({})",
+                            e.kind()
+                        ))
+                    })?;
                     (
                         text,
                         path.parent().map(Path::to_path_buf).unwrap_or_default(),

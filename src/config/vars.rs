@@ -103,9 +103,12 @@ pub const DEFAULT_ISOLATE_AFTER_RETRIES: u32 = 2;
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Below the 60 s a Linux container gets between SIGTERM and SIGKILL on App Service.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-/// The upper bound of every time setting: the Functions host's largest `functionTimeout` on
-/// the Consumption plan is 10 minutes; nothing waits longer.
+/// The upper bound of every time setting but the delivery deadline: the Functions host's
+/// largest `functionTimeout` on the Consumption plan is 10 minutes; nothing waits longer.
 pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(10 * 60);
+/// The upper bound of `AUDIT_DELIVERY_DEADLINE` when `functionTimeout` is unbounded (`-1`,
+/// Premium and Dedicated plans); it must also end before a bounded `functionTimeout`.
+pub const MAX_DELIVERY_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
 
 #[cfg(test)]
 mod tests {

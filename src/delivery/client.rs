@@ -68,6 +68,18 @@ impl ClientOptions {
     /// # Errors
     /// When a certificate or key does not parse.
     pub fn validate(&self) -> Result<(), String> {
+        // A credential that cannot be a header value would otherwise be left out silently.
+        if self.bearer.is_some() || self.basic.is_some() {
+            let has_auth = self
+                .request_headers()
+                .iter()
+                .any(|(name, _)| name == AUTHORIZATION);
+            if !has_auth {
+                return Err(
+                    "the credentials hold characters an HTTP header cannot carry".to_string(),
+                );
+            }
+        }
         self.apply_tls(reqwest::Client::builder())?
             .build()
             .map(drop)
