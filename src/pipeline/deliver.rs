@@ -214,7 +214,8 @@ impl Forwarder {
         let mut deferred: Vec<(Range<usize>, String)> = Vec::new();
         let mut failed: Vec<(Range<usize>, String)> = Vec::new();
         let mut last_success: Option<Instant> = None;
-        let mut successes_at_resume = 0u64;
+        let (mut progress, mut progress_at_resume) = (0u64, 0u64);
+        let (mut probed, mut explored) = (false, false);
         let mut isolation_logged = false;
         loop {
             while in_flight.len() < self.settings.concurrency {
@@ -244,19 +245,30 @@ impl Forwarder {
                 });
             }
             let Some((range, size, began, outcome)) = in_flight.next().await else {
-                // Failures set aside while nothing was getting through are split once other
-                // Events have been delivered since; otherwise they stay failed.
-                if !deferred.is_empty()
-                    && tally.delivered_batches > successes_at_resume
-                    && Instant::now() < deadline
-                {
-                    successes_at_resume = tally.delivered_batches;
-                    for (range, _) in deferred.drain(..).rev() {
-                        push_halves(&mut queue, range);
-                    }
-                    continue;
+                if deferred.is_empty() || Instant::now() >= deadline {
+                    break;
                 }
-                break;
+                // Failures set aside while nothing was getting through are split again only
+                // once the receiver has taken something since: a delivery in this try, or one
+                // resent Event that an earlier try delivered. A receiver that is down costs a
+                // few POSTs per try, not one per Event.
+                if progress == progress_at_resume && !probed {
+                    probed = true;
+                    if self.probe(target, events, &learned, deadline, &mut tally).await {
+                        progress += 1;
+                        last_success = Some(Instant::now());
+                    }
+                }
+                // With no evidence either way, split once: halves that pass are the evidence.
+                if progress == progress_at_resume && explored {
+                    break;
+                }
+                explored = true;
+                progress_at_resume = progress;
+                for (range, _) in deferred.drain(..).rev() {
+                    push_halves(&mut queue, range);
+                }
+                continue;
             };
             let count = range.len() as u64;
             match outcome {
@@ -266,6 +278,7 @@ impl Forwarder {
                     tally.attempts += u64::from(attempts);
                     learned.delivered.extend(range);
                     last_success = Some(Instant::now());
+                    progress += 1;
                 }
                 Delivery::Rejected {
                     reason,
@@ -346,23 +359,9 @@ impl Forwarder {
                 still.push(s);
             }
         }
-        if !still.is_empty() {
-            let probe = learned.delivered.iter().next().copied();
-            let alive = match probe {
-                Some(i) if Instant::now() < deadline => {
-                    let body = encode(target.format, std::slice::from_ref(&events[i]));
-                    let outcome = target
-                        .webhook
-                        .deliver_limited(body, deadline, ISOLATION_FAILURES)
-                        .await;
-                    tally.attempts += u64::from(attempts_of(&outcome));
-                    matches!(outcome, Delivery::Delivered { .. })
-                }
-                _ => false,
-            };
-            if alive {
-                judged.append(&mut still);
-            }
+        if !still.is_empty() && self.probe(target, events, &learned, deadline, &mut tally).await
+        {
+            judged.append(&mut still);
         }
         for s in judged {
             let reason = format!(
@@ -409,6 +408,34 @@ impl Forwarder {
             }
         }
         (tally, poison, unsent)
+    }
+}
+
+impl Forwarder {
+    /// Whether the receiver takes an Event now: resends one Event already delivered (in this
+    /// try or an earlier one), alone. A duplicate, which at-least-once delivery allows, is the
+    /// price of never dead-lettering because a receiver is down.
+    async fn probe(
+        &self,
+        target: &Target,
+        events: &[AuditEvent],
+        learned: &crate::delivery::learned::RouteLearned,
+        deadline: Instant,
+        tally: &mut DeliveryTally,
+    ) -> bool {
+        let Some(&i) = learned.delivered.iter().next() else {
+            return false;
+        };
+        if Instant::now() >= deadline {
+            return false;
+        }
+        let body = encode(target.format, std::slice::from_ref(&events[i]));
+        let outcome = target
+            .webhook
+            .deliver_limited(body, deadline, ISOLATION_FAILURES)
+            .await;
+        tally.attempts += u64::from(attempts_of(&outcome));
+        matches!(outcome, Delivery::Delivered { .. })
     }
 }
 
