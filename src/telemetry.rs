@@ -55,7 +55,8 @@ where
 impl<W: Write> Write for SafeWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        self.0.write_all(safe_line(&text, MAX_LINE_BYTES).as_bytes())?;
+        self.0
+            .write_all(safe_line(&text, MAX_LINE_BYTES).as_bytes())?;
         Ok(buf.len())
     }
 

@@ -254,7 +254,10 @@ impl Forwarder {
                 // few POSTs per try, not one per Event.
                 if progress == progress_at_resume && !probed {
                     probed = true;
-                    if self.probe(target, events, &learned, deadline, &mut tally).await {
+                    if self
+                        .probe(target, events, &learned, deadline, &mut tally)
+                        .await
+                    {
                         progress += 1;
                         last_success = Some(Instant::now());
                     }
@@ -359,7 +362,10 @@ impl Forwarder {
                 still.push(s);
             }
         }
-        if !still.is_empty() && self.probe(target, events, &learned, deadline, &mut tally).await
+        if !still.is_empty()
+            && self
+                .probe(target, events, &learned, deadline, &mut tally)
+                .await
         {
             judged.append(&mut still);
         }

@@ -36,7 +36,12 @@ async fn retry(
 fn ids(events: &[String]) -> Vec<String> {
     let mut ids: Vec<String> = events
         .iter()
-        .map(|e| serde_json::from_str::<serde_json::Value>(e).unwrap()["auditID"].as_str().unwrap().to_string())
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(e).unwrap()["auditID"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     ids.sort();
     ids
@@ -49,13 +54,20 @@ fn ids(events: &[String]) -> Vec<String> {
 async fn redirects_are_not_followed_and_fail_the_invocation() {
     let elsewhere = Rogue::start(|_, _| ok()).await;
     for code in [301u16, 302, 303] {
-        for target in [elsewhere.url("/k8s_audit?sig=l0cation-s3cret"), "/k8s_audit/".to_string()] {
+        for target in [
+            elsewhere.url("/k8s_audit?sig=l0cation-s3cret"),
+            "/k8s_audit/".to_string(),
+        ] {
             let location = target.clone();
             let rogue = Rogue::start(move |r, _| {
                 if r.line.contains("/k8s_audit/") {
                     ok()
                 } else {
-                    Act::Answer(code, vec![("Location".into(), location.clone())], String::new())
+                    Act::Answer(
+                        code,
+                        vec![("Location".into(), location.clone())],
+                        String::new(),
+                    )
                 }
             })
             .await;
@@ -75,7 +87,10 @@ async fn redirects_are_not_followed_and_fail_the_invocation() {
             assert!(rogue.kept_unique().is_empty());
         }
     }
-    assert!(elsewhere.requests().is_empty(), "nothing reached the other origin");
+    assert!(
+        elsewhere.requests().is_empty(),
+        "nothing reached the other origin"
+    );
 }
 
 /// 307/308 would resend the Events, the custom headers and a `Referer` with the URL's query to
@@ -86,11 +101,18 @@ async fn temporary_redirects_send_nothing_to_another_origin() {
     for code in [307u16, 308] {
         let location = elsewhere.url("/stolen");
         let rogue = Rogue::start(move |_, _| {
-            Act::Answer(code, vec![("Location".into(), location.clone())], String::new())
+            Act::Answer(
+                code,
+                vec![("Location".into(), location.clone())],
+                String::new(),
+            )
         })
         .await;
         let handler = spawn_handler(&[
-            ("AUDIT_WEBHOOK_URL", &rogue.url("/k8s_audit?sig=qu3ry-s3cret")),
+            (
+                "AUDIT_WEBHOOK_URL",
+                &rogue.url("/k8s_audit?sig=qu3ry-s3cret"),
+            ),
             ("AUDIT_WEBHOOK_HEADERS", r#"{"X-Api-Key":"h3ader-s3cret"}"#),
             ("AUDIT_DELIVERY_DEADLINE", "3s"),
         ])
@@ -103,7 +125,10 @@ async fn temporary_redirects_send_nothing_to_another_origin() {
         }
         assert!(!handler.log().contains("s3cret"));
     }
-    assert!(elsewhere.requests().is_empty(), "nothing reached the other origin");
+    assert!(
+        elsewhere.requests().is_empty(),
+        "nothing reached the other origin"
+    );
 }
 
 /// An Event that makes the receiver answer 500 while the others go through: on the first
@@ -137,9 +162,18 @@ async fn an_event_failing_transiently_alone_is_isolated_after_host_retries() {
     let dead = dead_letters(&answer);
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].kind, "poison");
-    assert!(dead[0].reason.contains("failed alone"), "{}", dead[0].reason);
-    assert!(dead[0].reason.contains("upstream choked"), "{}", dead[0].reason);
-    let event: serde_json::Value = serde_json::from_str(dead[0].event.as_ref().unwrap().get()).unwrap();
+    assert!(
+        dead[0].reason.contains("failed alone"),
+        "{}",
+        dead[0].reason
+    );
+    assert!(
+        dead[0].reason.contains("upstream choked"),
+        "{}",
+        dead[0].reason
+    );
+    let event: serde_json::Value =
+        serde_json::from_str(dead[0].event.as_ref().unwrap().get()).unwrap();
     assert_eq!(event["auditID"], "iso-0-13");
     let mut want = ids(&events);
     want.retain(|id| id != "iso-0-13");
@@ -206,7 +240,11 @@ async fn slow_isolation_fits_the_deadline_and_is_remembered_across_retries() {
     let kept = rogue.kept.lock().unwrap().clone();
     let mut want = ids(&events);
     want.retain(|id| id != "slow-0-321");
-    assert!(kept.len() <= want.len() + 2, "{} kept: probes only", kept.len());
+    assert!(
+        kept.len() <= want.len() + 2,
+        "{} kept: probes only",
+        kept.len()
+    );
     assert_eq!(rogue.kept_unique(), want);
     let isolation_posts = rogue.requests().len() - posts_before;
     assert!(isolation_posts < 40, "{isolation_posts} POSTs");
@@ -219,7 +257,11 @@ async fn retry_after_values_are_clamped_and_never_panic() {
     for value in ["0", "Sun, 06 Nov 1994 08:49:37 GMT", "-5"] {
         let value = value.to_string();
         let rogue = Rogue::start(move |_, _| {
-            Act::Answer(429, vec![("Retry-After".into(), value.clone())], String::new())
+            Act::Answer(
+                429,
+                vec![("Retry-After".into(), value.clone())],
+                String::new(),
+            )
         })
         .await;
         let handler = spawn_handler(&[
@@ -234,11 +276,19 @@ async fn retry_after_values_are_clamped_and_never_panic() {
         let posts = rogue.requests().len();
         assert!(posts <= 25, "{posts} POSTs in 2 s");
     }
-    for value in ["18446744073709551616", "9223372036854775808", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+    for value in [
+        "18446744073709551616",
+        "9223372036854775808",
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+    ] {
         let value = value.to_string();
         let rogue = Rogue::start(move |_, n| {
             if n == 0 {
-                Act::Answer(429, vec![("Retry-After".into(), value.clone())], String::new())
+                Act::Answer(
+                    429,
+                    vec![("Retry-After".into(), value.clone())],
+                    String::new(),
+                )
             } else {
                 ok()
             }
@@ -265,7 +315,11 @@ async fn retry_after_values_are_clamped_and_never_panic() {
 async fn echoed_credentials_are_masked_in_logs_and_dead_letters() {
     let rogue = Rogue::start(|r, _| {
         if r.ids.iter().any(|id| id == "echo-0-1") {
-            let echoed: String = r.headers.iter().map(|(n, v)| format!("{n}: {v}\n")).collect();
+            let echoed: String = r
+                .headers
+                .iter()
+                .map(|(n, v)| format!("{n}: {v}\n"))
+                .collect();
             Act::Answer(400, Vec::new(), format!("{echoed}{}", "x".repeat(100_000)))
         } else {
             ok()
@@ -275,7 +329,10 @@ async fn echoed_credentials_are_masked_in_logs_and_dead_letters() {
     let handler = spawn_handler(&[
         ("AUDIT_WEBHOOK_URL", &rogue.url("/k8s_audit")),
         ("AUDIT_WEBHOOK_BEARER_TOKEN", "b3arer-t0ken-value"),
-        ("AUDIT_WEBHOOK_HEADERS", r#"{"X-Api-Key":"h3ader-k3y-value"}"#),
+        (
+            "AUDIT_WEBHOOK_HEADERS",
+            r#"{"X-Api-Key":"h3ader-k3y-value"}"#,
+        ),
     ])
     .await;
     let (bodies, _) = audit_bodies("echo", 1, 4, 0);
@@ -283,7 +340,11 @@ async fn echoed_credentials_are_masked_in_logs_and_dead_letters() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     let dead = dead_letters(&answer);
     assert_eq!(dead.len(), 1);
-    assert!(dead[0].reason.contains("x-api-key: ***"), "{}", dead[0].reason);
+    assert!(
+        dead[0].reason.contains("x-api-key: ***"),
+        "{}",
+        dead[0].reason
+    );
     assert!(dead[0].reason.len() < 1024, "{}", dead[0].reason.len());
     let everything = format!("{}{}", answer.body, handler.log());
     for secret in ["b3arer-t0ken-value", "h3ader-k3y-value"] {

@@ -8,6 +8,7 @@ mod azurite;
 mod delivery;
 mod faults;
 mod fidelity;
+mod hardening;
 mod helpers;
 mod hostile;
 mod invoke;

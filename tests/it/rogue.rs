@@ -147,11 +147,7 @@ fn parse(head: &str, body: &[u8]) -> Request {
         .iter()
         .filter_map(|e| e["auditID"].as_str().map(str::to_owned))
         .collect();
-    Request {
-        line,
-        headers,
-        ids,
-    }
+    Request { line, headers, ids }
 }
 
 fn status_text(code: u16) -> &'static str {
