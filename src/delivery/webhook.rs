@@ -124,8 +124,24 @@ impl Webhook {
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(|l| shown_location(&self.url, l));
-        // The status already tells the outcome; the rest of the body is read only to keep the
-        // connection reusable and to quote an error, bounded in time and size.
+        // The status decides the outcome. After a 2xx the rest of the answer is drained in
+        // the background, bounded, only to keep the connection reusable: a body that stalls
+        // changes nothing. An error answer is read, bounded in time and size, to quote it.
+        if status.is_success() {
+            tokio::spawn(async move {
+                let drain = async {
+                    let mut read = 0;
+                    while read < DRAIN_LIMIT {
+                        match response.chunk().await {
+                            Ok(Some(chunk)) => read += chunk.len(),
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            });
+            return RetryAction::Successful;
+        }
         let mut head = Vec::new();
         let drain = async {
             while head.len() < DRAIN_LIMIT {
@@ -135,7 +151,7 @@ impl Webhook {
                 }
             }
         };
-        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+        let _ = tokio::time::timeout(DRAIN_TIME.min(self.retry.attempt_timeout / 4), drain).await;
         if status.is_redirection() {
             let reason = format!(
                 "HTTP {status} redirect to {}: redirects are not followed; set AUDIT_WEBHOOK_URL (or the route's webhook.url) to the receiver's final URL",
@@ -145,13 +161,9 @@ impl Webhook {
                 reason: reason.into(),
             };
         }
-        let detail = if status.is_success() {
-            String::new()
-        } else {
-            // Masked before cutting, so no part of a secret survives at the cut.
-            let masked = mask(&String::from_utf8_lossy(&head), &self.secrets);
-            excerpt(masked.as_bytes(), ERROR_BODY_CHARS)
-        };
+        // Masked before cutting, so no part of a secret survives at the cut.
+        let masked = mask(&String::from_utf8_lossy(&head), &self.secrets);
+        let detail = excerpt(masked.as_bytes(), ERROR_BODY_CHARS);
         classify_status(status, retry_after, &detail)
     }
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod azurite;
+mod chaos;
 mod delivery;
 mod faults;
 mod fidelity;
