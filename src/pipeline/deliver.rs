@@ -33,6 +33,19 @@ fn push_halves(stack: &mut Vec<Range<usize>>, range: Range<usize>) {
     stack.push(range.start..mid);
 }
 
+/// How one try of an invocation treats transient failures (5xx, resets, timeouts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Retried until the deadline; the host retries the invocation.
+    Off,
+    /// Batches are retried for half the delivery budget, then bisected (no `RetryContext`:
+    /// this try is the only one).
+    AfterHalfTheDeadline,
+    /// Bisected at once, a few attempts per POST (the host has retried the invocation
+    /// `AUDIT_ISOLATE_AFTER_RETRIES` times).
+    Immediate,
+}
+
 /// Everything one delivery did, Event by Event where it matters.
 #[derive(Debug, Default)]
 pub struct DeliveryOutcome {
@@ -83,17 +96,21 @@ impl Forwarder {
             .await
     }
 
-    /// Whether transient failures are isolated on this try of the invocation.
-    pub fn isolating(&self, meta: &InvocationMeta) -> bool {
+    /// How transient failures are handled on this try of the invocation.
+    pub fn isolation(&self, meta: &InvocationMeta) -> Isolation {
         match meta.retry_count {
-            // No retry policy: the host checkpoints a failed invocation and its Events are lost.
-            None => true,
-            Some(count) => {
-                count >= i64::from(self.settings.isolate_after_retries)
+            // No retry policy: the host checkpoints a failed invocation and its Events are
+            // lost, so this is the only try.
+            None => Isolation::AfterHalfTheDeadline,
+            Some(count)
+                if count >= i64::from(self.settings.isolate_after_retries)
                     || meta
                         .max_retry_count
-                        .is_some_and(|max| max >= 0 && count >= max)
+                        .is_some_and(|max| max >= 0 && count >= max) =>
+            {
+                Isolation::Immediate
             }
+            Some(_) => Isolation::Off,
         }
     }
 
@@ -119,7 +136,7 @@ impl Forwarder {
         deadline: Instant,
     ) -> DeliveryOutcome {
         let key = InvocationKey::new(meta.partition_id.as_deref(), &meta.sequence_numbers);
-        let isolating = self.isolating(meta);
+        let isolation = self.isolation(meta);
         let work =
             self.routes
                 .iter()
@@ -130,7 +147,7 @@ impl Forwarder {
                     let key = key.as_ref();
                     Some(async move {
                         let (tally, poison, unsent) = self
-                            .deliver_route(route, target, events, deadline, key, isolating)
+                            .deliver_route(route, target, events, deadline, key, isolation)
                             .await;
                         (index, route.name.clone(), tally, poison, unsent)
                     })
@@ -164,8 +181,11 @@ impl Forwarder {
         events: &[AuditEvent],
         deadline: Instant,
         key: Option<&InvocationKey>,
-        isolating: bool,
+        isolation: Isolation,
     ) -> RouteResult {
+        let isolating = isolation != Isolation::Off;
+        // Planned batches under `AfterHalfTheDeadline` are retried until this instant.
+        let half = Instant::now() + deadline.saturating_duration_since(Instant::now()) / 2;
         let mut tally = DeliveryTally::default();
         let mut poison = Vec::new();
         let mut learned = key
@@ -208,6 +228,11 @@ impl Forwarder {
             start = end;
         }
         queue.reverse();
+        let planned: std::collections::HashSet<(usize, usize)> =
+            queue.iter().map(|r| (r.start, r.end)).collect();
+        // After a 413, one POST at a time until one passes: halves sent together would all be
+        // refused before the lowered bound is known.
+        let mut sizing = false;
         let mut max_bytes = self.settings.batch_max_bytes;
         let mut in_flight = FuturesUnordered::new();
         let mut suspects: Vec<Suspect> = Vec::new();
@@ -218,7 +243,8 @@ impl Forwarder {
         let (mut probed, mut explored) = (false, false);
         let mut isolation_logged = false;
         loop {
-            while in_flight.len() < self.settings.concurrency {
+            let limit = if sizing { 1 } else { self.settings.concurrency };
+            while in_flight.len() < limit {
                 let Some(range) = queue.pop() else { break };
                 let batch = &events[range.clone()];
                 let size = encoded_len(
@@ -231,15 +257,20 @@ impl Forwarder {
                     continue;
                 }
                 let body = encode(target.format, batch);
+                let top = planned.contains(&(range.start, range.end));
                 in_flight.push(async move {
                     let began = Instant::now();
-                    let outcome = if isolating {
-                        target
-                            .webhook
-                            .deliver_limited(body, deadline, ISOLATION_FAILURES)
-                            .await
-                    } else {
-                        target.webhook.deliver(body, deadline).await
+                    let outcome = match isolation {
+                        Isolation::Off => target.webhook.deliver(body, deadline).await,
+                        Isolation::AfterHalfTheDeadline if top => {
+                            target.webhook.deliver(body, half).await
+                        }
+                        _ => {
+                            target
+                                .webhook
+                                .deliver_limited(body, deadline, ISOLATION_FAILURES)
+                                .await
+                        }
                     };
                     (range, size, began, outcome)
                 });
@@ -282,6 +313,7 @@ impl Forwarder {
                     learned.delivered.extend(range);
                     last_success = Some(Instant::now());
                     progress += 1;
+                    sizing = false;
                 }
                 Delivery::Rejected {
                     reason,
@@ -292,6 +324,7 @@ impl Forwarder {
                     if status == Some(413) && size > 1 {
                         // The receiver's limit is below ours: remember it for this route.
                         max_bytes = max_bytes.min((size / 2).max(1));
+                        sizing = true;
                     }
                     if range.len() > 1 {
                         tracing::warn!(

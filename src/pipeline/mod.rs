@@ -20,6 +20,7 @@ use crate::delivery::{Matcher, RetrySettings, RouteConfig, Webhook};
 use crate::redact::redact_url;
 
 pub use deliver::DeliveryOutcome;
+pub use deliver::Isolation;
 pub use summary::{DeliveryTally, RoutingTally, Summary};
 
 /// What the pipeline needs to know, built once at start-up from the `AUDIT_*` settings.
