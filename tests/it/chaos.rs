@@ -94,7 +94,7 @@ async fn run_seed(seed: u64) {
     ])
     .await;
     let (bodies, valid) = random_input(&mut rng.lock().unwrap(), seed);
-    let mut partition = SimPartition::new(&seed.to_string());
+    let mut partition = SimPartition::new(seed.to_string());
     for count in 0..=CHAOTIC_TRIES {
         if count == CHAOTIC_TRIES {
             healed.store(true, Ordering::SeqCst);

@@ -55,6 +55,9 @@ fn start_up(env: &[(&str, &str)]) -> (bool, String, Duration) {
     }
 }
 
+/// Settings, the name the error must give, and a secret it must not print.
+type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+
 /// Settings that used to be echoed, misread as file names, accepted with a broken value, or
 /// that blew up memory now stop start-up quickly, naming the variable (and the header) and
 /// never printing the secret.
@@ -70,7 +73,7 @@ fn bad_settings_stop_start_up_naming_the_variable_never_the_secret() {
         ));
     }
     bomb.push_str("routes: [*a5]\n");
-    let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+    let cases: Vec<Case> = vec![
         // Row 5: a client key that is not a file: never printed, never made a path.
         (
             vec![url, ("AUDIT_WEBHOOK_CLIENT_CERT", cert), ("AUDIT_WEBHOOK_CLIENT_KEY", "MIIEvQIBADANBgk-k3y-s3cret")],
@@ -228,11 +231,11 @@ async fn a_bad_byte_sets_aside_only_its_record() {
         let text = String::from_utf8(good[0].clone()).unwrap();
         // A third record whose log holds the bad bytes, between the two good ones.
         let split = text.find("},{").unwrap() + 2;
-        let mut body = text[..split].as_bytes().to_vec();
+        let mut body = text.as_bytes()[..split].to_vec();
         body.extend_from_slice(br#"{"category":"kube-audit","properties":{"log":"{"#);
         body.extend_from_slice(bad);
         body.extend_from_slice(br#"}"}},"#);
-        body.extend_from_slice(text[split..].as_bytes());
+        body.extend_from_slice(&text.as_bytes()[split..]);
         let answer = handler.invoke_bodies(&[body.clone()], "0").await;
         assert_eq!(answer.status, 200, "{}", answer.body);
         let dead = dead_letters(&answer);
