@@ -5,7 +5,7 @@ use std::error::Error as _;
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use super::wire::{decode_invocation, HostError, InvocationResult};
 use super::HostSettings;
-use crate::deadletter::to_json_lines;
+use crate::deadletter::DeadLetter;
 use crate::pipeline::{Forwarder, Summary};
 
 /// The function's folder name, which is also its route.
@@ -202,29 +202,92 @@ async fn run_invocation(
         )
     } else {
         tracing::info!("{line}");
-        let mut result = InvocationResult::new(vec![line], None);
-        if !dead_letters.is_empty() {
-            match &handler.settings.deadletter_binding {
-                Some(binding) => {
-                    result.outputs.insert(
-                        binding.clone(),
-                        serde_json::Value::String(to_json_lines(&dead_letters)),
-                    );
-                }
-                None => {
-                    for item in &dead_letters {
-                        tracing::error!(
-                            kind = %item.kind,
-                            reason = %item.reason,
-                            sequence_number = item.sequence_number,
-                            "Undeliverable item, not kept: dead-lettering is off."
-                        );
-                    }
-                }
+        let result = InvocationResult::new(vec![line], None);
+        match (
+            &handler.settings.deadletter_binding,
+            dead_letters.is_empty(),
+        ) {
+            (_, true) => (StatusCode::OK, Json(result)).into_response(),
+            (Some(binding), false) => with_dead_letters(&result, binding, dead_letters),
+            (None, false) => {
+                log_unkept(&dead_letters);
+                (StatusCode::OK, Json(result)).into_response()
             }
         }
-        (StatusCode::OK, Json(result)).into_response()
     }
+}
+
+/// Dead letters logged in full when dead-lettering is off; the rest are counted.
+const UNKEPT_IN_FULL: usize = 20;
+
+fn log_unkept(items: &[DeadLetter]) {
+    for item in items.iter().take(UNKEPT_IN_FULL) {
+        tracing::error!(
+            kind = %item.kind,
+            reason = %item.reason,
+            sequence_number = item.sequence_number,
+            "Undeliverable item, not kept: dead-lettering is off."
+        );
+    }
+    if items.len() > UNKEPT_IN_FULL {
+        tracing::error!(
+            more = items.len() - UNKEPT_IN_FULL,
+            "More undeliverable items, not kept: dead-lettering is off."
+        );
+    }
+}
+
+/// The 200 answer with `items` as JSON lines in `Outputs.<binding>`, built one item at a time
+/// and each item freed once written, so the dead letters are held about once, not three times
+/// (items, JSON lines, answer). The body is the same JSON `Json(result)` would write.
+fn with_dead_letters(result: &InvocationResult, binding: &str, items: Vec<DeadLetter>) -> Response {
+    let (Ok(rest), Ok(name)) = (
+        serde_json::to_string(result),
+        serde_json::to_string(binding),
+    ) else {
+        return json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            vec![],
+            Some("internal error".into()),
+        );
+    };
+    // `{"Outputs":{},"Logs":[…],…}`: everything after the empty outputs is kept as it is.
+    let Some(rest) = rest.strip_prefix(r#"{"Outputs":{}"#) else {
+        return json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            vec![],
+            Some("internal error".into()),
+        );
+    };
+    let mut chunks: Vec<Bytes> = Vec::with_capacity(items.len() + 2);
+    chunks.push(Bytes::from(format!(r#"{{"Outputs":{{{name}:""#)));
+    for item in items {
+        let Ok(mut line) = serde_json::to_string(&item) else {
+            continue;
+        };
+        drop(item);
+        line.push('\n');
+        // The line as a JSON string's contents: quoted, then the quotes cut off (no copy).
+        if let Ok(quoted) = serde_json::to_string(&line) {
+            let quoted = Bytes::from(quoted.into_bytes());
+            chunks.push(quoted.slice(1..quoted.len() - 1));
+        }
+    }
+    chunks.push(Bytes::from(format!("\"}}{rest}")));
+    let length: usize = chunks.iter().map(Bytes::len).sum();
+    let stream = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::convert::Infallible>));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .header(axum::http::header::CONTENT_LENGTH, length)
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| {
+            json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                vec![],
+                Some("internal error".into()),
+            )
+        })
 }
 
 fn body_error(error: &axum::Error, limit: usize) -> Response {
@@ -257,6 +320,28 @@ fn host_error(error: &HostError) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The answer built item by item is byte for byte what serialising the whole result gives.
+    #[tokio::test]
+    async fn dead_letters_answer_matches_the_plain_serialisation() {
+        let mut a = DeadLetter::new("poison", "HTTP 400: \"quoted\"\nline");
+        a.keep_raw(&[0xff, b'"', 0]);
+        let b = DeadLetter::new("unrouted", "no route");
+        let items = vec![a, b];
+        let mut expected = InvocationResult::new(vec!["summary \"x\"".into()], None);
+        expected.outputs.insert(
+            "deadletter".into(),
+            serde_json::Value::String(crate::deadletter::to_json_lines(&items)),
+        );
+        let want = serde_json::to_vec(&expected).unwrap();
+        let result = InvocationResult::new(vec!["summary \"x\"".into()], None);
+        let response = with_dead_letters(&result, "deadletter", items);
+        assert_eq!(response.headers()["content-length"], want.len().to_string());
+        let got = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(got.as_ref(), want.as_slice());
+    }
 
     /// A panicking handler is answered with a JSON 500 and the server keeps serving.
     #[tokio::test]
