@@ -16,15 +16,12 @@ use std::ops::Range;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 
+use super::probe::{poison_letter, ISOLATION_FAILURES};
 use super::{ActiveRoute, DeliveryTally, Forwarder, InvocationMeta, Target};
 use crate::audit::{encode, encoded_len, AuditEvent};
 use crate::deadletter::DeadLetter;
 use crate::delivery::learned::InvocationKey;
 use crate::delivery::{plan, BatchLimits, Delivery};
-
-/// Failed attempts one POST gets while isolating (429s aside): the host's retry, not this
-/// loop, is what spaces out tries of a receiver that is down.
-const ISOLATION_FAILURES: u32 = 2;
 
 /// Splits `range` in two and pushes both so that the first half is sent first.
 fn push_halves(stack: &mut Vec<Range<usize>>, range: Range<usize>) {
@@ -435,9 +432,19 @@ impl Forwarder {
                 %reason,
                 route = %route.name,
                 webhook = %target.webhook.shown_url(),
-                "Events are still undelivered at the end of the invocation; it will fail so the host retries it."
+                "Events are still undelivered at the end of delivery; they will be sent again."
             );
         }
+        // Dead letters in the Events' order, whatever order the concurrent POSTs ended in
+        // (each one was recorded in `learned.poison` as it was made).
+        let mut keyed: Vec<(usize, DeadLetter)> = learned
+            .poison
+            .iter()
+            .map(|(i, _, _)| *i)
+            .zip(poison)
+            .collect();
+        keyed.sort_by_key(|(i, _)| *i);
+        let poison: Vec<DeadLetter> = keyed.into_iter().map(|(_, d)| d).collect();
         let mut unsent: Vec<usize> = failed.iter().flat_map(|(r, _)| r.clone()).collect();
         unsent.sort_unstable();
         let any_failed = !unsent.is_empty();
@@ -448,54 +455,4 @@ impl Forwarder {
         }
         (tally, poison, unsent)
     }
-}
-
-impl Forwarder {
-    /// Whether the receiver takes an Event now: resends one Event already delivered (in this
-    /// try or an earlier one), alone. A duplicate, which at-least-once delivery allows, is the
-    /// price of never dead-lettering because a receiver is down.
-    async fn probe(
-        &self,
-        target: &Target,
-        events: &[AuditEvent],
-        learned: &crate::delivery::learned::RouteLearned,
-        deadline: Instant,
-        tally: &mut DeliveryTally,
-    ) -> bool {
-        let Some(&i) = learned.delivered.iter().next() else {
-            return false;
-        };
-        if Instant::now() >= deadline {
-            return false;
-        }
-        let body = encode(target.format, std::slice::from_ref(&events[i]));
-        let outcome = target
-            .webhook
-            .deliver_limited(body, deadline, ISOLATION_FAILURES)
-            .await;
-        tally.attempts += u64::from(attempts_of(&outcome));
-        matches!(outcome, Delivery::Delivered { .. })
-    }
-}
-
-fn attempts_of(outcome: &Delivery) -> u32 {
-    match outcome {
-        Delivery::Delivered { attempts }
-        | Delivery::Rejected { attempts, .. }
-        | Delivery::Halted { attempts, .. }
-        | Delivery::Failed { attempts, .. } => *attempts,
-    }
-}
-
-/// The dead letter of an Event a route's receiver will not take.
-fn poison_letter(
-    route: &ActiveRoute,
-    event: &AuditEvent,
-    reason: String,
-    status: Option<u16>,
-) -> DeadLetter {
-    let mut item = DeadLetter::for_event(event, "poison", reason);
-    item.status = status;
-    item.route = Some(route.name.clone());
-    item
 }

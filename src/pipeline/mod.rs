@@ -3,6 +3,7 @@
 //! host's answer.
 
 mod deliver;
+mod probe;
 mod summary;
 
 use std::collections::BTreeSet;
