@@ -243,8 +243,19 @@ param auditRetryInitialBackoff string = '500ms'
 @description('AUDIT_RETRY_MAX_BACKOFF: retry delay cap.')
 param auditRetryMaxBackoff string = '30s'
 
+@description('AUDIT_ISOLATE_AFTER_RETRIES: from this host retry of an invocation on, an Event that keeps failing transiently while others are delivered is dead-lettered instead of blocking the partition.')
+@minValue(0)
+@maxValue(1000)
+param auditIsolateAfterRetries int = 2
+
 @description('AUDIT_MAX_BODY_BYTES: largest invocation body accepted.')
 param auditMaxBodyBytes string = '256MiB'
+
+@description('AUDIT_BODY_READ_TIMEOUT: longest time to receive one invocation body (at most 10m).')
+param auditBodyReadTimeout string = '60s'
+
+@description('AUDIT_SHUTDOWN_GRACE: how long in-flight invocations may finish after SIGTERM (at most 10m).')
+param auditShutdownGrace string = '30s'
 
 @description('AUDIT_MAX_RECORDS_PER_EVENT: most records one Event Hub event may hold.')
 @minValue(1)
@@ -528,7 +539,10 @@ var auditSettings = {
   AUDIT_WEBHOOK_CONCURRENCY: string(auditWebhookConcurrency)
   AUDIT_RETRY_INITIAL_BACKOFF: auditRetryInitialBackoff
   AUDIT_RETRY_MAX_BACKOFF: auditRetryMaxBackoff
+  AUDIT_ISOLATE_AFTER_RETRIES: string(auditIsolateAfterRetries)
   AUDIT_MAX_BODY_BYTES: auditMaxBodyBytes
+  AUDIT_BODY_READ_TIMEOUT: auditBodyReadTimeout
+  AUDIT_SHUTDOWN_GRACE: auditShutdownGrace
   AUDIT_MAX_RECORDS_PER_EVENT: string(auditMaxRecordsPerEvent)
   AUDIT_DEADLETTER_BINDING: auditDeadLetterBinding
   RUST_LOG: rustLog

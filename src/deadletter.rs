@@ -41,9 +41,33 @@ pub struct DeadLetter {
     /// The audit Event, for poison and unrouted items: ready to resend.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub event: Option<Box<RawValue>>,
-    /// The raw record or event body text, for malformed items.
+    /// The Event Hub event body, exactly as received, for malformed items: as text when it
+    /// is UTF-8 and JSON escaping does not inflate it by more than a third, else in
+    /// `rawBase64`. Kept once per event, however many of its records are bad.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub raw: Option<String>,
+    /// The event body, base64 (standard alphabet, padded), when `raw` cannot hold it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub raw_base64: Option<String>,
+    /// The bad records of the event: their index in `records` and why, the first
+    /// [`MAX_RECORD_PROBLEMS`] of them.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub records: Vec<RecordProblem>,
+    /// Bad records of the event left out of `records` (the body still holds them).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub omitted_records: Option<u64>,
+}
+
+/// Bad records listed per dead letter; the rest are counted in `omittedRecords`.
+pub const MAX_RECORD_PROBLEMS: usize = 20;
+
+/// One bad record of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordProblem {
+    /// Index in the event's `records` array.
+    pub index: usize,
+    /// Why it was set aside.
+    pub reason: String,
 }
 
 impl DeadLetter {
@@ -60,6 +84,43 @@ impl DeadLetter {
             invocation_id: None,
             event: None,
             raw: None,
+            raw_base64: None,
+            records: Vec::new(),
+            omitted_records: None,
+        }
+    }
+
+    /// Keeps `bytes` exactly: as text when it is UTF-8 and escaping keeps it within 4/3 of its
+    /// size, else as base64 (4/3 of its size). Either way a dead letter is at most about 4/3 of
+    /// the bytes it keeps.
+    pub fn keep_raw(&mut self, bytes: &[u8]) {
+        use base64::Engine as _;
+        let text = std::str::from_utf8(bytes).ok().filter(|t| {
+            let escaped: usize = t
+                .bytes()
+                .map(|b| match b {
+                    b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
+                    0..=0x1f => 6,
+                    _ => 1,
+                })
+                .sum();
+            escaped <= bytes.len() + bytes.len() / 3
+        });
+        match text {
+            Some(t) => self.raw = Some(t.to_string()),
+            None => {
+                self.raw_base64 = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+            }
+        }
+    }
+
+    /// The raw bytes kept by [`Self::keep_raw`].
+    pub fn raw_bytes(&self) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        match (&self.raw, &self.raw_base64) {
+            (Some(t), _) => Some(t.as_bytes().to_vec()),
+            (None, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).ok(),
+            (None, None) => None,
         }
     }
 }
@@ -127,5 +188,23 @@ mod tests {
         assert_eq!(back[0].status, Some(400));
         assert_eq!(back[1].raw, bad.raw);
         assert!(from_json_lines("{}\n").unwrap_err().starts_with("line 1"));
+    }
+
+    /// Bytes are kept exactly: text when cheap, base64 when not UTF-8 or quote-heavy.
+    #[test]
+    fn raw_bytes_are_kept_exactly_and_bounded() {
+        for bytes in [
+            &b"{\"records\":[]}"[..],
+            &[b'{', 0xff, 0x00, b'}'],
+            "\"\"\"\"\"\"".as_bytes(),
+            "\u{feff}{}".as_bytes(),
+        ] {
+            let mut item = DeadLetter::new("malformed-event", "x");
+            item.keep_raw(bytes);
+            let line = to_json_lines(std::slice::from_ref(&item));
+            assert!(line.len() < 120 + bytes.len() * 4 / 3, "{line}");
+            let back = from_json_lines(&line).unwrap();
+            assert_eq!(back[0].raw_bytes().unwrap(), bytes);
+        }
     }
 }

@@ -13,8 +13,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::categories::{canonical, CategoriesSeen};
+use super::records::parseable_text;
+pub use super::records::WARNINGS_IN_FULL;
 use crate::audit::{AuditEvent, EventError};
-use crate::deadletter::DeadLetter;
+use crate::deadletter::{DeadLetter, RecordProblem, MAX_RECORD_PROBLEMS};
 use crate::redact::excerpt;
 
 /// The UTF-8 byte order mark (`EF BB BF`), skipped where JSON text starts.
@@ -59,15 +61,15 @@ pub struct Conversion {
     pub tally: ConvertTally,
     /// Malformed records and event bodies, kept for inspection.
     pub dead_letters: Vec<DeadLetter>,
-    /// Most records one event may hold (`None`: no limit).
+    /// Most records one event may hold (`None`: no limit); a larger event is dead-lettered.
     pub max_records_per_event: Option<usize>,
-    /// Set when an event held more records than allowed; that event was not converted.
-    pub over_limit: Option<TooManyRecords>,
     /// Which audit categories each cluster sent, to find Events sent under both.
     pub categories_seen: CategoriesSeen,
+    /// Warnings counted so far in this invocation (see [`WARNINGS_IN_FULL`]).
+    pub warnings: u64,
 }
 
-/// An Event Hub event with more records than `AUDIT_MAX_RECORDS_PER_EVENT`.
+/// An Event Hub event with more records than `AUDIT_MAX_RECORDS_PER_EVENT`: dead-lettered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("event {index} holds {count} records, more than AUDIT_MAX_RECORDS_PER_EVENT ({max})")]
 pub struct TooManyRecords {
@@ -115,6 +117,8 @@ struct Properties<'a> {
 enum RecordError {
     #[error("the record is not a JSON object with a category: {0}")]
     Shape(String),
+    #[error("the record holds invalid UTF-8 or a NUL byte")]
+    Bytes,
     #[error("the record has no category")]
     NoCategory,
     #[error("the record has no properties.log")]
@@ -132,63 +136,77 @@ pub fn convert_body(
     categories: &BTreeSet<String>,
     conversion: &mut Conversion,
 ) {
-    let Conversion {
-        events: out,
-        tally,
-        dead_letters,
-        max_records_per_event,
-        over_limit,
-        categories_seen,
-    } = conversion;
-    tally.bodies += 1;
+    conversion.tally.bodies += 1;
     // A leading UTF-8 byte order mark is not part of the JSON text (RFC 8259 §8.1 lets a
     // parser ignore it); some writers add one.
+    let original = body;
     let body = body.strip_prefix(UTF8_BOM.as_bytes()).unwrap_or(body);
+    // Invalid UTF-8 and raw NUL bytes are replaced for parsing and remembered, so that only
+    // the records holding them are set aside and the rest of the event still converts.
+    let (text, bad_bytes) = parseable_text(body);
     // An object, not the array serde would also accept for a struct.
-    let is_object = body
-        .iter()
+    let is_object = text
+        .bytes()
         .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|b| *b == b'{');
+        .is_some_and(|b| b == b'{');
     let parsed = if is_object {
-        serde_json::from_slice(body)
+        serde_json::from_str(&text)
     } else {
         Err(serde::de::Error::custom("the event is not a JSON object"))
     };
     let envelope: Envelope<'_> = match parsed {
         Ok(envelope) => envelope,
         Err(error) => {
-            tally.malformed_bodies += 1;
-            tracing::warn!(
-                index = origin.index,
-                sequence_number = origin.sequence_number,
-                %error,
-                excerpt = %excerpt(body, EXCERPT_CHARS),
-                "Skipping an event that is not a diagnostic-settings envelope."
-            );
-            let mut item = DeadLetter::new("malformed-event", error.to_string());
-            item.sequence_number = origin.sequence_number;
-            item.raw = Some(String::from_utf8_lossy(body).into_owned());
-            dead_letters.push(item);
+            if conversion.warn_in_full() {
+                tracing::warn!(
+                    index = origin.index,
+                    sequence_number = origin.sequence_number,
+                    %error,
+                    excerpt = %excerpt(body, EXCERPT_CHARS),
+                    "Skipping an event that is not a diagnostic-settings envelope."
+                );
+            }
+            conversion.malformed_body(original, origin, error.to_string());
             return;
         }
     };
-    // Records of one envelope nearly always share a cluster: keep its id once.
-    let mut source: Option<Arc<str>> = None;
-    if let Some(max) = *max_records_per_event {
+    if let Some(max) = conversion.max_records_per_event {
         if envelope.records.len() > max {
-            *over_limit = Some(TooManyRecords {
+            let error = TooManyRecords {
                 index: origin.index,
                 count: envelope.records.len(),
                 max,
-            });
+            };
+            if conversion.warn_in_full() {
+                tracing::warn!(
+                    %error,
+                    sequence_number = origin.sequence_number,
+                    "Dead-lettering an event over the records limit."
+                );
+            }
+            conversion.malformed_body(original, origin, error.to_string());
             return;
         }
     }
+    let base = text.as_ptr() as usize;
+    let total = envelope.records.len();
+    // Records of one envelope nearly always share a cluster: keep its id once.
+    let mut source: Option<Arc<str>> = None;
+    let mut problems: Vec<RecordProblem> = Vec::new();
+    let mut bad = 0u64;
+    let mut first_excerpt = String::new();
     for (record_index, raw) in envelope.records.into_iter().enumerate() {
-        tally.records += 1;
-        match convert_record(raw, categories) {
+        conversion.tally.records += 1;
+        let start = raw.get().as_ptr() as usize - base;
+        let span = start..start + raw.get().len();
+        let outcome = if bad_bytes.iter().any(|b| span.contains(b)) {
+            Err(Malformed(RecordError::Bytes, None))
+        } else {
+            convert_record(raw, categories)
+        };
+        match outcome {
             Ok((event, resource_id, category)) => {
-                tally.converted += 1;
+                conversion.tally.converted += 1;
                 let id = resource_id.as_deref().unwrap_or("").trim();
                 let same = source
                     .as_deref()
@@ -196,31 +214,55 @@ pub fn convert_body(
                 if !same {
                     source = Some(Arc::from(id.to_ascii_lowercase()));
                 }
-                categories_seen.note(source.as_ref(), category);
+                conversion.categories_seen.note(source.as_ref(), category);
                 let event = event.with_sequence_number(origin.sequence_number);
                 match &source {
-                    Some(s) => out.push(event.with_source(s.clone())),
-                    None => out.push(event),
+                    Some(s) => conversion.events.push(event.with_source(s.clone())),
+                    None => conversion.events.push(event),
                 }
             }
-            Err(Skip(category)) => *tally.skipped.entry(category).or_default() += 1,
+            Err(Skip(category)) => *conversion.tally.skipped.entry(category).or_default() += 1,
             Err(Malformed(error, quoted)) => {
-                tally.malformed_records += 1;
-                tracing::warn!(
-                    index = origin.index,
-                    sequence_number = origin.sequence_number,
-                    record = record_index,
-                    %error,
-                    excerpt = %excerpt(quoted.unwrap_or(raw.get()).as_bytes(), EXCERPT_CHARS),
-                    "Skipping a malformed diagnostic record."
-                );
-                let mut item = DeadLetter::new("malformed-record", error.to_string());
-                item.sequence_number = origin.sequence_number;
-                item.raw = Some(raw.get().to_string());
-                dead_letters.push(item);
+                conversion.tally.malformed_records += 1;
+                bad += 1;
+                if problems.is_empty() {
+                    first_excerpt = excerpt(quoted.unwrap_or(raw.get()).as_bytes(), EXCERPT_CHARS);
+                }
+                if problems.len() < MAX_RECORD_PROBLEMS {
+                    problems.push(RecordProblem {
+                        index: record_index,
+                        reason: error.to_string(),
+                    });
+                }
             }
         }
     }
+    let Some(first) = problems.first() else {
+        return;
+    };
+    let reason = format!(
+        "{bad} of {total} records are malformed; record {}: {}",
+        first.index, first.reason
+    );
+    if conversion.warn_in_full() {
+        tracing::warn!(
+            index = origin.index,
+            sequence_number = origin.sequence_number,
+            records = bad,
+            record = first.index,
+            error = %first.reason,
+            excerpt = %first_excerpt,
+            "Skipping malformed diagnostic records; their event is dead-lettered for them."
+        );
+    }
+    // One dead letter per event, holding its exact bytes once; the records list is capped.
+    let mut item = DeadLetter::new("malformed-record", reason);
+    item.sequence_number = origin.sequence_number;
+    let listed = problems.len() as u64;
+    item.records = problems;
+    item.omitted_records = (bad > listed).then_some(bad - listed);
+    item.keep_raw(original);
+    conversion.dead_letters.push(item);
 }
 
 /// A record that yields no Event: another category (skipped) or broken (malformed).
@@ -376,12 +418,16 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].json(), good);
         assert_eq!(events[0].sequence_number(), Some(7));
-        // Every malformed record is kept as a dead letter with its raw text.
-        assert_eq!(dead.len(), 9);
-        assert!(dead
-            .iter()
-            .all(|d| d.kind == "malformed-record" && d.raw.is_some()));
-        assert!(dead.iter().all(|d| d.sequence_number == Some(7)));
+        // One dead letter for the event: every bad record listed, the body kept once, exactly.
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].kind, "malformed-record");
+        assert_eq!(dead[0].sequence_number, Some(7));
+        assert_eq!(
+            dead[0].records.iter().map(|r| r.index).collect::<Vec<_>>(),
+            (0..9).collect::<Vec<_>>()
+        );
+        assert_eq!(dead[0].omitted_records, None);
+        assert_eq!(dead[0].raw_bytes().unwrap(), body.to_string().into_bytes());
         assert_eq!(tally.records, 10);
         assert_eq!(tally.malformed_records, 9);
         assert_eq!(tally.converted, 1);
@@ -405,16 +451,16 @@ mod tests {
             &mut conversion,
         );
         assert!(conversion.events.is_empty());
-        let err = conversion.over_limit.unwrap();
-        assert_eq!(
-            err,
-            TooManyRecords {
-                index: 3,
-                count: 2,
-                max: 1
-            }
+        // The event is dead-lettered whole, its bytes exact; nothing else is held up.
+        assert_eq!(conversion.dead_letters.len(), 1);
+        let item = &conversion.dead_letters[0];
+        assert_eq!(item.kind, "malformed-event");
+        assert!(
+            item.reason.contains("AUDIT_MAX_RECORDS_PER_EVENT (1)"),
+            "{}",
+            item.reason
         );
-        assert!(err.to_string().contains("AUDIT_MAX_RECORDS_PER_EVENT (1)"));
+        assert_eq!(item.raw_bytes().unwrap(), body.to_string().into_bytes());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod diagnostics;
 #[cfg(test)]
 mod input_tests;
+mod records;
 
 pub use categories::{both_categories_warning, drop_category_duplicates, CategoriesSeen};
 pub use cluster::{

@@ -185,11 +185,13 @@ impl Config {
             vars::WEBHOOK_TIMEOUT,
             get(vars::WEBHOOK_TIMEOUT),
             vars::DEFAULT_WEBHOOK_TIMEOUT,
+            vars::MAX_SETTING_DURATION,
         )?;
         let delivery_deadline = parse_duration(
             vars::DELIVERY_DEADLINE,
             get(vars::DELIVERY_DEADLINE),
             vars::DEFAULT_DELIVERY_DEADLINE,
+            vars::MAX_DELIVERY_DEADLINE,
         )?;
         let (function_timeout, timeout_source) =
             function_timeout(&base).map_err(|reason| ConfigError::Invalid {
@@ -218,11 +220,13 @@ impl Config {
             vars::RETRY_INITIAL_BACKOFF,
             get(vars::RETRY_INITIAL_BACKOFF),
             vars::DEFAULT_RETRY_INITIAL_BACKOFF,
+            vars::MAX_SETTING_DURATION,
         )?;
         let max_backoff = parse_duration(
             vars::RETRY_MAX_BACKOFF,
             get(vars::RETRY_MAX_BACKOFF),
             vars::DEFAULT_RETRY_MAX_BACKOFF,
+            vars::MAX_SETTING_DURATION,
         )?;
         if max_backoff < initial_backoff {
             return Err(ConfigError::Invalid {
@@ -235,6 +239,24 @@ impl Config {
                 ),
             });
         }
+        let isolate_after_retries = parse_count(
+            vars::ISOLATE_AFTER_RETRIES,
+            get(vars::ISOLATE_AFTER_RETRIES),
+            vars::DEFAULT_ISOLATE_AFTER_RETRIES as usize,
+            0..=1000,
+        )? as u32;
+        let body_read_timeout = parse_duration(
+            vars::BODY_READ_TIMEOUT,
+            get(vars::BODY_READ_TIMEOUT),
+            vars::DEFAULT_BODY_READ_TIMEOUT,
+            vars::MAX_SETTING_DURATION,
+        )?;
+        let shutdown_grace = parse_duration(
+            vars::SHUTDOWN_GRACE,
+            get(vars::SHUTDOWN_GRACE),
+            vars::DEFAULT_SHUTDOWN_GRACE,
+            vars::MAX_SETTING_DURATION,
+        )?;
         let max_body_bytes = parse_bytes(
             vars::MAX_BODY_BYTES,
             get(vars::MAX_BODY_BYTES),
@@ -284,12 +306,19 @@ impl Config {
                         ),
                     });
                 }
+                // A file name is shown only when it is one short line with nothing of a URL
+                // or a secret in it; anything else may be a document with credentials.
+                let plain_name = file.len() <= 256
+                    && !file.contains([':', '@', '=', '?', '\n', '\r', '{'])
+                    && !file.starts_with('\u{feff}');
                 let invalid = |reason: String| ConfigError::Invalid {
                     var: vars::ROUTES,
                     value: if is_inline(&file) {
                         "<inline routes>".into()
-                    } else {
+                    } else if plain_name {
                         file.clone()
+                    } else {
+                        "<not shown>".into()
                     },
                     reason,
                 };
@@ -297,8 +326,12 @@ impl Config {
                     (file.clone(), base.clone())
                 } else {
                     let path = base.join(file.trim());
-                    let text = std::fs::read_to_string(&path)
-                        .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        invalid(format!(
+                            "cannot read the routes file it names ({})",
+                            e.kind()
+                        ))
+                    })?;
                     (
                         text,
                         path.parent().map(Path::to_path_buf).unwrap_or_default(),
@@ -354,6 +387,7 @@ impl Config {
         Ok(Self {
             forwarder: Settings {
                 max_records_per_event,
+                isolate_after_retries,
                 routes,
                 policy,
                 cluster_annotations,
@@ -371,6 +405,8 @@ impl Config {
             host: HostSettings {
                 max_body_bytes,
                 deadletter_binding,
+                body_read_timeout,
+                shutdown_grace,
             },
         })
     }

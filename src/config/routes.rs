@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
-use super::webhook::{load_pem, parse_headers};
+use super::webhook::{clean_secret, load_pem, parse_headers};
 use crate::audit::{Policy, WebhookFormat};
 use crate::delivery::{Bearer, ClientOptions, Destination, Matcher, RouteConfig, SecretPem};
 
@@ -84,8 +84,15 @@ pub(super) fn parse_routes(
     base: &Path,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<RouteConfig>, String> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let doc: RoutesDoc = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    let text = text.trim_start_matches('\u{feff}');
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(format!(
+            "the routes document is {} bytes, more than the {MAX_DOCUMENT_BYTES} allowed",
+            text.len()
+        ));
+    }
+    check_node_budget(text)?;
+    let doc: RoutesDoc = serde_yaml_ng::from_str(text).map_err(|e| scrub(&e.to_string()))?;
     if doc.routes.is_empty() {
         return Err("no routes: add at least one under `routes:`".into());
     }
@@ -122,13 +129,13 @@ pub(super) fn parse_routes(
                     ..Default::default()
                 };
                 if let Some(name) = &w.bearer_token_setting {
-                    client.bearer = Some(Bearer(SecretString::from(setting(
-                        name,
-                        "bearerTokenSetting",
-                    )?)));
+                    let token = clean_secret(&setting(name, "bearerTokenSetting")?, true)
+                        .map_err(|e| at(format!("app setting {name}: {e}")))?;
+                    client.bearer = Some(Bearer(SecretString::from(token)));
                 }
                 if let Some(name) = &w.basic_auth_setting {
-                    let value = setting(name, "basicAuthSetting")?;
+                    let value = clean_secret(&setting(name, "basicAuthSetting")?, false)
+                        .map_err(|e| at(format!("app setting {name}: {e}")))?;
                     let (user, password) = value
                         .split_once(':')
                         .ok_or_else(|| at(format!("app setting {name} must hold user:password")))?;
@@ -180,10 +187,124 @@ pub(super) fn parse_routes(
     Ok(out)
 }
 
-/// An inline YAML or JSON document rather than a file name.
+/// An inline YAML or JSON document rather than a file name: it starts (after a byte order
+/// mark) with `{`, `---` or `routes:`, or spans lines.
 pub(super) fn is_inline(value: &str) -> bool {
-    let v = value.trim_start();
-    v.starts_with('{') || v.starts_with("routes:") || v.contains('\n')
+    let v = value.trim_start_matches('\u{feff}').trim_start();
+    v.starts_with('{')
+        || v.starts_with("---")
+        || v.starts_with("routes:")
+        || v.contains(['\n', '\r'])
+}
+
+/// Largest routes document read (a few hundred routes fit in a few KiB).
+pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+/// Most YAML nodes a routes document may expand to, aliases followed: a document of
+/// aliases to aliases (a "billion laughs") is refused after this much work, in bounded memory.
+pub const MAX_DOCUMENT_NODES: usize = 200_000;
+
+/// Walks the document once, counting nodes with every alias expanded, and stops at
+/// [`MAX_DOCUMENT_NODES`]: the typed parse that follows can then not blow up.
+fn check_node_budget(text: &str) -> Result<(), String> {
+    use serde::de::DeserializeSeed as _;
+    let nodes = std::cell::Cell::new(0usize);
+    for document in serde_yaml_ng::Deserializer::from_str(text) {
+        Budget(&nodes)
+            .deserialize(document)
+            .map_err(|e| scrub(&e.to_string()))?;
+    }
+    Ok(())
+}
+
+struct Budget<'a>(&'a std::cell::Cell<usize>);
+
+impl Budget<'_> {
+    fn bump<E: serde::de::Error>(&self) -> Result<(), E> {
+        self.0.set(self.0.get() + 1);
+        if self.0.get() > MAX_DOCUMENT_NODES {
+            return Err(E::custom(format!(
+                "the document expands to more than {MAX_DOCUMENT_NODES} nodes (YAML aliases?)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Budget<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Budget<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any YAML node")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.bump()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.bump()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.bump()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.bump()
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        self.bump()
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.bump()
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.bump()
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.bump()?;
+        serde::de::DeserializeSeed::deserialize(self, d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.bump()?;
+        while seq.next_element_seed(Budget(self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.bump()?;
+        while map.next_key_seed(Budget(self.0))?.is_some() {
+            map.next_value_seed(Budget(self.0))?;
+        }
+        Ok(())
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        use serde::de::VariantAccess as _;
+        self.bump()?;
+        let ((), variant) = data.variant_seed(Budget(self.0))?;
+        variant.newtype_variant_seed(Budget(self.0))
+    }
+}
+
+/// A parser message without the values it quotes: a value in a routes document may be a URL
+/// with a password or `sig=`, or a header value. Field names (in backticks) stay.
+pub(super) fn scrub(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        if c == '"' {
+            if quoted {
+                out.push_str("…\"");
+            } else {
+                out.push('"');
+            }
+            quoted = !quoted;
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -256,5 +377,49 @@ mod tests {
             let err = routes(yaml).unwrap_err();
             assert!(err.contains(want), "{want:?} not in {err:?}");
         }
+    }
+
+    /// A document that starts with a BOM or `---` is inline, and parses.
+    #[test]
+    fn bom_and_document_marker_are_inline() {
+        for doc in [
+            "\u{feff}routes:\n- name: a\n  webhook: {url: 'http://a/'}\n",
+            "---\nroutes:\n- name: a\n  webhook: {url: 'http://a/'}\n",
+            "\u{feff}{\"routes\":[{\"name\":\"a\",\"webhook\":{\"url\":\"http://a/\"}}]}",
+        ] {
+            assert!(is_inline(doc), "{doc:?}");
+            assert_eq!(routes(doc).unwrap().len(), 1, "{doc:?}");
+        }
+        assert!(!is_inline("routes.yaml"));
+    }
+
+    /// Errors quote no value of the document: not the URL's password, not a `sig=`.
+    #[test]
+    fn errors_never_quote_values() {
+        let err = routes(
+            "routes:\n- name: x\n  webhook: {url: 'https://u:pa55@a/?sig=s1g', insecureSkipVerify: 'n0pe-h3ader'}\n",
+        )
+        .unwrap_err();
+        assert!(
+            !err.contains("pa55") && !err.contains("s1g") && !err.contains("n0pe"),
+            "{err}"
+        );
+    }
+
+    /// Aliases of aliases are refused quickly, in bounded memory.
+    #[test]
+    fn alias_bombs_are_refused() {
+        // A large anchored list referenced through a few levels: few alias jumps (the YAML
+        // parser's own repetition limit does not trip) but fifty million nodes.
+        let mut doc = format!("a0: &a0 [{}]\n", vec!["x"; 5000].join(", "));
+        for i in 1..5 {
+            let prev = format!("*a{}", i - 1);
+            doc.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
+        }
+        doc.push_str("routes: [*a4]\n");
+        let started = std::time::Instant::now();
+        let err = routes(&doc).unwrap_err();
+        assert!(err.contains("nodes"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 }

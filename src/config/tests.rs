@@ -387,3 +387,93 @@ fn a_policy_with_no_rules_is_refused_naming_the_setting() {
         "{err}"
     );
 }
+
+/// Every duration has an upper bound; an absurd value stops start-up naming its variable
+/// (it used to be accepted and made every invocation panic).
+#[test]
+fn durations_over_their_bound_are_refused() {
+    for var in [
+        vars::DELIVERY_DEADLINE,
+        vars::WEBHOOK_TIMEOUT,
+        vars::RETRY_INITIAL_BACKOFF,
+        vars::RETRY_MAX_BACKOFF,
+        vars::BODY_READ_TIMEOUT,
+        vars::SHUTDOWN_GRACE,
+    ] {
+        let err = config(&[URL, (var, "400000000000y")]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { var: v, reason, .. } if *v == var && reason.contains("at most")),
+            "{var}: {err}"
+        );
+    }
+    let c = config(&[URL, (vars::DELIVERY_DEADLINE, "9m")]).unwrap();
+    assert_eq!(c.forwarder.delivery_deadline, Duration::from_secs(540));
+    assert_eq!(c.forwarder.isolate_after_retries, 2);
+    let c = config(&[URL, (vars::ISOLATE_AFTER_RETRIES, "0")]).unwrap();
+    assert_eq!(c.forwarder.isolate_after_retries, 0);
+}
+
+/// A bearer token with a trailing newline is trimmed; one with a line break inside is
+/// refused naming the variable, never showing the token.
+#[test]
+fn bearer_token_is_trimmed_or_refused_by_name() {
+    let c = config(&[URL, (vars::WEBHOOK_BEARER_TOKEN, "t0k3n-abc\n")]).unwrap();
+    let headers = c.forwarder.routes[0]
+        .destination
+        .as_ref()
+        .unwrap()
+        .client
+        .request_headers();
+    assert_eq!(headers[0].1.to_str().unwrap(), "Bearer t0k3n-abc");
+    let err = config(&[URL, (vars::WEBHOOK_BEARER_TOKEN, "t0k\n3n-abc")]).unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.contains(vars::WEBHOOK_BEARER_TOKEN), "{shown}");
+    assert!(!shown.contains("3n-abc"), "{shown}");
+}
+
+/// A client key that is not a file (a bare base64 key, a quoted PEM with a BOM) is never
+/// echoed, nor turned into a path.
+#[test]
+fn client_key_values_are_never_echoed() {
+    let cert = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    for key in [
+        "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC-k3y",
+        "\u{feff}\"MIIEv-k3y\"",
+    ] {
+        for (var, value) in [
+            (vars::WEBHOOK_CLIENT_KEY, key),
+            (vars::WEBHOOK_CA, key),
+            (vars::WEBHOOK_CLIENT_CERT, key),
+        ] {
+            let mut pairs = vec![URL, (var, value)];
+            if var == vars::WEBHOOK_CLIENT_KEY {
+                pairs.push((vars::WEBHOOK_CLIENT_CERT, cert));
+            } else if var == vars::WEBHOOK_CLIENT_CERT {
+                pairs.push((vars::WEBHOOK_CLIENT_KEY, key));
+            }
+            let shown = config(&pairs).unwrap_err().to_string();
+            assert!(!shown.contains("k3y"), "{var}: {shown}");
+        }
+    }
+}
+
+/// An inline routes document with a BOM or `---` is read as a document, and its errors show
+/// no secret.
+#[test]
+fn inline_routes_with_bom_or_marker_never_print_secrets() {
+    let doc = "\u{feff}---\nroutes:\n- name: a\n  webhook: {url: 'https://u:pa55@a/?sig=s1g', format: xml, headers: {X-K: h3ader}}\n";
+    let shown = config(&[(vars::ROUTES, doc)]).unwrap_err().to_string();
+    assert!(shown.contains("format"), "{shown}");
+    for secret in ["pa55", "s1g", "h3ader"] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    let ok = "\u{feff}---\nroutes:\n- name: a\n  webhook: {url: 'http://a/'}\n";
+    assert_eq!(
+        config(&[(vars::ROUTES, ok)])
+            .unwrap()
+            .forwarder
+            .routes
+            .len(),
+        1
+    );
+}

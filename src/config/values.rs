@@ -91,20 +91,27 @@ pub(super) fn parse_bytes(
     }
 }
 
-/// Parses a duration written `500ms`, `10s`, `2m` (humantime syntax). Zero is refused.
+/// Parses a duration written `500ms`, `10s`, `2m` (humantime syntax). Zero and anything
+/// longer than `max` are refused.
 pub(super) fn parse_duration(
     var: &'static str,
     value: Option<String>,
     default: Duration,
+    max: Duration,
 ) -> Result<Duration, ConfigError> {
     let Some(v) = value else { return Ok(default) };
     match humantime::parse_duration(v.trim()) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(ConfigError::Invalid {
+        Ok(d) if d.is_zero() => Err(ConfigError::Invalid {
             var,
             value: v,
             reason: "must be longer than zero".into(),
         }),
+        Ok(d) if d > max => Err(ConfigError::Invalid {
+            var,
+            value: v,
+            reason: format!("must be at most {}", humantime::format_duration(max)),
+        }),
+        Ok(d) => Ok(d),
         Err(e) => Err(ConfigError::Invalid {
             var,
             value: v,

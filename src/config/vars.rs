@@ -38,6 +38,12 @@ settings! {
     pub const RETRY_INITIAL_BACKOFF: &str = "AUDIT_RETRY_INITIAL_BACKOFF";
     /// Largest retry delay (before jitter).
     pub const RETRY_MAX_BACKOFF: &str = "AUDIT_RETRY_MAX_BACKOFF";
+    /// Host retries of an invocation after which transient failures are isolated Event by Event.
+    pub const ISOLATE_AFTER_RETRIES: &str = "AUDIT_ISOLATE_AFTER_RETRIES";
+    /// Longest time to receive one invocation body from the host.
+    pub const BODY_READ_TIMEOUT: &str = "AUDIT_BODY_READ_TIMEOUT";
+    /// Longest time in-flight invocations get to finish after SIGTERM.
+    pub const SHUTDOWN_GRACE: &str = "AUDIT_SHUTDOWN_GRACE";
     /// Largest invocation body the handler accepts.
     pub const MAX_BODY_BYTES: &str = "AUDIT_MAX_BODY_BYTES";
     /// Most records one Event Hub event may hold.
@@ -91,6 +97,18 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
 /// The function timeout assumed when the app root has no `host.json` or it sets no
 /// `functionTimeout`: the value the shipped `host.json` sets.
 pub const DEFAULT_FUNCTION_TIMEOUT: Duration = Duration::from_secs(600);
+/// Isolate transient failures from the host's third try of an invocation on.
+pub const DEFAULT_ISOLATE_AFTER_RETRIES: u32 = 2;
+/// The host sends a whole invocation over loopback: a minute is ample for 256 MiB.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Below the 60 s a Linux container gets between SIGTERM and SIGKILL on App Service.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// The upper bound of every time setting but the delivery deadline: the Functions host's
+/// largest `functionTimeout` on the Consumption plan is 10 minutes; nothing waits longer.
+pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(10 * 60);
+/// The upper bound of `AUDIT_DELIVERY_DEADLINE` when `functionTimeout` is unbounded (`-1`,
+/// Premium and Dedicated plans); it must also end before a bounded `functionTimeout`.
+pub const MAX_DELIVERY_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
 
 #[cfg(test)]
 mod tests {

@@ -22,11 +22,26 @@ pub(super) fn client_options(
         value: value.to_string(),
         reason,
     };
+    let bearer = match get(vars::WEBHOOK_BEARER_TOKEN) {
+        None => None,
+        Some(token) => Some(Bearer(SecretString::from(
+            clean_secret(&token, true)
+                .map_err(|e| invalid(vars::WEBHOOK_BEARER_TOKEN, "<not shown>", e))?,
+        ))),
+    };
     let mut client = ClientOptions {
-        bearer: get(vars::WEBHOOK_BEARER_TOKEN).map(|t| Bearer(SecretString::from(t))),
+        bearer,
         ..Default::default()
     };
-    match (get(vars::WEBHOOK_USERNAME), get(vars::WEBHOOK_PASSWORD)) {
+    let password = match get(vars::WEBHOOK_PASSWORD) {
+        None => None,
+        Some(p) => Some(
+            clean_secret(&p, false)
+                .map_err(|e| invalid(vars::WEBHOOK_PASSWORD, "<not shown>", e))?,
+        ),
+    };
+    let user = get(vars::WEBHOOK_USERNAME).map(|u| u.trim().to_string());
+    match (user, password) {
         (Some(user), Some(password)) => {
             if client.bearer.is_some() {
                 return Err(invalid(
@@ -52,7 +67,8 @@ pub(super) fn client_options(
         }
     }
     if let Some(ca) = get(vars::WEBHOOK_CA) {
-        let pem = load_pem(&ca, base).map_err(|e| invalid(vars::WEBHOOK_CA, &shown_pem(&ca), e))?;
+        let pem =
+            load_pem(&ca, base).map_err(|e| invalid(vars::WEBHOOK_CA, &shown_pem(&ca, base), e))?;
         client.ca_pem = Some(pem);
         let probe = ClientOptions {
             ca_pem: client.ca_pem.clone(),
@@ -60,7 +76,7 @@ pub(super) fn client_options(
         };
         probe
             .validate()
-            .map_err(|e| invalid(vars::WEBHOOK_CA, &shown_pem(&ca), e))?;
+            .map_err(|e| invalid(vars::WEBHOOK_CA, &shown_pem(&ca, base), e))?;
     }
     match (
         get(vars::WEBHOOK_CLIENT_CERT),
@@ -68,7 +84,7 @@ pub(super) fn client_options(
     ) {
         (Some(cert), Some(key)) => {
             let cert_pem = load_pem(&cert, base)
-                .map_err(|e| invalid(vars::WEBHOOK_CLIENT_CERT, &shown_pem(&cert), e))?;
+                .map_err(|e| invalid(vars::WEBHOOK_CLIENT_CERT, &shown_pem(&cert, base), e))?;
             let key_pem = load_pem(&key, base)
                 .map_err(|e| invalid(vars::WEBHOOK_CLIENT_KEY, "<not shown>", e))?;
             let mut both = String::from_utf8_lossy(&cert_pem).into_owned();
@@ -80,7 +96,7 @@ pub(super) fn client_options(
             };
             probe
                 .validate()
-                .map_err(|e| invalid(vars::WEBHOOK_CLIENT_CERT, &shown_pem(&cert), e))?;
+                .map_err(|e| invalid(vars::WEBHOOK_CLIENT_CERT, &shown_pem(&cert, base), e))?;
             client.identity_pem = Some(SecretPem(SecretString::from(both)));
         }
         (None, None) => {}
@@ -107,13 +123,56 @@ pub(super) fn client_options(
     Ok(client)
 }
 
-/// A PEM setting as it may be shown: its file name, or a placeholder for inline PEM.
-fn shown_pem(value: &str) -> String {
-    if value.trim_start().starts_with("-----BEGIN") {
+/// A PEM setting as it may be shown: the name of an existing file, else a placeholder. A value
+/// that is not a file may be a secret (a bare key, a Key Vault certificate): never echoed.
+fn shown_pem(value: &str, base: &Path) -> String {
+    let v = strip_wrapping(value);
+    if v.contains("-----BEGIN") {
         "<inline PEM>".into()
+    } else if is_plausible_path(v) && base.join(v).is_file() {
+        v.to_string()
     } else {
-        value.to_string()
+        "<not shown>".into()
     }
+}
+
+/// A secret setting without the whitespace that Key Vault references and `echo` add. Bearer
+/// tokens (RFC 6750 `b64token`) never hold whitespace, so all of it is trimmed; other secrets
+/// lose only line breaks at their ends. Control characters left inside are refused.
+///
+/// # Errors
+/// When nothing is left, or a control character remains; never quoting the value.
+pub(super) fn clean_secret(value: &str, token: bool) -> Result<String, String> {
+    let cleaned = if token {
+        value.trim()
+    } else {
+        value.trim_matches(|c| c == '\r' || c == '\n')
+    };
+    if cleaned.is_empty() {
+        return Err("the value is blank".into());
+    }
+    if cleaned.chars().any(char::is_control) || (token && cleaned.contains(' ')) {
+        return Err(
+            "the value holds a line break, a space or another control character inside it".into(),
+        );
+    }
+    Ok(cleaned.to_string())
+}
+
+/// The value without a byte order mark, surrounding whitespace or surrounding quotes.
+fn strip_wrapping(value: &str) -> &str {
+    let v = value.trim_start_matches('\u{feff}').trim();
+    for q in ['"', '\''] {
+        if let Some(inner) = v.strip_prefix(q).and_then(|x| x.strip_suffix(q)) {
+            return inner.trim();
+        }
+    }
+    v
+}
+
+/// Whether a value could be a file name at all (one short line).
+fn is_plausible_path(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 1024 && !value.contains(['\n', '\r'])
 }
 
 pub(super) fn parse_webhook_url(value: Option<String>) -> Result<Url, ConfigError> {
@@ -143,18 +202,54 @@ pub(super) fn parse_webhook_url(value: Option<String>) -> Result<Url, ConfigErro
     Ok(url)
 }
 
-/// Reads PEM given inline (it starts with `-----BEGIN`) or as a file path (relative to `base`).
+/// Reads PEM given inline or as a file path (relative to `base`). Inline PEM may carry a byte
+/// order mark, surrounding quotes and `\n` escapes instead of line breaks (as app settings
+/// often hold it).
 ///
 /// # Errors
-/// When the file cannot be read.
+/// When the value is neither PEM nor a readable file. The message never quotes the value or a
+/// path built from it: the value may be a secret that was not meant as a path.
 pub(super) fn load_pem(value: &str, base: &Path) -> Result<Vec<u8>, String> {
-    let trimmed = value.trim();
-    if trimmed.starts_with("-----BEGIN") {
-        return Ok(trimmed.as_bytes().to_vec());
+    let v = strip_wrapping(value);
+    if let Some(start) = v.find("-----BEGIN") {
+        let pem = &v[start..];
+        let pem = if pem.contains('\n') {
+            pem.to_string()
+        } else {
+            pem.replace("\\n", "\n")
+        };
+        return Ok(pem.into_bytes());
     }
-    let path = base.join(trimmed);
-    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    if !is_plausible_path(v) {
+        return Err("the value is neither PEM text (-----BEGIN …) nor a file name".into());
+    }
+    let path = base.join(v);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        format!(
+            "the value is not PEM text (-----BEGIN …) and no file of that name can be read ({})",
+            e.kind()
+        )
+    })?;
+    if !bytes.windows(10).any(|w| w == b"-----BEGIN") {
+        return Err("the file it names holds no PEM text (-----BEGIN …)".into());
+    }
+    Ok(bytes)
 }
+
+/// Headers that describe the request's framing or connection (RFC 9110 §7.6.1, RFC 9112 §6):
+/// a second value would corrupt the request, so they are refused.
+const FRAMING_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-type",
+];
 
 /// Parses extra headers written as a JSON object, `{"X-Tenant":"prod"}`.
 ///
@@ -177,6 +272,13 @@ pub(super) fn parse_headers(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>
                         .into(),
                 );
             }
+            if FRAMING_HEADERS.contains(&header.as_str()) {
+                return Err(format!(
+                    "header {name} is set by the HTTP client (request framing and connection) and cannot be overridden"
+                ));
+            }
+            let value = clean_secret(&value, false)
+                .map_err(|e| format!("header {name}: {e}"))?;
             let value = HeaderValue::from_str(&value)
                 .map_err(|_| format!("header {name}: the value is not a valid header value"))?;
             Ok((header, value))
@@ -205,5 +307,50 @@ mod tests {
             load_pem("  -----BEGIN X-----\n", Path::new("/")).unwrap(),
             b"-----BEGIN X-----"
         );
+        // A BOM, quotes and `\n` escapes around inline PEM.
+        assert_eq!(
+            load_pem(
+                "\u{feff}\"-----BEGIN X-----\\nAAAA\\n-----END X-----\"",
+                Path::new("/")
+            )
+            .unwrap(),
+            b"-----BEGIN X-----\nAAAA\n-----END X-----"
+        );
+    }
+
+    /// A secret that is not a file (a bare base64 key, a Key Vault value) is never echoed,
+    /// nor turned into a path in the message.
+    #[test]
+    fn pem_errors_never_quote_the_value() {
+        for secret in ["MIIEvQIBADANBgkqhkiG9w0BAQEFAASC-s3cr3t", "a\nb-s3cr3t"] {
+            let err = load_pem(secret, Path::new("/base-dir")).unwrap_err();
+            assert!(
+                !err.contains("s3cr3t") && !err.contains("base-dir"),
+                "{err}"
+            );
+            assert_eq!(shown_pem(secret, Path::new("/")), "<not shown>");
+        }
+    }
+
+    #[test]
+    fn framing_headers_are_refused_by_name() {
+        for name in ["Content-Length", "Transfer-Encoding", "Host", "Connection"] {
+            let err = parse_headers(&format!(r#"{{"{name}":"1"}}"#)).unwrap_err();
+            assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_trimmed_or_refused() {
+        assert_eq!(clean_secret("t0k3n\n", true).unwrap(), "t0k3n");
+        assert_eq!(
+            clean_secret(" pass word \r\n", false).unwrap(),
+            " pass word "
+        );
+        assert!(clean_secret("a\nb", true).is_err());
+        assert!(clean_secret("a b", true).is_err());
+        assert!(clean_secret("\n", true).is_err());
+        let h = parse_headers(r#"{"X-Key":"v4lue\n"}"#).unwrap();
+        assert_eq!(h[0].1, "v4lue");
     }
 }

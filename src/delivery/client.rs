@@ -68,6 +68,18 @@ impl ClientOptions {
     /// # Errors
     /// When a certificate or key does not parse.
     pub fn validate(&self) -> Result<(), String> {
+        // A credential that cannot be a header value would otherwise be left out silently.
+        if self.bearer.is_some() || self.basic.is_some() {
+            let has_auth = self
+                .request_headers()
+                .iter()
+                .any(|(name, _)| name == AUTHORIZATION);
+            if !has_auth {
+                return Err(
+                    "the credentials hold characters an HTTP header cannot carry".to_string(),
+                );
+            }
+        }
         self.apply_tls(reqwest::Client::builder())?
             .build()
             .map(drop)
@@ -104,6 +116,30 @@ impl ClientOptions {
             builder = builder.danger_accept_invalid_certs(true);
         }
         Ok(builder)
+    }
+
+    /// Every secret value this client sends (token, password, the encoded `Authorization`
+    /// value, extra header values), so quoted answers can be masked.
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(bearer) = &self.bearer {
+            out.push(bearer.0.expose_secret().to_string());
+        }
+        if let Some((_, password)) = &self.basic {
+            out.push(password.expose_secret().to_string());
+        }
+        for (name, value) in self.request_headers() {
+            if let Ok(v) = value.to_str() {
+                out.push(v.to_string());
+                if name == AUTHORIZATION {
+                    if let Some((_, credential)) = v.split_once(' ') {
+                        out.push(credential.to_string());
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        out
     }
 
     /// The headers every POST carries: credentials first, then the extra ones. Values are

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod client;
+pub mod learned;
 pub mod retry;
 pub mod routes;
 pub mod webhook;

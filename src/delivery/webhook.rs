@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use tokio::time::Instant;
 use url::Url;
 
@@ -15,10 +15,13 @@ use crate::delivery::retry::{
 };
 use crate::redact::{excerpt, redact_url};
 
-/// Bytes of an error response quoted in the logs (Vector quotes 1 KiB).
+/// Characters of an error response quoted in the logs and dead letters (Vector quotes 1 KiB).
 const ERROR_BODY_CHARS: usize = 256;
 /// Response bytes read to keep the connection reusable; larger answers are dropped.
 const DRAIN_LIMIT: usize = 64 * 1024;
+/// Longest wait for the rest of an answer once its status line has arrived. The status
+/// decides the outcome; a body that stalls after it changes nothing.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 /// Sends encoded batches to one audit webhook.
 #[derive(Clone)]
@@ -27,6 +30,8 @@ pub struct Webhook {
     url: Url,
     retry: RetrySettings,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The credential and header values this client sends, masked in quoted answers.
+    secrets: Vec<String>,
 }
 
 impl fmt::Debug for Webhook {
@@ -48,16 +53,26 @@ impl Webhook {
         let builder = reqwest::Client::builder()
             .user_agent(concat!("aks-audit-forwarder/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(retry.attempt_timeout.min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(60));
+            .pool_idle_timeout(Duration::from_secs(60))
+            // A redirect would turn the POST into a GET (301-303) or send the Events and the
+            // credentials to another origin (307/308): none is followed, a 3xx fails loudly.
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false);
         let client = options
             .apply_tls(builder)
             .map_err(anyhow::Error::msg)?
             .build()?;
+        let headers = options.request_headers();
+        let mut secrets = options.secret_values();
+        secrets.extend(url.password().map(str::to_owned));
+        secrets.extend(url.query_pairs().map(|(_, v)| v.into_owned()));
+        secrets.retain(|s| s.len() >= 3);
         Ok(Self {
             client,
             url,
             retry,
-            headers: options.request_headers(),
+            headers,
+            secrets,
         })
     }
 
@@ -69,6 +84,19 @@ impl Webhook {
     /// POSTs `body` until it is delivered, refused for good, or `deadline` comes.
     pub async fn deliver(&self, body: Bytes, deadline: Instant) -> Delivery {
         retry::run(&self.retry, deadline, || self.attempt(body.clone())).await
+    }
+
+    /// [`Self::deliver`], giving up after `max_failures` failed attempts (429s aside).
+    pub async fn deliver_limited(
+        &self,
+        body: Bytes,
+        deadline: Instant,
+        max_failures: u32,
+    ) -> Delivery {
+        retry::run_limited(&self.retry, deadline, max_failures, || {
+            self.attempt(body.clone())
+        })
+        .await
     }
 
     async fn attempt(&self, body: Bytes) -> RetryAction {
@@ -89,22 +117,74 @@ impl Webhook {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let mut head = Vec::new();
-        while head.len() < DRAIN_LIMIT {
-            match response.chunk().await {
-                Ok(Some(chunk)) => head.extend_from_slice(&chunk),
-                Ok(None) => break,
-                // The status already tells the outcome; a broken body after it changes nothing
-                // for a success, and for a failure the status is what gets classified.
-                Err(_) => break,
-            }
+            .and_then(|v| parse_retry_after(v, SystemTime::now()))
+            .map(|d| self.retry.clamp_retry_after(d));
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|l| shown_location(&self.url, l));
+        // The status decides the outcome. After a 2xx the rest of the answer is drained in
+        // the background, bounded, only to keep the connection reusable: a body that stalls
+        // changes nothing. An error answer is read, bounded in time and size, to quote it.
+        if status.is_success() {
+            tokio::spawn(async move {
+                let drain = async {
+                    let mut read = 0;
+                    while read < DRAIN_LIMIT {
+                        match response.chunk().await {
+                            Ok(Some(chunk)) => read += chunk.len(),
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            });
+            return RetryAction::Successful;
         }
-        let detail = if status.is_success() {
-            String::new()
-        } else {
-            excerpt(&head, ERROR_BODY_CHARS)
+        let mut head = Vec::new();
+        let drain = async {
+            while head.len() < DRAIN_LIMIT {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+                    Ok(None) | Err(_) => break,
+                }
+            }
         };
+        let _ = tokio::time::timeout(DRAIN_TIME.min(self.retry.attempt_timeout / 4), drain).await;
+        if status.is_redirection() {
+            let reason = format!(
+                "HTTP {status} redirect to {}: redirects are not followed; set AUDIT_WEBHOOK_URL (or the route's webhook.url) to the receiver's final URL",
+                location.as_deref().unwrap_or("(no Location)")
+            );
+            return RetryAction::Halt {
+                reason: reason.into(),
+            };
+        }
+        // Masked before cutting, so no part of a secret survives at the cut.
+        let masked = mask(&String::from_utf8_lossy(&head), &self.secrets);
+        let detail = excerpt(masked.as_bytes(), ERROR_BODY_CHARS);
         classify_status(status, retry_after, &detail)
     }
+}
+
+/// A redirect target as it may be logged: resolved against the webhook URL, credentials and
+/// query values hidden, bounded.
+fn shown_location(base: &Url, location: &str) -> String {
+    match base.join(location) {
+        Ok(url) => excerpt(redact_url(&url).as_bytes(), 200),
+        Err(_) => "(an unparsable Location)".into(),
+    }
+}
+
+/// `text` with every occurrence of a known secret value replaced by `***`. Receivers that echo
+/// the request headers in their error answers would otherwise put credentials in the logs.
+pub fn mask(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets {
+        if !secret.is_empty() && out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), "***");
+        }
+    }
+    out
 }

@@ -2,10 +2,10 @@
 //! `POST /EventHubForwarder` (one invocation). Statuses are chosen here and only here.
 
 use std::error::Error as _;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use super::wire::{decode_invocation, HostError, InvocationResult};
 use super::HostSettings;
-use crate::deadletter::to_json_lines;
+use crate::deadletter::DeadLetter;
 use crate::pipeline::{Forwarder, Summary};
 
 /// The function's folder name, which is also its route.
@@ -55,7 +55,9 @@ fn guarded<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> {
         .layer(CatchPanicLayer::custom(panic_response))
 }
 
-/// Serves on `listener` until `shutdown` completes, then finishes in-flight invocations.
+/// Serves on `listener` until `shutdown` completes, then gives in-flight invocations
+/// `settings.shutdown_grace` to finish and returns even if some have not (a stalled request
+/// must not keep the process alive; the host retries whatever was not answered).
 ///
 /// # Errors
 /// When accepting connections fails.
@@ -65,9 +67,30 @@ pub async fn serve(
     settings: HostSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(forwarder, settings))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let grace = settings.shutdown_grace;
+    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = signalled.send(());
+    };
+    let server =
+        axum::serve(listener, router(forwarder, settings)).with_graceful_shutdown(shutdown);
+    let expired = async move {
+        if on_signal.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server.into_future() => result,
+        () = expired => {
+            tracing::warn!(
+                grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+                "Invocations still in flight after the shutdown grace period; exiting, the host retries them."
+            );
+            Ok(())
+        }
+    }
 }
 
 fn json(status: StatusCode, logs: Vec<String>, error: Option<String>) -> Response {
@@ -114,9 +137,22 @@ async fn run_invocation(
     let deadline = started + forwarder.settings().delivery_deadline;
     let limit = handler.settings.max_body_bytes;
 
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(error) => return body_error(&error, limit),
+    let read = tokio::time::timeout(
+        handler.settings.body_read_timeout,
+        axum::body::to_bytes(body, limit),
+    )
+    .await;
+    let bytes = match read {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(error)) => return body_error(&error, limit),
+        Err(_) => {
+            let message = format!(
+                "the invocation body did not arrive within AUDIT_BODY_READ_TIMEOUT ({}); the invocation will be retried",
+                humantime::format_duration(handler.settings.body_read_timeout)
+            );
+            tracing::error!("{message}");
+            return json(StatusCode::INTERNAL_SERVER_ERROR, vec![], Some(message));
+        }
     };
 
     let worker = forwarder.clone();
@@ -125,15 +161,7 @@ async fn run_invocation(
     })
     .await;
     let converted = match converted {
-        Ok(Ok(Ok(converted))) => converted,
-        Ok(Ok(Err(limit))) => {
-            tracing::error!(%limit, "Refusing an invocation over a configured limit.");
-            return json(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                vec![],
-                Some(limit.to_string()),
-            );
-        }
+        Ok(Ok(converted)) => converted,
         Ok(Err(error)) => return host_error(&error),
         Err(join_error) => {
             tracing::error!(error = %join_error, "Decoding the invocation panicked.");
@@ -145,7 +173,9 @@ async fn run_invocation(
         }
     };
 
-    let (delivery, per_route, poison) = forwarder.deliver(&converted.routed, deadline).await;
+    let (delivery, per_route, poison) = forwarder
+        .deliver_invocation(&converted.meta, &converted.routed, deadline)
+        .await;
     let mut dead_letters = converted.dead_letters;
     dead_letters.extend(poison);
     for item in &mut dead_letters {
@@ -172,29 +202,92 @@ async fn run_invocation(
         )
     } else {
         tracing::info!("{line}");
-        let mut result = InvocationResult::new(vec![line], None);
-        if !dead_letters.is_empty() {
-            match &handler.settings.deadletter_binding {
-                Some(binding) => {
-                    result.outputs.insert(
-                        binding.clone(),
-                        serde_json::Value::String(to_json_lines(&dead_letters)),
-                    );
-                }
-                None => {
-                    for item in &dead_letters {
-                        tracing::error!(
-                            kind = %item.kind,
-                            reason = %item.reason,
-                            sequence_number = item.sequence_number,
-                            "Undeliverable item, not kept: dead-lettering is off."
-                        );
-                    }
-                }
+        let result = InvocationResult::new(vec![line], None);
+        match (
+            &handler.settings.deadletter_binding,
+            dead_letters.is_empty(),
+        ) {
+            (_, true) => (StatusCode::OK, Json(result)).into_response(),
+            (Some(binding), false) => with_dead_letters(&result, binding, dead_letters),
+            (None, false) => {
+                log_unkept(&dead_letters);
+                (StatusCode::OK, Json(result)).into_response()
             }
         }
-        (StatusCode::OK, Json(result)).into_response()
     }
+}
+
+/// Dead letters logged in full when dead-lettering is off; the rest are counted.
+const UNKEPT_IN_FULL: usize = 20;
+
+fn log_unkept(items: &[DeadLetter]) {
+    for item in items.iter().take(UNKEPT_IN_FULL) {
+        tracing::error!(
+            kind = %item.kind,
+            reason = %item.reason,
+            sequence_number = item.sequence_number,
+            "Undeliverable item, not kept: dead-lettering is off."
+        );
+    }
+    if items.len() > UNKEPT_IN_FULL {
+        tracing::error!(
+            more = items.len() - UNKEPT_IN_FULL,
+            "More undeliverable items, not kept: dead-lettering is off."
+        );
+    }
+}
+
+/// The 200 answer with `items` as JSON lines in `Outputs.<binding>`, built one item at a time
+/// and each item freed once written, so the dead letters are held about once, not three times
+/// (items, JSON lines, answer). The body is the same JSON `Json(result)` would write.
+fn with_dead_letters(result: &InvocationResult, binding: &str, items: Vec<DeadLetter>) -> Response {
+    let (Ok(rest), Ok(name)) = (
+        serde_json::to_string(result),
+        serde_json::to_string(binding),
+    ) else {
+        return json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            vec![],
+            Some("internal error".into()),
+        );
+    };
+    // `{"Outputs":{},"Logs":[…],…}`: everything after the empty outputs is kept as it is.
+    let Some(rest) = rest.strip_prefix(r#"{"Outputs":{}"#) else {
+        return json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            vec![],
+            Some("internal error".into()),
+        );
+    };
+    let mut chunks: Vec<Bytes> = Vec::with_capacity(items.len() + 2);
+    chunks.push(Bytes::from(format!(r#"{{"Outputs":{{{name}:""#)));
+    for item in items {
+        let Ok(mut line) = serde_json::to_string(&item) else {
+            continue;
+        };
+        drop(item);
+        line.push('\n');
+        // The line as a JSON string's contents: quoted, then the quotes cut off (no copy).
+        if let Ok(quoted) = serde_json::to_string(&line) {
+            let quoted = Bytes::from(quoted.into_bytes());
+            chunks.push(quoted.slice(1..quoted.len() - 1));
+        }
+    }
+    chunks.push(Bytes::from(format!("\"}}{rest}")));
+    let length: usize = chunks.iter().map(Bytes::len).sum();
+    let stream = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::convert::Infallible>));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .header(axum::http::header::CONTENT_LENGTH, length)
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| {
+            json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                vec![],
+                Some("internal error".into()),
+            )
+        })
 }
 
 fn body_error(error: &axum::Error, limit: usize) -> Response {
@@ -205,11 +298,13 @@ fn body_error(error: &axum::Error, limit: usize) -> Response {
         source = cause.source();
     }
     if too_large {
+        // 500, not 413: a 4xx to a real invocation would block its partition for good under
+        // an infinite retry policy; a 500 is retried and says loudly what to change.
         let message = format!(
             "the invocation body exceeds AUDIT_MAX_BODY_BYTES ({limit} bytes); raise it or lower maxEventBatchSize in host.json"
         );
         tracing::error!("{message}");
-        json(StatusCode::PAYLOAD_TOO_LARGE, vec![], Some(message))
+        json(StatusCode::INTERNAL_SERVER_ERROR, vec![], Some(message))
     } else {
         let message = format!("reading the invocation body failed: {error}");
         tracing::error!("{message}");
@@ -225,6 +320,28 @@ fn host_error(error: &HostError) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The answer built item by item is byte for byte what serialising the whole result gives.
+    #[tokio::test]
+    async fn dead_letters_answer_matches_the_plain_serialisation() {
+        let mut a = DeadLetter::new("poison", "HTTP 400: \"quoted\"\nline");
+        a.keep_raw(&[0xff, b'"', 0]);
+        let b = DeadLetter::new("unrouted", "no route");
+        let items = vec![a, b];
+        let mut expected = InvocationResult::new(vec!["summary \"x\"".into()], None);
+        expected.outputs.insert(
+            "deadletter".into(),
+            serde_json::Value::String(crate::deadletter::to_json_lines(&items)),
+        );
+        let want = serde_json::to_vec(&expected).unwrap();
+        let result = InvocationResult::new(vec!["summary \"x\"".into()], None);
+        let response = with_dead_letters(&result, "deadletter", items);
+        assert_eq!(response.headers()["content-length"], want.len().to_string());
+        let got = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(got.as_ref(), want.as_slice());
+    }
 
     /// A panicking handler is answered with a JSON 500 and the server keeps serving.
     #[tokio::test]

@@ -16,4 +16,10 @@ pub struct HostSettings {
     /// The blob output binding that receives dead letters (`AUDIT_DEADLETTER_BINDING`);
     /// `None` logs them instead.
     pub deadletter_binding: Option<String>,
+    /// Longest time to receive one invocation body (`AUDIT_BODY_READ_TIMEOUT`); a stalled
+    /// request is answered 500 and its memory freed.
+    pub body_read_timeout: std::time::Duration,
+    /// Longest time in-flight invocations get after SIGTERM (`AUDIT_SHUTDOWN_GRACE`); the
+    /// process then exits and the host retries what was not answered.
+    pub shutdown_grace: std::time::Duration,
 }

@@ -3,6 +3,7 @@
 //! host's answer.
 
 mod deliver;
+mod probe;
 mod summary;
 
 use std::collections::BTreeSet;
@@ -12,13 +13,15 @@ use std::time::Duration;
 use crate::audit::{AuditEvent, Policy, WebhookFormat};
 use crate::azure::{
     annotate, both_categories_warning, convert_body, drop_category_duplicates, BodyOrigin,
-    ClusterId, Conversion, ConvertTally, TooManyRecords,
+    ClusterId, Conversion, ConvertTally,
 };
 use crate::deadletter::DeadLetter;
+use crate::delivery::learned::Learned;
 use crate::delivery::{Matcher, RetrySettings, RouteConfig, Webhook};
 use crate::redact::redact_url;
 
 pub use deliver::DeliveryOutcome;
+pub use deliver::Isolation;
 pub use summary::{DeliveryTally, RoutingTally, Summary};
 
 /// What the pipeline needs to know, built once at start-up from the `AUDIT_*` settings.
@@ -43,8 +46,11 @@ pub struct Settings {
     pub concurrency: usize,
     /// Retry timing.
     pub retry: RetrySettings,
-    /// Most records one Event Hub event may hold.
+    /// Most records one Event Hub event may hold; a larger event is dead-lettered.
     pub max_records_per_event: usize,
+    /// Host retries (`RetryContext.RetryCount`) after which transient failures are isolated
+    /// too (`AUDIT_ISOLATE_AFTER_RETRIES`).
+    pub isolate_after_retries: u32,
 }
 
 /// One decoded invocation: the Event Hub event bodies and what the host told us about them.
@@ -107,6 +113,8 @@ pub struct Forwarder {
     routes: Vec<ActiveRoute>,
     /// Clusters already warned about for streaming both audit categories (once each).
     warned_both_categories: Mutex<BTreeSet<Arc<str>>>,
+    /// What failed tries of an invocation learned, for the host's next try of it.
+    learned: Learned,
 }
 
 /// Events converted from one invocation, filtered and sorted by route, ready for delivery.
@@ -159,6 +167,7 @@ impl Forwarder {
             settings,
             routes,
             warned_both_categories: Mutex::default(),
+            learned: Learned::default(),
         }))
     }
 
@@ -181,11 +190,9 @@ impl Forwarder {
     }
 
     /// Converts every event body of an invocation, applies routes, the Policy and cluster
-    /// annotations. CPU-bound: run it off the async workers.
-    ///
-    /// # Errors
-    /// When an event holds more records than `AUDIT_MAX_RECORDS_PER_EVENT`.
-    pub fn convert(&self, invocation: Invocation) -> Result<Converted, TooManyRecords> {
+    /// annotations. CPU-bound: run it off the async workers. An event over
+    /// `AUDIT_MAX_RECORDS_PER_EVENT` records is dead-lettered, never the whole invocation.
+    pub fn convert(&self, invocation: Invocation) -> Converted {
         let Invocation { bodies, meta } = invocation;
         let mut conversion = Conversion {
             max_records_per_event: Some(self.settings.max_records_per_event),
@@ -197,10 +204,8 @@ impl Forwarder {
                 sequence_number: meta.sequence_number(index),
             };
             convert_body(&body, origin, &self.settings.categories, &mut conversion);
-            if let Some(error) = conversion.over_limit {
-                return Err(error);
-            }
         }
+        conversion.log_suppressed();
         let Conversion {
             mut events,
             mut tally,
@@ -218,13 +223,13 @@ impl Forwarder {
         }
 
         let (routed, routing) = self.route(events, &mut dead_letters);
-        Ok(Converted {
+        Converted {
             routed,
             tally,
             routing,
             dead_letters,
             meta,
-        })
+        }
     }
 
     /// Sorts Events by route, applying each route's Policy and the cluster annotations.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::InvocationMeta;
 use crate::azure::ConvertTally;
+use crate::redact::excerpt;
 
 /// Events that conversion produced but that are not delivered, by reason.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -70,6 +71,14 @@ impl Summary {
     }
 }
 
+/// Skipped categories named in the summary; the rest are counted.
+const SHOWN_CATEGORIES: usize = 8;
+
+/// A name from the input as the summary shows it: one line, at most 64 characters.
+fn shown_name(name: &str) -> String {
+    excerpt(name.as_bytes(), 64).replace(' ', "_")
+}
+
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.convert;
@@ -107,7 +116,16 @@ impl fmt::Display for Summary {
             c.skipped_total()
         )?;
         if !c.skipped.is_empty() {
-            let parts: Vec<String> = c.skipped.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            // Category names come from the input: escaped, shortened, and only the first few.
+            let mut parts: Vec<String> = c
+                .skipped
+                .iter()
+                .take(SHOWN_CATEGORIES)
+                .map(|(k, v)| format!("{}:{v}", shown_name(k)))
+                .collect();
+            if c.skipped.len() > SHOWN_CATEGORIES {
+                parts.push(format!("+{} more", c.skipped.len() - SHOWN_CATEGORIES));
+            }
             write!(f, " ({})", parts.join(","))?;
         }
         write!(
@@ -156,7 +174,7 @@ impl fmt::Display for Summary {
             write!(f, " routes=[{}]", parts.join(" "))?;
         }
         if let Some(reason) = &d.last_failure {
-            write!(f, " last_failure={reason:?}")?;
+            write!(f, " last_failure={:?}", excerpt(reason.as_bytes(), 300))?;
         }
         Ok(())
     }

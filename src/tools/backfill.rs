@@ -315,10 +315,8 @@ impl Run<'_> {
             bodies: body.into_iter().collect(),
             ..Invocation::default()
         };
-        let converted = self
-            .forwarder
-            .convert(invocation)
-            .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+        // An event over AUDIT_MAX_RECORDS_PER_EVENT is dead-lettered, not an error.
+        let converted = self.forwarder.convert(invocation);
         self.report.converted += converted.tally.converted;
         self.report.other_category += converted.tally.skipped_total();
         self.report.malformed +=

@@ -215,7 +215,7 @@ pub async fn probe(config: &Config, timeout: Duration) -> anyhow::Result<Vec<Pro
         let (ok, result) = match outcome {
             Delivery::Delivered { attempts } => (true, format!("accepted ({attempts} attempt(s))")),
             Delivery::Rejected { reason, .. } => (false, format!("refused: {reason}")),
-            Delivery::Failed { reason, attempts } => (
+            Delivery::Failed { reason, attempts } | Delivery::Halted { reason, attempts } => (
                 false,
                 format!("failed after {attempts} attempt(s): {reason}"),
             ),

@@ -5,13 +5,17 @@
 #![allow(clippy::unwrap_used)]
 
 mod azurite;
+mod chaos;
 mod delivery;
 mod faults;
 mod fidelity;
+mod hardening;
 mod helpers;
+mod hostile;
 mod invoke;
 mod process;
 mod properties;
+mod rogue;
 mod routing;
 mod settings;
 mod tls;

@@ -1,0 +1,143 @@
+//! What delivery learned about an invocation that failed, kept for the host's next try of the
+//! same invocation: which Events each route already delivered and which it isolated as
+//! poison. The host resends exactly the same events (same partition, same sequence numbers)
+//! until the invocation succeeds, so the next try skips what is known and goes straight to
+//! what is left. Bounded: a few invocations, oldest forgotten first; losing an entry only
+//! costs duplicates and a new isolation, never an Event.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Mutex;
+
+/// Invocations remembered at once (a handler serves a few partitions; each keeps at most the
+/// invocation it is retrying).
+pub const REMEMBERED_INVOCATIONS: usize = 64;
+
+/// Identifies one invocation across the host's retries: partition, first and last sequence
+/// numbers and their count (`Metadata.PartitionContext`, `SequenceNumberArray`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InvocationKey {
+    /// `PartitionContext.PartitionId`.
+    pub partition: String,
+    /// First and last sequence number and how many there were.
+    pub sequences: (i64, i64, usize),
+}
+
+impl InvocationKey {
+    /// The key of an invocation, when the host said where its events came from.
+    pub fn new(partition: Option<&str>, sequence_numbers: &[i64]) -> Option<Self> {
+        let partition = partition?.to_string();
+        let (first, last) = (*sequence_numbers.first()?, *sequence_numbers.last()?);
+        Some(Self {
+            partition,
+            sequences: (first, last, sequence_numbers.len()),
+        })
+    }
+}
+
+/// What one route learned: Events (indices into the route's Events) delivered, and Events
+/// isolated as poison with the reason and status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteLearned {
+    /// How many Events the route had (a different count means different input: ignored).
+    pub events: usize,
+    /// Indices delivered.
+    pub delivered: BTreeSet<usize>,
+    /// Indices isolated as poison: `(index, reason, status)`.
+    pub poison: Vec<(usize, String, Option<u16>)>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    key: InvocationKey,
+    routes: Vec<(String, RouteLearned)>,
+}
+
+/// The bounded cache, shared by all invocations of the process.
+#[derive(Debug, Default)]
+pub struct Learned {
+    entries: Mutex<VecDeque<Entry>>,
+}
+
+impl Learned {
+    /// What `route` learned in earlier tries of `key`, if its Event count matches.
+    pub fn get(&self, key: &InvocationKey, route: &str, events: usize) -> RouteLearned {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .find(|e| &e.key == key)
+            .and_then(|e| e.routes.iter().find(|(name, _)| name == route))
+            .map(|(_, learned)| learned.clone())
+            .filter(|l| l.events == events)
+            .unwrap_or_default()
+    }
+
+    /// Records what `route` knows now about `key`, replacing what it knew.
+    pub fn put(&self, key: &InvocationKey, route: &str, learned: RouteLearned) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let position = entries.iter().position(|e| &e.key == key);
+        let entry = match position {
+            Some(i) => &mut entries[i],
+            None => {
+                if entries.len() >= REMEMBERED_INVOCATIONS {
+                    entries.pop_front();
+                }
+                entries.push_back(Entry {
+                    key: key.clone(),
+                    routes: Vec::new(),
+                });
+                let last = entries.len() - 1;
+                &mut entries[last]
+            }
+        };
+        match entry.routes.iter_mut().find(|(name, _)| name == route) {
+            Some((_, old)) => *old = learned,
+            None => entry.routes.push((route.to_string(), learned)),
+        }
+    }
+
+    /// Forgets `key`: the invocation succeeded and will not be retried.
+    pub fn forget(&self, key: &InvocationKey) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|e| &e.key != key);
+    }
+
+    /// Invocations remembered now.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_per_route_and_stays_bounded() {
+        let cache = Learned::default();
+        let key = InvocationKey::new(Some("3"), &[10, 11, 12]).unwrap();
+        let mut learned = RouteLearned {
+            events: 5,
+            ..RouteLearned::default()
+        };
+        learned.delivered.extend([0, 1]);
+        cache.put(&key, "a", learned.clone());
+        assert_eq!(cache.get(&key, "a", 5), learned);
+        assert_eq!(cache.get(&key, "a", 6), RouteLearned::default());
+        assert_eq!(cache.get(&key, "b", 5), RouteLearned::default());
+        for p in 0..(REMEMBERED_INVOCATIONS + 10) {
+            let k = InvocationKey::new(Some(&p.to_string()), &[1]).unwrap();
+            cache.put(&k, "a", RouteLearned::default());
+        }
+        assert_eq!(cache.len(), REMEMBERED_INVOCATIONS);
+        assert_eq!(cache.get(&key, "a", 5), RouteLearned::default());
+        cache.forget(&InvocationKey::new(Some("70"), &[1]).unwrap());
+        assert_eq!(cache.len(), REMEMBERED_INVOCATIONS - 1);
+        assert!(InvocationKey::new(None, &[1]).is_none());
+        assert!(InvocationKey::new(Some("1"), &[]).is_none());
+    }
+}
