@@ -60,8 +60,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
 
     if options.replay.input.is_none() {
         println!(
-        "demo: the samples hold a truncated record and an event body that is not JSON on purpose: \
-         the two warnings about them below are expected (they become dead letters)"
+        "demo: the samples hold a truncated record, an event body that is not JSON and both audit \
+         categories of one cluster on purpose: the three warnings about them below are expected \
+         (the first two become dead letters)"
         );
     }
     let replay_options = ReplayOptions {

@@ -43,8 +43,8 @@ fn help_lists_the_environment() {
     }
 }
 
-/// The demo prints a table with headers, says the two warnings are expected, and prints the
-/// handler's summary line once.
+/// The demo prints a table with headers, says how many warnings are expected — as many as it
+/// prints — and prints the handler's summary line once.
 #[test]
 fn demo_output_reads_well() {
     let output = run(&["demo"], &[]);
@@ -52,9 +52,10 @@ fn demo_output_reads_well() {
     assert!(output.status.success(), "{out}");
     assert!(out.contains("STAGE            VERB    RESOURCE"), "{out}");
     assert!(
-        out.contains("the two warnings about them below are expected"),
+        out.contains("the three warnings about them below are expected"),
         "{out}"
     );
+    assert_eq!(out.matches(" WARN ").count(), 3, "{out}");
     assert_eq!(out.matches("Invocation delivered").count(), 1, "{out}");
 }
 
