@@ -333,6 +333,11 @@ async fn receive(
         "receiver: {} POST(s), {} event(s), {} duplicate(s), {} refused",
         stats.batches, stats.events, stats.duplicates, stats.refused
     );
+    anyhow::ensure!(
+        stats.unwritten == 0,
+        "{} POST(s) were answered 500 because the --out file could not be written",
+        stats.unwritten
+    );
     Ok(())
 }
 

@@ -98,6 +98,9 @@ pub struct ReceiverStats {
     pub refused: u64,
     /// Canned failures served from the script.
     pub scripted_failures: u64,
+    /// POSTs answered 500 because the output file could not be written: the sender keeps
+    /// those Events and sends them again.
+    pub unwritten: u64,
 }
 
 #[derive(Default)]
@@ -158,7 +161,10 @@ impl Receiver {
         self
     }
 
-    /// Also appends every accepted Event to `file` as one JSON line, its exact bytes as sent.
+    /// Also appends every accepted Event to `file` as one JSON line, its exact bytes as sent,
+    /// written and flushed before the POST is answered. When the file cannot be written (a
+    /// full disk) the POST is answered 500 and not counted, so the sender keeps its Events
+    /// and retries instead of the receiver acknowledging Events it did not store.
     pub fn with_output(self, file: std::fs::File) -> Self {
         self.lock().out = Some(std::io::BufWriter::new(file));
         self
@@ -308,6 +314,15 @@ fn raw_items(body: &[u8], shape: &str) -> Vec<String> {
     }
 }
 
+/// Appends one line per item and flushes: what is acknowledged is in the file.
+fn write_lines(out: &mut std::io::BufWriter<std::fs::File>, raw: &[String]) -> std::io::Result<()> {
+    for item in raw {
+        out.write_all(item.as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
 fn key_hash(event: &Value) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     event["auditID"].as_str().unwrap_or_default().hash(&mut h);
@@ -395,17 +410,31 @@ async fn receive(
         Vec::new()
     };
     let mut inner = receiver.lock();
+    if let Some(out) = inner.out.as_mut() {
+        if let Err(e) = write_lines(out, &raw) {
+            // Drop what is still buffered: the sender sends these Events again.
+            if let Some(out) = inner.out.take() {
+                inner.out = Some(std::io::BufWriter::new(out.into_parts().0));
+            }
+            inner.stats.unwritten += 1;
+            drop(inner);
+            eprintln!(
+                "receiver: cannot write the output file ({e}); answering 500 so that the sender \
+                 keeps these Events and sends them again"
+            );
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the receiver cannot store the Events: {e}"),
+            )
+                .into_response();
+        }
+    }
     for event in &events {
         if !inner.seen.insert(key_hash(event)) {
             inner.stats.duplicates += 1;
         }
         if receiver.verbosity == Verbosity::Events {
             println!("{}", describe(event));
-        }
-    }
-    if let Some(out) = inner.out.as_mut() {
-        for item in &raw {
-            let _ = writeln!(out, "{item}");
         }
     }
     inner.stats.batches += 1;

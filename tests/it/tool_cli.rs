@@ -241,3 +241,76 @@ fn convert_applies_the_policy() {
         text(&output)
     );
 }
+
+/// POSTs `body` to a `receive` just started, until it listens; returns the answer's status.
+async fn post_when_listening(url: &str, body: &str) -> u16 {
+    let client = reqwest::Client::new();
+    let start = std::time::Instant::now();
+    loop {
+        let sent = client
+            .post(url)
+            .header("Content-Type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await;
+        if let Ok(answer) = sent {
+            return answer.status().as_u16();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "receive did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn receive(out: &str) -> (std::process::Child, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(BIN)
+        .args(["receive", "--quiet", "--listen", &listen, "--out", out])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    (child, format!("http://{listen}/k8s_audit"))
+}
+
+fn interrupt(child: std::process::Child) -> Output {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `receive --out`: an acknowledged Event is in the file at once, while the receiver runs
+/// (`tail -f`, `jq` on it), not only when it stops.
+#[tokio::test(flavor = "multi_thread")]
+async fn receive_out_holds_each_event_once_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.jsonl");
+    let (child, url) = receive(out.to_str().unwrap());
+    let event = super::helpers::audit_event("live-1", 0);
+    let body =
+        format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{event}]}}"#);
+    assert_eq!(post_when_listening(&url, &body).await, 200);
+    let written = std::fs::read_to_string(&out).unwrap();
+    let output = interrupt(child);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(written, format!("{event}\n"), "file while running");
+}
+
+/// `receive --out` on a full disk: the POST is answered 500, so the sender keeps and resends
+/// the Events, instead of 200 for Events that were never stored; the exit code says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn receive_refuses_events_it_cannot_store() {
+    let (child, url) = receive("/dev/full");
+    let event = super::helpers::audit_event("lost-1", 0);
+    let body =
+        format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{event}]}}"#);
+    assert_eq!(post_when_listening(&url, &body).await, 500);
+    let output = interrupt(child);
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(out.contains("0 POST(s), 0 event(s)"), "{out}");
+    assert!(out.contains("could not be written"), "{out}");
+}
