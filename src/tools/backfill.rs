@@ -20,7 +20,9 @@ use time::OffsetDateTime;
 use super::archive::{Batch, LineSplitter};
 use super::checkpoint::{BlobProgress, Checkpoint};
 use super::progress::Progress;
-use super::storage::{check_container, cluster_prefix, open, ArchivePath, StorageArgs};
+use super::storage::{
+    check_container, cluster_prefix, open, storage_error, ArchivePath, StorageArgs,
+};
 use crate::deadletter::{to_json_lines, DeadLetter};
 use crate::pipeline::{Forwarder, Invocation, Settings};
 
@@ -180,7 +182,15 @@ async fn select_blobs(store: &dyn ObjectStore, args: &BackfillArgs) -> anyhow::R
         .list(prefix.as_ref())
         .try_collect()
         .await
-        .with_context(|| format!("listing container {}", args.container))?;
+        .map_err(|e| {
+            storage_error(
+                &format!("listing container {}", args.container),
+                &e,
+                "a diagnostic setting that archives kube-audit to a storage account writes to \
+                 insights-logs-kube-audit, kube-audit-admin to insights-logs-kube-audit-admin \
+                 (--container); check the account too",
+            )
+        })?;
     let mut blobs = Vec::new();
     for meta in listed {
         let Some(archive) = ArchivePath::parse(meta.location.as_ref()) else {

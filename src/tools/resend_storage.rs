@@ -9,7 +9,7 @@ use object_store::{ObjectStore, PutPayload};
 
 use super::progress::Progress;
 use super::resend::{parse_items, resend_items, ResendArgs, ResendReport};
-use super::storage::{check_container, open, read_all};
+use super::storage::{check_container, open, read_all, storage_error};
 use crate::deadletter::{to_json_lines, DeadLetter};
 use crate::pipeline::Settings;
 
@@ -38,7 +38,14 @@ pub async fn resend_container(
         })
         .try_collect()
         .await
-        .map_err(|e| anyhow::anyhow!("listing container {container}: {e}"))?;
+        .map_err(|e| {
+            storage_error(
+                &format!("listing container {container}"),
+                &e,
+                "no dead letter has been written to it yet, or --container or the account is not \
+                 the one of the deadletter binding (function.json: audit-deadletter)",
+            )
+        })?;
     blobs.sort_by(|a, b| a.location.cmp(&b.location));
     let total: u64 = blobs.iter().map(|m| m.size).sum();
     let mut progress = Progress::new("resend", blobs.len() as u64, total);

@@ -130,6 +130,46 @@ pub fn open(args: &StorageArgs, container: &str) -> anyhow::Result<Arc<dyn Objec
     Ok(Arc::new(store))
 }
 
+/// A storage error in one line, for an operator: a missing container is named as such,
+/// followed by `missing` (what to check); any other answer of the service is reduced to its
+/// error code and the first line of its message, without the request dump `object_store`
+/// repeats once per error layer. `action` says what failed (`listing container X`).
+pub fn storage_error(action: &str, e: &object_store::Error, missing: &str) -> anyhow::Error {
+    let full = e.to_string();
+    let between = |open: &str, close: &str| {
+        let start = full.find(open)? + open.len();
+        let len = full[start..].find(close)?;
+        Some(
+            full[start..start + len]
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string(),
+        )
+    };
+    match between("<Code>", "</Code>") {
+        Some(code) if code == "ContainerNotFound" => {
+            anyhow::anyhow!(
+                "{action}: the container does not exist in this storage account; {missing}"
+            )
+        }
+        Some(code) => {
+            let message = between("<Message>", "</Message>").unwrap_or_default();
+            let hint = if code == "AuthorizationPermissionMismatch" {
+                " (signing in with --account needs the Storage Blob Data Reader role on the \
+                 account, Storage Blob Data Contributor for resend --delete-delivered)"
+            } else if code.starts_with("Authentication") || code.starts_with("Authorization") {
+                " (check the account key or SAS of the connection string, or the sign-in)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("{action}: {code}: {message}{hint}")
+        }
+        None => anyhow::anyhow!("{action}: {full}"),
+    }
+}
+
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))

@@ -525,3 +525,29 @@ async fn a_streaming_receiver_keeps_only_the_last_events() {
     assert!(running.receiver.batches().is_empty());
     assert_eq!(running.receiver.stats().events, 10);
 }
+
+/// A container that does not exist is named as such, once, with what to check — not the
+/// storage service's XML answer repeated for every error layer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_container_is_named_with_what_to_check() {
+    let azurite = Azurite::start().await;
+    let connection = azurite.connection_string();
+    let settings = [
+        ("AZURE_STORAGE_CONNECTION_STRING", connection.as_str()),
+        ("AUDIT_WEBHOOK_URL", "http://127.0.0.1:9/k8s_audit"),
+    ];
+    for args in [
+        &["backfill", "--dry-run"][..],
+        &["resend", "--container", "audit-deadletter"],
+    ] {
+        let output = tool(args, &settings).output().unwrap();
+        let out = text(&output);
+        assert!(!output.status.success(), "{args:?}: {out}");
+        assert!(
+            out.contains("the container does not exist in this storage account"),
+            "{args:?}: {out}"
+        );
+        assert!(!out.contains("<?xml"), "{args:?}: {out}");
+        assert_eq!(out.lines().count(), 1, "{args:?}: {out}");
+    }
+}
