@@ -211,7 +211,19 @@ async fn run() -> anyhow::Result<()> {
             anyhow::ensure!(!report.interrupted, "interrupted");
             Ok(())
         }
-        Cmd::CheckConfig(args) => check_config::run(&args).await,
+        Cmd::CheckConfig(args) => {
+            let from_env_without_webhook = args.settings.is_none() && !webhook_configured();
+            check_config::run(&args).await.map_err(|e| {
+                if from_env_without_webhook {
+                    anyhow::anyhow!(
+                        "{e:#} (check-config reads the environment; to check a settings file \
+                         instead: aks-audit-forwarder check-config --settings local.settings.json)"
+                    )
+                } else {
+                    e
+                }
+            })
+        }
         Cmd::Convert(args) => {
             let report = convert::run(&args)?;
             eprintln!(

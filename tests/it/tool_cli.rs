@@ -204,6 +204,16 @@ async fn check_config_probes_each_webhook() {
     );
 }
 
+/// `check-config` with nothing set says where it looked and how to check a settings file.
+#[test]
+fn check_config_without_settings_says_where_it_looked() {
+    let output = run(&["check-config"], &[]);
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(out.contains("AUDIT_WEBHOOK_URL"), "{out}");
+    assert!(out.contains("--settings local.settings.json"), "{out}");
+}
+
 #[test]
 fn convert_applies_the_policy() {
     let dir = tempfile::tempdir().unwrap();
