@@ -167,7 +167,16 @@ async fn run() -> anyhow::Result<()> {
             let config = Config::from_env().context("invalid configuration")?;
             let report = resend::run(&args, config.forwarder).await?;
             println!("{}", report.summary(&args));
-            anyhow::ensure!(report.remaining == 0, "some items were not delivered");
+            let failing = report.remaining.saturating_sub(report.skipped);
+            anyhow::ensure!(
+                report.remaining == 0,
+                "{} item(s) remain: {} without an Event (malformed records or event bodies, \
+                 which resend cannot send: their `raw` is the text AKS wrote, for a person to \
+                 read), {failing} Event(s) still not delivered (their `reason` says why; run \
+                 resend again on what remains once the cause is fixed)",
+                report.remaining,
+                report.skipped
+            );
             Ok(())
         }
         Cmd::Replay {

@@ -214,6 +214,40 @@ fn check_config_without_settings_says_where_it_looked() {
     assert!(out.contains("--settings local.settings.json"), "{out}");
 }
 
+/// `resend` of an item without an Event: kept, and the error says why it cannot be sent.
+#[test]
+fn resend_says_what_remains_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("dead.jsonl");
+    std::fs::write(
+        &input,
+        "{\"reason\":\"not JSON\",\"kind\":\"malformed-event\",\"raw\":\"plain text\"}\n",
+    )
+    .unwrap();
+    let rest = dir.path().join("rest.jsonl");
+    let output = run(
+        &[
+            "resend",
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            rest.to_str().unwrap(),
+        ],
+        &[("AUDIT_WEBHOOK_URL", "http://127.0.0.1:9/k8s_audit")],
+    );
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(
+        out.contains("1 item(s) remain: 1 without an Event"),
+        "{out}"
+    );
+    assert!(out.contains("0 Event(s) still not delivered"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&rest).unwrap(),
+        std::fs::read_to_string(&input).unwrap()
+    );
+}
+
 #[test]
 fn convert_applies_the_policy() {
     let dir = tempfile::tempdir().unwrap();
