@@ -192,6 +192,8 @@ async fn select_blobs(store: &dyn ObjectStore, args: &BackfillArgs) -> anyhow::R
             )
         })?;
     let mut blobs = Vec::new();
+    let mut others = std::collections::BTreeSet::new();
+    let mut of_cluster = 0;
     for meta in listed {
         let Some(archive) = ArchivePath::parse(meta.location.as_ref()) else {
             continue;
@@ -201,8 +203,10 @@ async fn select_blobs(store: &dyn ObjectStore, args: &BackfillArgs) -> anyhow::R
             .as_deref()
             .is_some_and(|c| !archive.matches_cluster(c))
         {
+            others.insert(archive.cluster);
             continue;
         }
+        of_cluster += 1;
         let end = archive.hour + time::Duration::HOUR;
         if args.since.is_some_and(|since| end <= since)
             || args.until.is_some_and(|until| archive.hour >= until)
@@ -210,6 +214,25 @@ async fn select_blobs(store: &dyn ObjectStore, args: &BackfillArgs) -> anyhow::R
             continue;
         }
         blobs.push((meta.location, archive, meta.size));
+    }
+    if let (Some(cluster), 0) = (&args.cluster, of_cluster) {
+        // A misspelt cluster would otherwise be a successful run that sends nothing.
+        let container = &args.container;
+        if prefix.is_some() {
+            anyhow::bail!(
+                "no archive blob of --cluster {cluster} in container {container}: check the \
+                 subscription and resource group in the resource id, or pass the cluster's name"
+            );
+        }
+        let there = if others.is_empty() {
+            "none".to_string()
+        } else {
+            others.into_iter().collect::<Vec<_>>().join(", ")
+        };
+        anyhow::bail!(
+            "no archive blob of --cluster {cluster} in container {container}; clusters archived \
+             there: {there}"
+        );
     }
     blobs.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(blobs)

@@ -551,3 +551,27 @@ async fn a_missing_container_is_named_with_what_to_check() {
         assert_eq!(out.lines().count(), 1, "{args:?}: {out}");
     }
 }
+
+/// A `--cluster` with no archive blob (a misspelt name) is an error naming the clusters that
+/// are there, not a run that succeeds having sent nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_names_the_clusters_when_cluster_matches_none() {
+    let azurite = Azurite::start().await;
+    azurite.create_container(CONTAINER).await;
+    write_archive(&azurite, 5).await;
+    let connection = azurite.connection_string();
+    let settings = [("AZURE_STORAGE_CONNECTION_STRING", connection.as_str())];
+    let output = tool(&["backfill", "--dry-run", "--cluster", "aks3"], &settings)
+        .output()
+        .unwrap();
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(
+        out.contains("no archive blob of --cluster aks3 in container insights-logs-kube-audit; clusters archived there: AKS1, AKS2"),
+        "{out}"
+    );
+    let output = tool(&["backfill", "--dry-run", "--cluster", "aks2"], &settings)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+}
