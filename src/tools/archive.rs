@@ -135,6 +135,15 @@ impl Batch {
             })
     }
 
+    /// The number of the line whose text is exactly `raw` (a dead letter's `raw` record), to
+    /// name where it is in the blob.
+    pub fn line_of(&self, raw: &str) -> Option<u64> {
+        self.lines
+            .iter()
+            .find(|l| l.text.trim_ascii() == raw.as_bytes())
+            .map(|l| l.number)
+    }
+
     /// Bytes the batch spans, newlines included.
     pub fn bytes(&self) -> u64 {
         self.lines.iter().map(|l| l.len).sum()

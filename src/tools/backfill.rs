@@ -356,7 +356,14 @@ impl Run<'_> {
             converted.tally.malformed_records + converted.tally.malformed_bodies;
         self.report.dropped += converted.routing.policy_dropped + converted.routing.route_dropped;
         let events: u64 = converted.routed.iter().map(|r| r.len() as u64).sum();
-        dead.extend(converted.dead_letters);
+        for mut item in converted.dead_letters {
+            // The pipeline names the record by its place in the body; an operator needs the
+            // blob and line.
+            if let Some(n) = item.raw.as_deref().and_then(|raw| batch.line_of(raw)) {
+                item.reason = format!("{path} line {n}: {}", item.reason);
+            }
+            dead.push(item);
+        }
         if self.args.dry_run {
             let h = archive.hour;
             let key = format!(

@@ -575,3 +575,55 @@ async fn backfill_names_the_clusters_when_cluster_matches_none() {
         .unwrap();
     assert!(output.status.success(), "{}", text(&output));
 }
+
+/// A record whose `properties.log` is not an audit Event (a truncated log) is dead-lettered
+/// naming its blob and line, as a line that is not JSON is.
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_dead_letters_name_the_blob_and_line() {
+    let azurite = Azurite::start().await;
+    azurite.create_container(CONTAINER).await;
+    let conn = azurite.connection_string();
+    let store = open(
+        &StorageArgs {
+            account: None,
+            connection_string: Some(SecretString::from(conn.clone())),
+        },
+        CONTAINER,
+    )
+    .unwrap();
+    let id = cluster_id("aks1");
+    let time = "2026-11-23T07:00:01Z";
+    let good = line(&id, "kube-audit", &audit_event("good-1", 0), time);
+    let truncated = line(&id, "kube-audit", r#"{"kind":"Event","apiVer"#, time);
+    let path = format!("resourceId={id}/y=2026/m=11/d=23/h=07/m=00/PT1H.json");
+    let blob = format!("{good}\n{good}\n{truncated}\n");
+    store
+        .put(&BlobPath::from(path.clone()), blob.into_bytes().into())
+        .await
+        .unwrap();
+    let receiver = start_receiver().await;
+    let url = receiver.url("/k8s_audit");
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let settings = [
+        ("AUDIT_WEBHOOK_URL", url.as_str()),
+        ("AZURE_STORAGE_CONNECTION_STRING", conn.as_str()),
+    ];
+    let output = tool(
+        &["backfill", "--deadletter-out", dead.to_str().unwrap()],
+        &settings,
+    )
+    .output()
+    .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let items: Vec<Value> = std::fs::read_to_string(&dead)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["kind"], "malformed-record");
+    assert_eq!(items[0]["raw"], truncated.as_str());
+    let reason = items[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with(&format!("{path} line 3: ")), "{reason}");
+}
