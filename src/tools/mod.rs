@@ -17,6 +17,7 @@ pub mod receiver;
 pub mod replay;
 pub mod resend;
 pub mod resend_storage;
+pub mod scripted;
 pub mod storage;
 
 /// The sample AKS diagnostic events bundled with the binary (`samples/aks-diagnostics.json`):

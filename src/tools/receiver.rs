@@ -16,7 +16,6 @@ use std::hash::{Hash as _, Hasher as _};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -32,45 +31,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use super::describe::{describe, DESCRIBE_HEADER};
-
-/// A canned answer, served in queue order before normal service resumes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scripted {
-    /// Answer this status without reading the payload.
-    Status(u16),
-    /// Answer this status with `Retry-After: <seconds>`.
-    RetryAfter(u16, u64),
-    /// Wait this long, then serve normally (a receiver slower than the forwarder's timeout).
-    Delay(Duration),
-}
-
-impl std::str::FromStr for Scripted {
-    type Err = String;
-
-    /// `503`, `429:2` (status with Retry-After seconds) or `sleep:5s`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        if let Some(d) = s.strip_prefix("sleep:") {
-            return humantime::parse_duration(d)
-                .map(Self::Delay)
-                .map_err(|e| format!("{s:?}: {e}"));
-        }
-        let status = |t: &str| {
-            t.parse::<u16>()
-                .ok()
-                .filter(|c| (100..=599).contains(c))
-                .ok_or_else(|| format!("{s:?}: expected an HTTP status such as 503"))
-        };
-        match s.split_once(':') {
-            Some((code, secs)) => Ok(Self::RetryAfter(
-                status(code)?,
-                secs.parse()
-                    .map_err(|_| format!("{s:?}: Retry-After must be whole seconds"))?,
-            )),
-            None => Ok(Self::Status(status(s)?)),
-        }
-    }
-}
+pub use super::scripted::Scripted;
 
 /// One accepted POST.
 #[derive(Debug, Clone)]
@@ -494,22 +455,4 @@ fn scripted(receiver: &Receiver, code: u16, retry_after: Option<u64>) -> Respons
             .insert(header::RETRY_AFTER, secs.into());
     }
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn script_syntax() {
-        assert_eq!("503".parse(), Ok(Scripted::Status(503)));
-        assert_eq!("429:2".parse(), Ok(Scripted::RetryAfter(429, 2)));
-        assert_eq!(
-            "sleep:1500ms".parse(),
-            Ok(Scripted::Delay(Duration::from_millis(1500)))
-        );
-        assert!("5033".parse::<Scripted>().is_err());
-        assert!("429:x".parse::<Scripted>().is_err());
-        assert!("sleep:forever".parse::<Scripted>().is_err());
-    }
 }
