@@ -108,8 +108,11 @@ pub struct Batch {
 }
 
 /// What [`Batch::body`] counted.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LineCounts {
+    /// The line number of each record in the body, in order: `records[i]` of the body is
+    /// line `lines[i]` of the blob.
+    pub lines: Vec<u64>,
     /// Non-blank lines.
     pub records: u64,
     /// Records outside the time window.
@@ -133,15 +136,6 @@ impl Batch {
                 bytes: l.end,
                 lines: l.number,
             })
-    }
-
-    /// The number of the line whose text is exactly `raw` (a dead letter's `raw` record), to
-    /// name where it is in the blob.
-    pub fn line_of(&self, raw: &str) -> Option<u64> {
-        self.lines
-            .iter()
-            .find(|l| l.text.trim_ascii() == raw.as_bytes())
-            .map(|l| l.number)
     }
 
     /// Bytes the batch spans, newlines included.
@@ -193,6 +187,7 @@ impl Batch {
                 body.push(b',');
             }
             body.extend_from_slice(&line.text);
+            counts.lines.push(line.number);
             any = true;
         }
         body.extend_from_slice(b"]}");
@@ -284,6 +279,7 @@ mod tests {
         assert_eq!(
             counts,
             LineCounts {
+                lines: vec![1],
                 records: 4,
                 outside_time: 1,
                 malformed: 2

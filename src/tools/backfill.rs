@@ -357,10 +357,16 @@ impl Run<'_> {
         self.report.dropped += converted.routing.policy_dropped + converted.routing.route_dropped;
         let events: u64 = converted.routed.iter().map(|r| r.len() as u64).sum();
         for mut item in converted.dead_letters {
-            // The pipeline names the record by its place in the body; an operator needs the
+            // The pipeline names records by their place in the body; an operator needs the
             // blob and line.
-            if let Some(n) = item.raw.as_deref().and_then(|raw| batch.line_of(raw)) {
-                item.reason = format!("{path} line {n}: {}", item.reason);
+            let lines: Vec<String> = item
+                .records
+                .iter()
+                .filter_map(|r| counts.lines.get(r.index).map(u64::to_string))
+                .collect();
+            if !lines.is_empty() {
+                let s = if lines.len() == 1 { "" } else { "s" };
+                item.reason = format!("{path} line{s} {}: {}", lines.join(", "), item.reason);
             }
             dead.push(item);
         }

@@ -577,7 +577,8 @@ async fn backfill_names_the_clusters_when_cluster_matches_none() {
 }
 
 /// A record whose `properties.log` is not an audit Event (a truncated log) is dead-lettered
-/// naming its blob and line, as a line that is not JSON is.
+/// naming its blob and line, as a line that is not JSON is (the pipeline alone knows only its
+/// place in the batch).
 #[tokio::test(flavor = "multi_thread")]
 async fn backfill_dead_letters_name_the_blob_and_line() {
     let azurite = Azurite::start().await;
@@ -623,7 +624,7 @@ async fn backfill_dead_letters_name_the_blob_and_line() {
         .collect();
     assert_eq!(items.len(), 1, "{items:?}");
     assert_eq!(items[0]["kind"], "malformed-record");
-    assert_eq!(items[0]["raw"], truncated.as_str());
+    assert!(items[0]["raw"].as_str().unwrap().contains(&truncated));
     let reason = items[0]["reason"].as_str().unwrap();
     assert!(reason.starts_with(&format!("{path} line 3: ")), "{reason}");
 }
