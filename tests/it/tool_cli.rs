@@ -308,7 +308,19 @@ async fn post_when_listening(url: &str, body: &str) -> u16 {
     }
 }
 
-fn receive(out: &str) -> (std::process::Child, String) {
+/// A `receive` child, killed if a failing test leaves it running.
+struct Receiving(Option<std::process::Child>);
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn receive(out: &str) -> (Receiving, String) {
     let listen = format!("127.0.0.1:{}", free_port());
     let child = Command::new(BIN)
         .args(["receive", "--quiet", "--listen", &listen, "--out", out])
@@ -317,10 +329,11 @@ fn receive(out: &str) -> (std::process::Child, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    (child, format!("http://{listen}/k8s_audit"))
+    (Receiving(Some(child)), format!("http://{listen}/k8s_audit"))
 }
 
-fn interrupt(child: std::process::Child) -> Output {
+fn interrupt(mut receiving: Receiving) -> Output {
+    let child = receiving.0.take().unwrap();
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     child.wait_with_output().unwrap()
