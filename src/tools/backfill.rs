@@ -60,7 +60,20 @@ pub struct BackfillArgs {
 /// Reads an RFC 3339 time for a command-line option.
 pub(super) fn rfc3339(text: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(text, &Rfc3339)
-        .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2026-11-23T07:00:00Z: {e}"))
+        .or_else(|e| day_start(text).ok_or(e))
+        .map_err(|e| {
+            format!(
+                "{text:?} is not an RFC 3339 time such as 2026-11-23T07:00:00Z, nor a day such as \
+                 2026-11-23: {e}"
+            )
+        })
+}
+
+/// A day written `YYYY-MM-DD`, taken as its start in UTC.
+fn day_start(text: &str) -> Option<OffsetDateTime> {
+    let format = time::format_description::parse("[year]-[month]-[day]").ok()?;
+    let day = time::Date::parse(text.trim(), &format).ok()?;
+    Some(day.midnight().assume_utc())
 }
 
 /// Totals of one backfill.
@@ -440,5 +453,22 @@ impl BackfillReport {
             });
         }
         line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--since`/`--until` take an RFC 3339 time, or a whole day taken from its start in UTC.
+    #[test]
+    fn times_are_rfc3339_or_a_day_in_utc() {
+        assert_eq!(
+            rfc3339("2026-11-23").unwrap(),
+            rfc3339("2026-11-23T00:00:00Z").unwrap()
+        );
+        assert!(rfc3339("2026-11-23T07:00:00+01:00").is_ok());
+        let err = rfc3339("yesterday").unwrap_err();
+        assert!(err.contains("2026-11-23"), "{err}");
     }
 }
