@@ -71,9 +71,14 @@ pub(super) fn rfc3339(text: &str) -> Result<OffsetDateTime, String> {
 
 /// A day written `YYYY-MM-DD`, taken as its start in UTC.
 fn day_start(text: &str) -> Option<OffsetDateTime> {
-    let format = time::format_description::parse("[year]-[month]-[day]").ok()?;
-    let day = time::Date::parse(text.trim(), &format).ok()?;
-    Some(day.midnight().assume_utc())
+    let mut parts = text.trim().splitn(3, '-');
+    let (year, month, day) = (parts.next()?, parts.next()?, parts.next()?);
+    if year.len() != 4 || month.len() != 2 || day.len() != 2 {
+        return None;
+    }
+    let month = time::Month::try_from(month.parse::<u8>().ok()?).ok()?;
+    let date = time::Date::from_calendar_date(year.parse().ok()?, month, day.parse().ok()?).ok()?;
+    Some(date.midnight().assume_utc())
 }
 
 /// Totals of one backfill.
