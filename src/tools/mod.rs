@@ -1,16 +1,18 @@
 //! Tools for developers and operators, apart from what runs in Azure: the end-to-end demo, a
 //! local audit receiver, the host stand-in that sends host-shaped invocations (used by the
 //! demo, `replay`, the tests, benches and the load harness), `resend` for dead letters,
-//! `backfill` from the storage archive, `check-config` and `convert`. Production code never
-//! imports this module.
+//! `backfill` from the storage archive, `check-config` and `convert`, and the floor baseline
+//! and counting receiver of the benchmarks. Production code never imports this module.
 
 pub mod archive;
 pub mod backfill;
 pub mod check_config;
 pub mod checkpoint;
 pub mod convert;
+pub mod counter;
 pub mod demo;
 pub mod describe;
+pub mod floor;
 pub mod hostsim;
 pub mod progress;
 pub mod receiver;
