@@ -5,9 +5,13 @@
 //! re-serialised, so unknown fields, key order and timestamp precision survive untouched.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// The API version of every Event the forwarder sends.
 pub const API_VERSION: &str = "audit.k8s.io/v1";
@@ -17,6 +21,7 @@ pub const API_VERSION: &str = "audit.k8s.io/v1";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
     json: Box<str>,
+    layout: Layout,
     source: Option<Arc<str>>,
     sequence_number: Option<i64>,
 }
@@ -34,6 +39,7 @@ impl AuditEvent {
         }
         let header: Header<'_> =
             serde_json::from_str(json).map_err(|e| EventError::NotJson(e.to_string()))?;
+        let layout = header.layout(json);
         match header.kind.as_deref() {
             Some("Event") => {}
             Some(other) => return Err(EventError::Kind(other.to_string())),
@@ -60,15 +66,54 @@ impl AuditEvent {
             .map_err(|_| EventError::Timestamp(stamp.to_string()))?;
         Ok(Self {
             json: json.into(),
+            layout,
             source: None,
             sequence_number: None,
         })
     }
 
+    /// Where the members that edits touch lie in [`Self::json`], found while validating.
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The same Event with `edits` made to its text: each replaces a range of the text with
+    /// new text. The layout follows the edits. `None` when ranges overlap or do not fall on
+    /// character boundaries of the text.
+    pub(crate) fn with_edits(&self, mut edits: Vec<(Range<usize>, String)>) -> Option<Self> {
+        edits.sort_by_key(|(r, _)| (r.start, r.end));
+        let old = &*self.json;
+        let added: usize = edits.iter().map(|(_, t)| t.len()).sum();
+        let mut out = String::with_capacity(old.len() + added);
+        let mut at = 0;
+        for (range, text) in &edits {
+            out.push_str(old.get(at..range.start)?);
+            out.push_str(text);
+            at = range.end;
+        }
+        out.push_str(old.get(at..)?);
+        Some(Self {
+            json: out.into(),
+            layout: self.layout.after(&edits),
+            source: self.source.clone(),
+            sequence_number: self.sequence_number,
+        })
+    }
+
+    /// Records where a member added by an edit holds its `annotations` value.
+    pub(crate) fn with_annotations_at(mut self, span: Range<usize>) -> Self {
+        self.layout.annotations = Some(span);
+        self
+    }
+
     /// The same Event with different text, produced by an edit of this validated Event.
     pub(crate) fn with_json(&self, json: String) -> Self {
+        let layout = serde_json::from_str::<Header<'_>>(&json)
+            .map(|h| h.layout(&json))
+            .unwrap_or_default();
         Self {
             json: json.into(),
+            layout,
             source: self.source.clone(),
             sequence_number: self.sequence_number,
         }
@@ -113,20 +158,138 @@ impl AuditEvent {
     }
 }
 
-/// The fields every receiver checks. Everything else is skipped unparsed (but its syntax is
-/// still checked, so the text is known to be one valid JSON object).
-#[derive(Deserialize)]
+/// Where the top-level members that the Policy and the cluster annotations edit lie in an
+/// Event's text (byte ranges of their values). `known` is false when the Event repeats one
+/// of them: edits then take the slower path that parses the text again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub(crate) known: bool,
+    pub(crate) level: Option<Range<usize>>,
+    pub(crate) request_object: Option<Range<usize>>,
+    pub(crate) response_object: Option<Range<usize>>,
+    pub(crate) annotations: Option<Range<usize>>,
+}
+
+impl Layout {
+    /// The layout of the text that `edits` (ordered, not overlapping) make of this one: a
+    /// value replaced as a whole takes the new text's place, a value inside a removed range
+    /// is gone, and every other value moves by what changed before it (or grows by what was
+    /// inserted inside it).
+    fn after(&self, edits: &[(Range<usize>, String)]) -> Self {
+        let map = |span: &Option<Range<usize>>| -> Option<Range<usize>> {
+            let span = span.as_ref()?;
+            let delta = |e: &(Range<usize>, String)| e.1.len() as isize - e.0.len() as isize;
+            let mut start = span.start as isize;
+            let mut end = span.end as isize;
+            for edit in edits {
+                let range = &edit.0;
+                if *range == *span {
+                    let new_start = start;
+                    return Some(new_start as usize..(new_start as usize + edit.1.len()));
+                }
+                if range.start <= span.start && range.end >= span.end {
+                    return None;
+                }
+                if range.end <= span.start {
+                    start += delta(edit);
+                }
+                if range.end < span.end {
+                    end += delta(edit);
+                }
+            }
+            Some(start as usize..end as usize)
+        };
+        Self {
+            known: self.known,
+            level: map(&self.level),
+            request_object: map(&self.request_object),
+            response_object: map(&self.response_object),
+            annotations: map(&self.annotations),
+        }
+    }
+}
+
+/// The fields every receiver checks, and where the members that edits touch lie. Everything
+/// else is skipped unparsed (but its syntax is still checked, so the text is known to be one
+/// valid JSON object).
+#[derive(Default)]
 struct Header<'a> {
-    #[serde(borrow, default)]
     kind: Option<Cow<'a, str>>,
-    #[serde(rename = "apiVersion", borrow, default)]
     api_version: Option<Cow<'a, str>>,
-    #[serde(rename = "auditID", borrow, default)]
     audit_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     stage: Option<Cow<'a, str>>,
-    #[serde(rename = "stageTimestamp", borrow, default)]
     stage_timestamp: Option<Cow<'a, str>>,
+    level: Option<&'a RawValue>,
+    request_object: Option<&'a RawValue>,
+    response_object: Option<&'a RawValue>,
+    annotations: Option<&'a RawValue>,
+    repeated: bool,
+}
+
+impl<'a> Header<'a> {
+    fn layout(&self, text: &str) -> Layout {
+        let span = |raw: Option<&RawValue>| {
+            let raw = raw?;
+            let start = (raw.get().as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+            (start + raw.get().len() <= text.len()).then_some(start..start + raw.get().len())
+        };
+        Layout {
+            known: !self.repeated,
+            level: span(self.level),
+            request_object: span(self.request_object),
+            response_object: span(self.response_object),
+            annotations: span(self.annotations),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Header<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Header<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an audit Event object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut h = Header::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    let text =
+                        |slot: &mut Option<Cow<'de, str>>, name: &'static str, map: &mut A| {
+                            if slot.is_some() {
+                                return Err(serde::de::Error::duplicate_field(name));
+                            }
+                            *slot = map.next_value::<Option<Cow<'de, str>>>()?;
+                            Ok(())
+                        };
+                    let raw =
+                        |slot: &mut Option<&'de RawValue>, repeated: &mut bool, map: &mut A| {
+                            *repeated |= slot.is_some();
+                            *slot = Some(map.next_value::<&'de RawValue>()?);
+                            Ok::<(), A::Error>(())
+                        };
+                    match key.as_ref() {
+                        "kind" => text(&mut h.kind, "kind", &mut map)?,
+                        "apiVersion" => text(&mut h.api_version, "apiVersion", &mut map)?,
+                        "auditID" => text(&mut h.audit_id, "auditID", &mut map)?,
+                        "stage" => text(&mut h.stage, "stage", &mut map)?,
+                        "stageTimestamp" => {
+                            text(&mut h.stage_timestamp, "stageTimestamp", &mut map)?
+                        }
+                        "level" => raw(&mut h.level, &mut h.repeated, &mut map)?,
+                        "requestObject" => raw(&mut h.request_object, &mut h.repeated, &mut map)?,
+                        "responseObject" => raw(&mut h.response_object, &mut h.repeated, &mut map)?,
+                        "annotations" => raw(&mut h.annotations, &mut h.repeated, &mut map)?,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(h)
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
 }
 
 /// Why a record's log is not a usable audit Event.

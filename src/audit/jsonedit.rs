@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -94,6 +95,41 @@ pub fn rewrite(
     Ok(out)
 }
 
+/// The range to remove from the object `text` to drop the member whose key is `key` (plain
+/// ASCII, written without escapes) and whose value lies at `value`: the member and the comma
+/// that separates it from its neighbour. `None` when the text around the value is not that
+/// key (an escaped key, say): callers then take the slower path through [`rewrite`].
+pub fn member_range(text: &str, key: &str, value: &Range<usize>) -> Option<Range<usize>> {
+    let bytes = text.as_bytes();
+    let before = text.get(..value.start)?.trim_end();
+    let before = before.strip_suffix(':')?.trim_end();
+    let quoted_len = key.len() + 2;
+    let key_start = before.len().checked_sub(quoted_len)?;
+    let quoted = before.get(key_start..)?;
+    if !(quoted.starts_with('"') && quoted.ends_with('"') && quoted.get(1..quoted_len - 1)? == key)
+    {
+        return None;
+    }
+    let lead = text[..key_start].trim_end();
+    match bytes.get(lead.len().checked_sub(1)?)? {
+        b',' => Some(lead.len() - 1..value.end),
+        b'{' => {
+            let after = text.get(value.end..)?;
+            let gap = after.len() - after.trim_start().len();
+            match after.trim_start().as_bytes().first()? {
+                b',' => {
+                    let rest = &after[gap + 1..];
+                    let next = rest.len() - rest.trim_start().len();
+                    Some(key_start..value.end + gap + 1 + next)
+                }
+                b'}' => Some(key_start..value.end),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +151,30 @@ mod tests {
             out,
             r#"{"b":3,"a":{"x":[1, 2]},"s":"é\u00e9","new":{"k":"v"}}"#
         );
+    }
+
+    #[test]
+    fn member_ranges_drop_a_member_and_one_comma() {
+        let cases = [
+            (r#"{"a":1,"b":{"x":2},"c":3}"#, "b", r#"{"a":1,"c":3}"#),
+            (r#"{"b":[1],"c":3}"#, "b", r#"{"c":3}"#),
+            (r#"{"a":1,"b":"v"}"#, "b", r#"{"a":1}"#),
+            (r#"{"b":true}"#, "b", "{}"),
+            (r#"{ "b" : 1 , "c":3}"#, "b", r#"{ "c":3}"#),
+            (r#"{"a":1 , "b" : 2 }"#, "b", r#"{"a":1  }"#),
+        ];
+        for (text, key, want) in cases {
+            let Members(entries) = members(text).unwrap();
+            let (_, raw) = entries.iter().find(|(k, _)| k == key).unwrap();
+            let start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+            let range = member_range(text, key, &(start..start + raw.get().len())).unwrap();
+            let out = format!("{}{}", &text[..range.start], &text[range.end..]);
+            assert_eq!(out, want, "{text}");
+        }
+        // An escaped key is not recognised: the caller falls back to `rewrite`.
+        let text = r#"{"a":1,"\u0062":2}"#;
+        let at = text.rfind('2').unwrap();
+        assert_eq!(member_range(text, "b", &(at..at + 1)), None);
     }
 
     #[test]

@@ -93,43 +93,109 @@ impl ClusterId {
 
 /// Adds (or replaces) the cluster annotations on an Event.
 pub fn annotate(event: &AuditEvent, cluster: &ClusterId) -> AuditEvent {
-    let mut ours = vec![
-        (CLUSTER_ID_ANNOTATION, json_string(&cluster.resource_id)),
-        (CLUSTER_NAME_ANNOTATION, json_string(&cluster.name)),
-    ];
-    if !cluster.is_managed_cluster() {
-        ours.push((CLUSTER_TYPE_ANNOTATION, json_string(&cluster.resource_type)));
+    ClusterAnnotations::new(cluster).apply(event)
+}
+
+/// The annotations of one cluster, encoded once and spliced into each of its Events.
+#[derive(Debug, Clone)]
+pub struct ClusterAnnotations {
+    ours: Vec<(&'static str, String)>,
+    /// `"<id annotation>":"<id>","cluster_name":"<name>"[,"<type annotation>":"<type>"]`.
+    members: String,
+}
+
+impl ClusterAnnotations {
+    /// Encodes the annotations of `cluster`: its id and name, and its resource type when it
+    /// is not a managed cluster.
+    pub fn new(cluster: &ClusterId) -> Self {
+        let mut ours = vec![
+            (CLUSTER_ID_ANNOTATION, json_string(&cluster.resource_id)),
+            (CLUSTER_NAME_ANNOTATION, json_string(&cluster.name)),
+        ];
+        if !cluster.is_managed_cluster() {
+            ours.push((CLUSTER_TYPE_ANNOTATION, json_string(&cluster.resource_type)));
+        }
+        let members: Vec<String> = ours
+            .iter()
+            .map(|(k, v)| format!("{}:{v}", json_string(k)))
+            .collect();
+        Self {
+            ours,
+            members: members.join(","),
+        }
     }
-    // Used when the Event has no annotations object (absent, or null).
-    let members: Vec<String> = ours
-        .iter()
-        .map(|(k, v)| format!("{}:{v}", json_string(k)))
-        .collect();
-    let fresh = format!("{{{}}}", members.join(","));
-    let edited = rewrite(
-        event.json(),
-        |key, value| {
-            if key != "annotations" {
-                return Edit::Keep;
+
+    /// `event` with the annotations added (or replaced). Where the Event's `annotations` were
+    /// found while it was validated, this is one splice of the text: inserted into the
+    /// object, or the object added or put in place of a `null`; otherwise (the object already
+    /// names a cluster, a repeated member) the members are rewritten one by one.
+    pub fn apply(&self, event: &AuditEvent) -> AuditEvent {
+        self.splice(event).unwrap_or_else(|| self.rewrite(event))
+    }
+
+    fn splice(&self, event: &AuditEvent) -> Option<AuditEvent> {
+        let layout = event.layout();
+        if !layout.known {
+            return None;
+        }
+        let text = event.json();
+        let edit = match &layout.annotations {
+            Some(span) if text[span.clone()].starts_with('{') => {
+                let object = &text[span.clone()];
+                if self.ours.iter().any(|(key, _)| object.contains(key)) {
+                    return None;
+                }
+                let empty = object[1..object.len() - 1].trim().is_empty();
+                let at = span.end - 1;
+                let comma = if empty { "" } else { "," };
+                (at..at, format!("{comma}{}", self.members))
             }
-            if !value.get().trim_start().starts_with('{') {
-                return Edit::Replace(fresh.clone());
+            Some(span) => (span.clone(), format!("{{{}}}", self.members)),
+            None => {
+                let at = text.len() - 1;
+                let comma = if text[1..at].trim().is_empty() {
+                    ""
+                } else {
+                    ","
+                };
+                let member = format!("{comma}\"annotations\":{{{}}}", self.members);
+                let value = at + member.len() - self.members.len() - 2..at + member.len();
+                let added = event.with_edits(vec![(at..at, member)])?;
+                return Some(added.with_annotations_at(value));
             }
-            let merged = rewrite(
-                value.get(),
-                |k, _| match ours.iter().find(|(o, _)| *o == k) {
-                    Some((_, v)) => Edit::Replace(v.clone()),
-                    None => Edit::Keep,
-                },
-                &ours,
-            );
-            merged.map_or(Edit::Keep, Edit::Replace)
-        },
-        &[("annotations", fresh.clone())],
-    );
-    match edited {
-        Ok(text) => event.with_json(text),
-        Err(_) => event.clone(),
+        };
+        event.with_edits(vec![edit])
+    }
+
+    fn rewrite(&self, event: &AuditEvent) -> AuditEvent {
+        let ours = &self.ours;
+        // Used when the Event has no annotations object (absent, or null).
+        let fresh = format!("{{{}}}", self.members);
+        let edited = rewrite(
+            event.json(),
+            |key, value| {
+                if key != "annotations" {
+                    return Edit::Keep;
+                }
+                if !value.get().trim_start().starts_with('{') {
+                    return Edit::Replace(fresh.clone());
+                }
+                let merged = rewrite(
+                    value.get(),
+                    |k, _| match ours.iter().find(|(o, _)| *o == k) {
+                        Some((_, v)) => Edit::Replace(v.clone()),
+                        None => Edit::Keep,
+                    },
+                    ours,
+                );
+                merged.map_or(Edit::Keep, Edit::Replace)
+            },
+            &[("annotations", fresh.clone())],
+        );
+        match edited {
+            Ok(text) => event.with_json(text),
+            Err(_) => event.clone(),
+        }
     }
 }
 
@@ -182,6 +248,39 @@ mod tests {
             (odd.resource_group.as_str(), odd.name.as_str()),
             ("providers", "x")
         );
+    }
+
+    /// The one-splice path writes exactly what the member-by-member rewrite writes, for
+    /// every shape of `annotations` and with the type annotation too; an object already
+    /// naming a cluster takes the rewrite.
+    #[test]
+    fn splice_matches_rewrite() {
+        let fleet =
+            "/subscriptions/1/resourceGroups/rg/providers/Microsoft.ContainerService/fleets/hub";
+        for id in [ID, fleet] {
+            let annotations = ClusterAnnotations::new(&ClusterId::parse(id));
+            let base = event_json("s");
+            let with = r#""annotations":{"authorization.k8s.io/decision":"allow"}"#;
+            let texts = [
+                base.clone(),
+                base.replace(&format!(",{with}"), ""),
+                base.replace(with, r#""annotations":null"#),
+                base.replace(with, r#""annotations":{}"#),
+                base.replace(with, r#""annotations":"text""#),
+                base.replace(with, r#""annotations":{"cluster_name":"old","x":"y"}"#),
+            ];
+            for text in texts {
+                let event = AuditEvent::parse(&text).unwrap();
+                let spliced = annotations.apply(&event);
+                assert_eq!(spliced.json(), annotations.rewrite(&event).json(), "{text}");
+                let again = AuditEvent::parse(spliced.json()).unwrap();
+                assert_eq!(spliced.layout(), again.layout(), "{text}");
+            }
+            let named =
+                AuditEvent::parse(&base.replace(with, r#""annotations":{"cluster_name":"old"}"#))
+                    .unwrap();
+            assert!(annotations.splice(&named).is_none());
+        }
     }
 
     #[test]

@@ -10,8 +10,8 @@ mod records;
 
 pub use categories::{both_categories_warning, drop_category_duplicates, CategoriesSeen};
 pub use cluster::{
-    annotate, ClusterId, CLUSTER_ID_ANNOTATION, CLUSTER_NAME_ANNOTATION, CLUSTER_TYPE_ANNOTATION,
-    KNOWN_TYPES, MANAGED_CLUSTER_TYPE,
+    annotate, ClusterAnnotations, ClusterId, CLUSTER_ID_ANNOTATION, CLUSTER_NAME_ANNOTATION,
+    CLUSTER_TYPE_ANNOTATION, KNOWN_TYPES, MANAGED_CLUSTER_TYPE,
 };
 pub use diagnostics::{
     convert_body, BodyOrigin, Conversion, ConvertTally, TooManyRecords, UTF8_BOM,

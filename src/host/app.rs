@@ -137,11 +137,8 @@ async fn run_invocation(
     let deadline = started + forwarder.settings().delivery_deadline;
     let limit = handler.settings.max_body_bytes;
 
-    let read = tokio::time::timeout(
-        handler.settings.body_read_timeout,
-        axum::body::to_bytes(body, limit),
-    )
-    .await;
+    let read =
+        tokio::time::timeout(handler.settings.body_read_timeout, read_body(body, limit)).await;
     let bytes = match read {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(error)) => return body_error(&error, limit),
@@ -288,6 +285,21 @@ fn with_dead_letters(result: &InvocationResult, binding: &str, items: Vec<DeadLe
                 Some("internal error".into()),
             )
         })
+}
+
+/// The request body, appended chunk by chunk to one buffer as it arrives, up to `limit` bytes.
+/// (`axum::body::to_bytes` keeps every chunk until the end and then copies them into one
+/// buffer: twice the request at its peak.)
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, axum::Error> {
+    use http_body_util::BodyExt as _;
+    let mut limited = http_body_util::Limited::new(body, limit);
+    let mut buffer = Vec::new();
+    while let Some(frame) = limited.frame().await {
+        if let Ok(data) = frame.map_err(axum::Error::new)?.into_data() {
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer)
 }
 
 fn body_error(error: &axum::Error, limit: usize) -> Response {

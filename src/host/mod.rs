@@ -2,6 +2,7 @@
 //! the host calls (`GET /`, `POST /EventHubForwarder`). Statuses are chosen here and only here.
 
 pub mod app;
+mod inplace;
 mod metadata;
 pub mod wire;
 

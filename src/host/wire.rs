@@ -6,16 +6,17 @@
 //! all of them and yields the raw bytes of each Event Hub event, byte-exact where the host keeps
 //! them so (`binary`).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 
 use base64::Engine as _;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::inplace::{decode_array_in_place, lead, span_of, unescape_in_place};
 use super::metadata::{decode_meta, first_byte};
-use crate::pipeline::Invocation;
+use crate::pipeline::{Bodies, Invocation};
 
 /// Why an invocation request could not be read at all. Answered with 400.
 #[derive(Debug, thiserror::Error)]
@@ -71,16 +72,18 @@ struct Request<'a> {
     metadata: Option<HashMap<String, &'a RawValue>>,
 }
 
-/// Reads a host invocation request. Pass the body by value to let it go as soon as the trigger
-/// value is extracted: that keeps the peak memory of a large batch near twice its size.
+/// Reads a host invocation request. The body is taken by value and decoded in place: a `many`
+/// batch's events string is unescaped where it lies and each event's base64 is decoded over
+/// itself, so the bodies take no more memory than the request did (see [`Bodies`]).
 ///
 /// # Errors
 /// [`HostError`] when the body is not a host request or the trigger value has no known shape.
 /// Bad *event bodies* are not errors here: they are passed on and counted later.
-pub fn decode_invocation(body: impl AsRef<[u8]>) -> Result<Invocation, HostError> {
-    let (binding, data, meta) = {
-        let request: Request<'_> = serde_json::from_slice(body.as_ref())
-            .map_err(|e| HostError::Envelope(e.to_string()))?;
+pub fn decode_invocation(body: impl Into<Vec<u8>>) -> Result<Invocation, HostError> {
+    let buffer: Vec<u8> = body.into();
+    let (binding, span, meta) = {
+        let request: Request<'_> =
+            serde_json::from_slice(&buffer).map_err(|e| HostError::Envelope(e.to_string()))?;
         let meta = request
             .metadata
             .as_ref()
@@ -88,43 +91,33 @@ pub fn decode_invocation(body: impl AsRef<[u8]>) -> Result<Invocation, HostError
             .unwrap_or_default();
         let data = request.data.unwrap_or_default();
         let (binding, raw) = pick_binding(&data).ok_or(HostError::NoData)?;
-        let value = TriggerValue::extract(raw).map_err(|reason| HostError::Data {
+        let span = span_of(&buffer, raw.get()).ok_or_else(|| HostError::Data {
             binding: binding.to_string(),
-            reason,
+            reason: "the trigger value lies outside the request".into(),
         })?;
-        (binding.to_string(), value, meta)
+        (binding.to_string(), span, meta)
     };
-    drop(body);
-    let bodies = data
-        .decode()
-        .map_err(|reason| HostError::Data { binding, reason })?;
+    let bodies =
+        decode_trigger(buffer, span).map_err(|reason| HostError::Data { binding, reason })?;
     Ok(Invocation { bodies, meta })
 }
 
-/// The trigger value, copied out of the request so the request can be freed.
-enum TriggerValue {
-    /// A JSON string, unescaped: a batch or a single event encoded as text.
-    Text(String),
-    /// A JSON array or object, as its text.
-    Structured(String),
-}
-
-impl TriggerValue {
-    fn extract(raw: &RawValue) -> Result<Self, String> {
-        match first_byte(raw.get()) {
-            Some(b'"') => unescape(raw.get()).map(Self::Text),
-            Some(b'[' | b'{') => Ok(Self::Structured(raw.get().to_string())),
-            Some(b'n') => Err("it is null".into()),
-            _ => Err("expected a string, an array or an object".into()),
+/// Decodes the trigger value at `buffer[span]`: a batch in place, a single event by copy.
+fn decode_trigger(mut buffer: Vec<u8>, span: Range<usize>) -> Result<Bodies, String> {
+    match lead(&buffer[span.clone()]) {
+        Some(b'"') => {
+            let text = unescape_in_place(&mut buffer, span)?;
+            if lead(&buffer[text.clone()]) == Some(b'[') {
+                return decode_array_in_place(buffer, text);
+            }
+            let text = std::str::from_utf8(&buffer[text])
+                .map_err(|_| "the trigger value is not UTF-8 text".to_string())?;
+            decode_text(text).map(Bodies::from_vecs)
         }
-    }
-
-    fn decode(self) -> Result<Vec<Vec<u8>>, String> {
-        match self {
-            Self::Text(text) => decode_text(&text),
-            Self::Structured(text) if first_byte(&text) == Some(b'[') => decode_array(&text),
-            Self::Structured(text) => Ok(vec![text.into_bytes()]),
-        }
+        Some(b'[') => decode_array_in_place(buffer, span),
+        Some(b'{') => Bodies::in_buffer(buffer, vec![span]).ok_or_else(|| "no body".into()),
+        Some(b'n') => Err("it is null".into()),
+        _ => Err("expected a string, an array or an object".into()),
     }
 }
 
@@ -152,11 +145,10 @@ fn pick_binding<'m, 'a>(
 //
 // A structured array or object (no string wrapping) is accepted too.
 
-/// The trigger value was a string: its text is a JSON array (many), a JSON string (one +
-/// string) or base64 (one + binary).
+/// The trigger value was a string that is not a batch (decoded in place): its text is a JSON
+/// string (one + string) or base64 (one + binary).
 fn decode_text(text: &str) -> Result<Vec<Vec<u8>>, String> {
     match first_byte(text) {
-        Some(b'[') => decode_array(text),
         Some(b'"') => {
             let body: String = serde_json::from_str(text)
                 .map_err(|e| format!("a quoted single event that is not a JSON string: {e}"))?;
@@ -164,23 +156,6 @@ fn decode_text(text: &str) -> Result<Vec<Vec<u8>>, String> {
         }
         Some(b'{') => Ok(vec![text.as_bytes().to_vec()]),
         _ => Ok(vec![decode_element_text(text)]),
-    }
-}
-
-fn decode_array(text: &str) -> Result<Vec<Vec<u8>>, String> {
-    let items: Vec<&RawValue> =
-        serde_json::from_str(text).map_err(|e| format!("a batch that is not a JSON array: {e}"))?;
-    items.into_iter().map(decode_element).collect()
-}
-
-/// One element of a `many` batch: a base64 string (binary), a body string (string) or a parsed
-/// body (dataType unset).
-fn decode_element(raw: &RawValue) -> Result<Vec<u8>, String> {
-    if first_byte(raw.get()) == Some(b'"') {
-        let text: Cow<'_, str> = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
-        Ok(decode_element_text(&text))
-    } else {
-        Ok(raw.get().as_bytes().to_vec())
     }
 }
 
@@ -197,59 +172,15 @@ fn decode_element_text(text: &str) -> Vec<u8> {
         .unwrap_or_else(|_| text.as_bytes().to_vec())
 }
 
-/// The text of a JSON string literal, unescaped into a buffer sized once. The trigger value of
-/// a large batch is one such string of 100+ MiB; serde_json would unescape it into a growing
-/// scratch buffer and then copy it, tripling the peak memory of the invocation. `literal` has
-/// already been validated as JSON by the request parser.
+/// The text of a JSON string literal, unescaped (what [`unescape_in_place`] does, on a copy).
+#[cfg(test)]
 fn unescape(literal: &str) -> Result<String, String> {
-    let inner = literal
-        .trim()
-        .strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .ok_or("not a JSON string")?;
-    let mut out = String::with_capacity(inner.len());
-    let mut rest = inner;
-    while let Some(at) = rest.find('\\') {
-        out.push_str(&rest[..at]);
-        let mut chars = rest[at + 1..].chars();
-        let escape = chars.next().ok_or("a string ends with a backslash")?;
-        let mut used = 1 + escape.len_utf8();
-        match escape {
-            '"' => out.push('"'),
-            '\\' => out.push('\\'),
-            '/' => out.push('/'),
-            'b' => out.push('\u{8}'),
-            'f' => out.push('\u{c}'),
-            'n' => out.push('\n'),
-            'r' => out.push('\r'),
-            't' => out.push('\t'),
-            'u' => {
-                let hex = |s: &str| -> Result<u32, String> {
-                    s.get(..4)
-                        .and_then(|h| u32::from_str_radix(h, 16).ok())
-                        .ok_or_else(|| "a \\u escape without four hex digits".to_string())
-                };
-                let after = &rest[at + 2..];
-                let first = hex(after)?;
-                used += 4;
-                let mut code = first;
-                if (0xD800..0xDC00).contains(&first) {
-                    // A high surrogate: combine with the low one that should follow.
-                    if let Some(low) = after[4..].strip_prefix("\\u").and_then(|s| hex(s).ok()) {
-                        if (0xDC00..0xE000).contains(&low) {
-                            code = 0x10000 + ((first - 0xD800) << 10) + (low - 0xDC00);
-                            used += 6;
-                        }
-                    }
-                }
-                out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
-            }
-            other => return Err(format!("an unknown escape \\{other}")),
-        }
-        rest = &rest[at + used..];
-    }
-    out.push_str(rest);
-    Ok(out)
+    let mut buffer = literal.as_bytes().to_vec();
+    let len = buffer.len();
+    let text = unescape_in_place(&mut buffer, 0..len)?;
+    buffer.truncate(text.end);
+    buffer.drain(..text.start);
+    String::from_utf8(buffer).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -270,7 +201,10 @@ mod tests {
     }
 
     fn bodies(data: serde_json::Value) -> Vec<Vec<u8>> {
-        decode_invocation(request(data, json!({}))).unwrap().bodies
+        decode_invocation(request(data, json!({})))
+            .unwrap()
+            .bodies
+            .to_vecs()
     }
 
     /// many + binary: a string holding a JSON array of base64 strings; bytes come back exact,
@@ -283,6 +217,28 @@ mod tests {
             bodies(json!(inner)),
             vec![BODY_A.as_bytes().to_vec(), raw.to_vec()]
         );
+    }
+
+    /// The batch is decoded inside the request's own buffer: escaped slashes in base64,
+    /// white space around it, a body as text and an element that is not base64 all come back
+    /// as before, and the bodies take no more room than the request did.
+    #[test]
+    fn many_binary_in_place() {
+        let a = b64(BODY_A.as_bytes()).replace('/', "\\/");
+        let inner = format!(r#"["{a}", " {} ", "not base64!", {BODY_A}]"#, b64(b"xyz"));
+        let body = request(json!(inner), json!({}));
+        let size = body.len();
+        let bodies = decode_invocation(body).unwrap().bodies;
+        assert_eq!(
+            bodies.to_vecs(),
+            vec![
+                BODY_A.as_bytes().to_vec(),
+                b"xyz".to_vec(),
+                b"not base64!".to_vec(),
+                BODY_A.as_bytes().to_vec()
+            ]
+        );
+        assert!(bodies.iter().map(<[u8]>::len).sum::<usize>() < size);
     }
 
     /// many + string: a string holding a JSON array of body strings.
@@ -356,11 +312,11 @@ mod tests {
     #[test]
     fn binding_name_is_free_when_alone_and_events_when_not() {
         let body = serde_json::to_vec(&json!({"Data": {"auditBatch": "[]"}})).unwrap();
-        assert!(decode_invocation(&body).unwrap().bodies.is_empty());
+        assert!(decode_invocation(&body[..]).unwrap().bodies.is_empty());
         let body =
             serde_json::to_vec(&json!({"Data": {"other": 1, "Events": "[\"e30=\"]"}})).unwrap();
         assert_eq!(
-            decode_invocation(&body).unwrap().bodies,
+            decode_invocation(&body[..]).unwrap().bodies.to_vecs(),
             vec![b"{}".to_vec()]
         );
     }

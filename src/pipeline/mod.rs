@@ -2,6 +2,7 @@
 //! server types here: the host edge calls [`Forwarder`] and turns its [`Summary`] into the
 //! host's answer.
 
+mod bodies;
 mod deliver;
 mod probe;
 mod summary;
@@ -12,14 +13,15 @@ use std::time::Duration;
 
 use crate::audit::{AuditEvent, Policy, WebhookFormat};
 use crate::azure::{
-    annotate, both_categories_warning, convert_body, drop_category_duplicates, BodyOrigin,
-    ClusterId, Conversion, ConvertTally,
+    both_categories_warning, convert_body, drop_category_duplicates, BodyOrigin,
+    ClusterAnnotations, ClusterId, Conversion, ConvertTally,
 };
 use crate::deadletter::DeadLetter;
 use crate::delivery::learned::Learned;
 use crate::delivery::{Matcher, RetrySettings, RouteConfig, Webhook};
 use crate::redact::redact_url;
 
+pub use bodies::Bodies;
 pub use deliver::DeliveryOutcome;
 pub use deliver::Isolation;
 pub use summary::{DeliveryTally, RoutingTally, Summary};
@@ -57,7 +59,7 @@ pub struct Settings {
 #[derive(Debug, Default)]
 pub struct Invocation {
     /// The raw bytes of each Event Hub event, in partition order.
-    pub bodies: Vec<Vec<u8>>,
+    pub bodies: Bodies,
     /// Where the events came from, for logs.
     pub meta: InvocationMeta,
 }
@@ -193,23 +195,36 @@ impl Forwarder {
     /// annotations. CPU-bound: run it off the async workers. An event over
     /// `AUDIT_MAX_RECORDS_PER_EVENT` records is dead-lettered, never the whole invocation.
     pub fn convert(&self, invocation: Invocation) -> Converted {
-        let Invocation { bodies, meta } = invocation;
+        let Invocation { mut bodies, meta } = invocation;
         let mut conversion = Conversion {
             max_records_per_event: Some(self.settings.max_records_per_event),
             ..Conversion::default()
         };
-        for (index, body) in bodies.into_iter().enumerate() {
+        // From the last body to the first, each released once converted: the Events take the
+        // place of the bodies in memory. Per-body results are put back in partition order.
+        let mut parts = Vec::with_capacity(bodies.len());
+        while let Some(part) = bodies.pop_with(|index, body| {
             let origin = BodyOrigin {
                 index,
                 sequence_number: meta.sequence_number(index),
             };
-            convert_body(&body, origin, &self.settings.categories, &mut conversion);
+            convert_body(body, origin, &self.settings.categories, &mut conversion);
+            (
+                std::mem::take(&mut conversion.events),
+                std::mem::take(&mut conversion.dead_letters),
+            )
+        }) {
+            parts.push(part);
+        }
+        let mut events = Vec::with_capacity(parts.iter().map(|p| p.0.len()).sum());
+        let mut dead_letters = Vec::with_capacity(parts.iter().map(|p| p.1.len()).sum());
+        for (part_events, part_dead) in parts.into_iter().rev() {
+            events.extend(part_events);
+            dead_letters.extend(part_dead);
         }
         conversion.log_suppressed();
         let Conversion {
-            mut events,
             mut tally,
-            mut dead_letters,
             categories_seen,
             ..
         } = conversion;
@@ -248,16 +263,19 @@ impl Forwarder {
             let resolved = match last.take() {
                 Some(r) if same_source(r.source.as_ref(), source) => r,
                 _ => {
-                    let cluster = Arc::new(ClusterId::parse(source.map_or("", |s| &**s)));
+                    let cluster = ClusterId::parse(source.map_or("", |s| &**s));
                     let route = self.routes.iter().position(|r| r.matcher.matches(&cluster));
+                    let annotations = (self.settings.cluster_annotations
+                        && !cluster.resource_id.is_empty())
+                    .then(|| Arc::new(ClusterAnnotations::new(&cluster)));
                     Resolved {
                         source: source.cloned(),
-                        cluster,
+                        annotations,
                         route,
                     }
                 }
             };
-            let (cluster, index) = (resolved.cluster.clone(), resolved.route);
+            let (annotations, index) = (resolved.annotations.clone(), resolved.route);
             last = Some(resolved);
             let Some(index) = index else {
                 routing.unrouted += 1;
@@ -293,10 +311,9 @@ impl Forwarder {
                 },
                 None => event,
             };
-            let event = if self.settings.cluster_annotations && !cluster.resource_id.is_empty() {
-                annotate(&event, &cluster)
-            } else {
-                event
+            let event = match &annotations {
+                Some(annotations) => annotations.apply(&event),
+                None => event,
             };
             routed[index].push(event);
         }
@@ -319,7 +336,8 @@ impl Forwarder {
 /// The cluster and route of one record source, kept while consecutive Events share it.
 struct Resolved {
     source: Option<Arc<str>>,
-    cluster: Arc<ClusterId>,
+    /// The cluster's annotations, when Events get them.
+    annotations: Option<Arc<ClusterAnnotations>>,
     route: Option<usize>,
 }
 
@@ -329,5 +347,80 @@ fn same_source(a: Option<&Arc<str>>, b: Option<&Arc<str>>) -> bool {
         (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
         (None, None) => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::event::tests::event_json;
+
+    fn forwarder(max_records: &str) -> Arc<Forwarder> {
+        let settings = crate::config::Config::from_lookup(|k| match k {
+            "AUDIT_WEBHOOK_URL" => Some("http://127.0.0.1:9/k8s_audit".into()),
+            "AUDIT_CLUSTER_ANNOTATIONS" => Some("off".into()),
+            "AUDIT_MAX_RECORDS_PER_EVENT" => Some(max_records.into()),
+            _ => None,
+        })
+        .unwrap()
+        .forwarder;
+        Forwarder::new(settings).unwrap()
+    }
+
+    fn invocation(records: &[usize]) -> Invocation {
+        let bodies = records
+            .iter()
+            .enumerate()
+            .map(|(b, n)| {
+                let records: Vec<_> = (0..*n)
+                    .map(|r| {
+                        serde_json::json!({"category": "kube-audit",
+                        "properties": {"log": event_json(&format!("b{b}-r{r}"))}})
+                    })
+                    .collect();
+                serde_json::json!({ "records": records })
+                    .to_string()
+                    .into_bytes()
+            })
+            .collect();
+        Invocation {
+            bodies: Bodies::from_vecs(bodies),
+            meta: InvocationMeta::default(),
+        }
+    }
+
+    /// Bodies are converted from the last to the first (each released once converted), yet
+    /// Events and dead letters come out in partition order.
+    #[test]
+    fn convert_keeps_partition_order() {
+        let converted = forwarder("10").convert(invocation(&[2, 1, 3]));
+        let ids: Vec<String> = converted.routed[0]
+            .iter()
+            .map(|e| {
+                serde_json::from_str::<serde_json::Value>(e.json()).unwrap()["auditID"].to_string()
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            ["b0-r0", "b0-r1", "b1-r0", "b2-r0", "b2-r1", "b2-r2"].map(|s| format!("\"{s}\""))
+        );
+        assert_eq!(converted.tally.converted, 6);
+        // Events over the records limit are dead-lettered, in the order of the events.
+        let converted = forwarder("2").convert(invocation(&[1, 3, 1, 4]));
+        assert_eq!(converted.tally.converted, 2);
+        let reasons: Vec<&str> = converted
+            .dead_letters
+            .iter()
+            .map(|d| d.reason.as_str())
+            .collect();
+        assert_eq!(reasons.len(), 2);
+        assert!(
+            reasons[0].starts_with("event 1 holds 3 records"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1].starts_with("event 3 holds 4 records"),
+            "{reasons:?}"
+        );
     }
 }

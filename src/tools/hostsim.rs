@@ -361,8 +361,8 @@ mod tests {
         for shape in [Shape::ManyBinary, Shape::StructuredArray] {
             let mut p = SimPartition::new("2");
             let req = build_request(shape, &bodies, &mut p, Some(1)).unwrap();
-            let inv = decode_invocation(&req).unwrap();
-            assert_eq!(inv.bodies, bodies, "{shape:?}");
+            let inv = decode_invocation(&req[..]).unwrap();
+            assert_eq!(inv.bodies.to_vecs(), bodies, "{shape:?}");
             assert_eq!(inv.meta.sequence_numbers, vec![0, 1]);
             assert_eq!(inv.meta.partition_id.as_deref(), Some("2"));
             assert_eq!(inv.meta.retry_count, Some(1));
@@ -371,13 +371,13 @@ mod tests {
         let mut p = SimPartition::new("0");
         let inv = decode_invocation(build_request(Shape::ManyString, &text, &mut p, None).unwrap())
             .unwrap();
-        assert_eq!(inv.bodies, text);
+        assert_eq!(inv.bodies.to_vecs(), text);
         for shape in [Shape::OneString, Shape::OneBinary] {
             let mut p = SimPartition::new("0");
             p.next_sequence = 41;
             let req = build_request(shape, &text[..1], &mut p, None).unwrap();
-            let inv = decode_invocation(&req).unwrap();
-            assert_eq!(inv.bodies, text[..1].to_vec(), "{shape:?}");
+            let inv = decode_invocation(&req[..]).unwrap();
+            assert_eq!(inv.bodies.to_vecs(), text[..1].to_vec(), "{shape:?}");
             assert_eq!(inv.meta.sequence_numbers, vec![41]);
             assert_eq!(p.next_sequence, 42);
         }

@@ -96,8 +96,8 @@ proptest! {
     /// Arbitrary bytes as an invocation body: an error or a decoded batch, never a panic.
     #[test]
     fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..2048)) {
-        if let Ok(invocation) = decode_invocation(&data) {
-            check(&convert_all(&invocation.bodies));
+        if let Ok(invocation) = decode_invocation(&data[..]) {
+            check(&convert_all(&invocation.bodies.to_vecs()));
         }
         check(&convert_all(&[data]));
     }
@@ -109,8 +109,8 @@ proptest! {
         mutations in prop::collection::vec(mutation(), 1..8),
     ) {
         let data = mutate(sample_request(shape), &mutations);
-        if let Ok(invocation) = decode_invocation(&data) {
-            check(&convert_all(&invocation.bodies));
+        if let Ok(invocation) = decode_invocation(&data[..]) {
+            check(&convert_all(&invocation.bodies.to_vecs()));
         }
     }
 
@@ -154,7 +154,7 @@ fn deep_nesting_is_refused_not_fatal() {
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let request = format!(r#"{{"Data":{{"events":{deep}}}}}"#);
     let invocation = decode_invocation(request.as_bytes()).unwrap();
-    let conversion = convert_all(&invocation.bodies);
+    let conversion = convert_all(&invocation.bodies.to_vecs());
     assert!(conversion.events.is_empty());
     assert_eq!(conversion.tally.malformed_bodies, 1);
     let body =

@@ -23,6 +23,7 @@ use crate::audit::AuditEvent;
 
 mod attributes;
 mod checker;
+mod edit;
 mod list_options;
 mod managed_fields;
 mod requestinfo;
@@ -302,6 +303,14 @@ impl Policy {
             return Some(event.clone());
         }
         let level_json = format!("\"{}\"", level.name());
+        // A patch body is recorded as sent (`LogRequestPatch` removes nothing).
+        let strip_request = strip && attributes.verb.as_deref() != Some("patch");
+        let strips = (strip_request, strip);
+        if let Some(edited) =
+            edit::edit_in_place(event, level != recorded, &level_json, level, strips)
+        {
+            return Some(edited);
+        }
         let edited = rewrite(
             event.json(),
             |key, value| match key {
