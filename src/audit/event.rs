@@ -34,6 +34,35 @@ impl AuditEvent {
     /// [`EventError`] naming the first problem found.
     pub fn parse(json: &str) -> Result<Self, EventError> {
         let json = json.trim();
+        let layout = Self::check(json)?;
+        Ok(Self::new(json.into(), layout))
+    }
+
+    /// [`Self::parse`] of text the caller owns (a log unescaped from its record), kept
+    /// without a copy.
+    ///
+    /// # Errors
+    /// As [`Self::parse`].
+    pub fn parse_owned(mut json: String) -> Result<Self, EventError> {
+        let end = json.trim_end().len();
+        json.truncate(end);
+        let start = json.len() - json.trim_start().len();
+        json.drain(..start);
+        let layout = Self::check(&json)?;
+        Ok(Self::new(json.into_boxed_str(), layout))
+    }
+
+    fn new(json: Box<str>, layout: Layout) -> Self {
+        Self {
+            json,
+            layout,
+            source: None,
+            sequence_number: None,
+        }
+    }
+
+    /// The checks of [`Self::parse`] on trimmed text, and the layout found on the way.
+    fn check(json: &str) -> Result<Layout, EventError> {
         if !json.starts_with('{') {
             return Err(EventError::NotJson("it does not start with `{`".into()));
         }
@@ -64,12 +93,7 @@ impl AuditEvent {
             .ok_or(EventError::Missing("stageTimestamp"))?;
         time::OffsetDateTime::parse(&stamp, &time::format_description::well_known::Rfc3339)
             .map_err(|_| EventError::Timestamp(stamp.to_string()))?;
-        Ok(Self {
-            json: json.into(),
-            layout,
-            source: None,
-            sequence_number: None,
-        })
+        Ok(layout)
     }
 
     /// Where the members that edits touch lie in [`Self::json`], found while validating.
@@ -331,6 +355,11 @@ pub(crate) mod tests {
         let text = event_json("a-1");
         let event = AuditEvent::parse(&format!("{text}\n")).unwrap();
         assert_eq!(event.json(), text);
+        let owned = AuditEvent::parse_owned(format!(" \t{text}\n")).unwrap();
+        assert_eq!(
+            owned, event,
+            "the same text and layout, kept without a copy"
+        );
         // Unknown fields, number spelling and non-ASCII text are untouched.
         assert!(event.json().contains(r#""futureField":{"x":[1,2.50,"é"]}"#));
     }

@@ -307,8 +307,15 @@ fn convert_record<'a>(
         Some(b'"') => {
             let text: Cow<'_, str> = serde_json::from_str(log.get())
                 .map_err(|e| Malformed(RecordError::Shape(e.to_string()), quoted))?;
-            let text = text.trim_start();
-            AuditEvent::parse(text.strip_prefix(UTF8_BOM).unwrap_or(text))
+            // An unescaped log without a byte-order mark is kept without another copy.
+            let bom = text.trim_start().starts_with(UTF8_BOM);
+            match text {
+                Cow::Owned(text) if !bom => AuditEvent::parse_owned(text),
+                text => {
+                    let text = text.trim_start();
+                    AuditEvent::parse(text.strip_prefix(UTF8_BOM).unwrap_or(text))
+                }
+            }
         }
         Some(b'{') => AuditEvent::parse(log.get()),
         _ => return Err(Malformed(RecordError::LogType, quoted)),
