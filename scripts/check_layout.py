@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks the crate's layout rules: the import graph between top-level modules of src/ has no
 cycle and follows the documented direction, only the binary and its tools read `config`, production code
-never imports `tools`, every file opens with a `//!` line and stays under 500 lines.
+never imports `tools`, every file opens with a `//!` line and stays under 500 lines, and the
+Layout section of docs/development.md names every source file.
 
 Imports are read from `use crate::…`, `crate::…` paths and `super::…` paths that leave a
 top-level module. Test code (`#[cfg(test)]` modules and `tests.rs` files) is left out.
@@ -113,6 +114,18 @@ def visit(node, stack):
 for node in sorted(edges):
     if node not in state:
         visit(node, [])
+
+# The documented layout names every file (tests and mod.rs files aside).
+LAYOUT_DOC = SRC.parent / "docs" / "development.md"
+if LAYOUT_DOC.exists():
+    doc = LAYOUT_DOC.read_text()
+    layout = doc[doc.find("# Layout") :]
+    for path in sorted(SRC.rglob("*.rs")):
+        name = path.name
+        if name == "mod.rs" or name == "tests.rs" or name.endswith("_tests.rs"):
+            continue
+        if not re.search(r"(^|\s)" + re.escape(name) + r"\s", layout):
+            failures.append(f"{path}: not named in the Layout section of {LAYOUT_DOC}")
 
 for module, targets in sorted(edges.items()):
     print(f"{module} -> {', '.join(sorted(targets))}")

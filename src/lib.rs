@@ -8,7 +8,8 @@
 //! The folders follow the data, one representation per layer:
 //! host request → event bodies → diagnostic records → audit Events → webhook batches.
 //! Dependencies point one way: the edge ([`host`], the binary, [`tools`]) → [`pipeline`] →
-//! [`delivery`] → [`azure`] → [`deadletter`] → [`audit`]. Only the binary reads [`config`].
+//! [`delivery`] → [`azure`] → [`deadletter`] → [`audit`]. Only the binary and its tools read
+//! [`config`]. `scripts/check_layout.py` checks the direction.
 //!
 //! - [`config`]: environment → the typed settings each part owns ([`pipeline::Settings`],
 //!   [`host::HostSettings`]); the only module that reads `AUDIT_*` variables; every error
@@ -16,18 +17,20 @@
 //! - [`host`]: the Functions host edge: the wire format (every `Data` encoding, `Metadata`,
 //!   the [`InvocationResult`] answer) and the HTTP routes the host calls.
 //! - [`pipeline`]: one invocation end to end ([`Forwarder`]): convert, route, apply the
-//!   Policy and annotations, deliver; its [`Summary`].
+//!   Policy and annotations, deliver (isolating what a receiver refuses); its [`Summary`].
 //! - [`delivery`]: routes per cluster, batches bounded by count and bytes, the webhook client
-//!   (TLS, credentials, headers) and the retry loop.
-//! - [`azure`]: diagnostic-settings envelopes → audit Events, by category; the cluster
-//!   identity read from each record's `resourceId` and the annotations that carry it.
+//!   (TLS, credentials, headers), the retry loop and what a failed try taught.
+//! - [`azure`]: diagnostic-settings envelopes → audit Events, by category (one copy of an
+//!   Event sent under both audit categories); the cluster identity read from each record's
+//!   `resourceId` and the annotations that carry it.
 //! - [`deadletter`]: what could not be delivered, kept as JSON lines for `resend`.
 //! - [`audit`]: the `audit.k8s.io` domain: the validated [`AuditEvent`] (kept as its
 //!   original text), the `EventList`/`Event` encodings, the audit Policy and the
 //!   byte-preserving edits it makes.
 //! - [`redact`] and [`telemetry`]: keeping credentials out of logs; log setup for the host.
-//! - [`tools`]: the demo, a local receiver, the host stand-in, `replay` and `resend`; never
-//!   used by the code above.
+//! - [`tools`]: the demo, a local receiver, the host stand-in, `replay`, `resend`,
+//!   `backfill`, `check-config`, `convert` and the benchmark baselines; never used by the
+//!   code above.
 
 pub mod audit;
 pub mod azure;
