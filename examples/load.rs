@@ -136,6 +136,20 @@ fn malformed_bodies(n: usize, record_len: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// `n` bodies of about 1 MiB of kube-audit records whose log is quotes and backslashes (not an
+/// Event): every record is malformed, and JSON escaping inflates the body's text the most.
+fn quote_heavy_bodies(n: usize) -> Vec<Vec<u8>> {
+    let record = json!({"category":"kube-audit","properties":{"log":"\"\\\"".repeat(40)}});
+    let per = (1 << 20) / (record.to_string().len() + 1);
+    (0..n)
+        .map(|_| {
+            json!({ "records": vec![record.clone(); per] })
+                .to_string()
+                .into_bytes()
+        })
+        .collect()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -286,6 +300,9 @@ async fn main() {
         let name = format!("100 x 1 MiB of malformed {len}-byte records");
         memories.push(memory(&name, &webhook, malformed).await);
     }
+    let quotes = request(&quote_heavy_bodies(100));
+    let name = "100 x 1 MiB of malformed quote-heavy records";
+    memories.push(memory(name, &webhook, quotes).await);
 
     // 3. Throughput: 8 partitions × 3 invocations × 100 events × 20 records of ~1.5 KiB, the
     //    same requests through each forwarder, interleaved, medians of `rounds` rounds.

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::categories::{canonical, CategoriesSeen};
+use super::onepass;
 use super::records::parseable_text;
 pub use super::records::WARNINGS_IN_FULL;
 use crate::audit::{AuditEvent, EventError};
@@ -114,7 +115,7 @@ struct Properties<'a> {
 
 /// Why a record could not be converted.
 #[derive(Debug, thiserror::Error)]
-enum RecordError {
+pub(super) enum RecordError {
     #[error("the record is not a JSON object with a category: {0}")]
     Shape(String),
     #[error("the record holds invalid UTF-8 or a NUL byte")]
@@ -149,6 +150,22 @@ pub fn convert_body(
         .bytes()
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|b| b == b'{');
+    // Clean text takes one pass; anything unusual (and the excerpt of a warning logged in
+    // full) takes the exact path below, which reads each record's raw text.
+    if is_object && bad_bytes.is_empty() {
+        let max = conversion.max_records_per_event;
+        if let Some(outcomes) = onepass::read_records(&text, categories, max) {
+            let quiet = conversion.warnings >= WARNINGS_IN_FULL;
+            if quiet || !outcomes.iter().any(|o| matches!(o, Err(Malformed(..)))) {
+                let mut records = RecordsOf::default();
+                for outcome in outcomes {
+                    records.add(conversion, origin, outcome, || "");
+                }
+                records.finish(conversion, original, origin);
+                return;
+            }
+        }
+    }
     let parsed = if is_object {
         serde_json::from_str(&text)
     } else {
@@ -188,15 +205,9 @@ pub fn convert_body(
             return;
         }
     }
+    let mut records = RecordsOf::default();
     let base = text.as_ptr() as usize;
-    let total = envelope.records.len();
-    // Records of one envelope nearly always share a cluster: keep its id once.
-    let mut source: Option<Arc<str>> = None;
-    let mut problems: Vec<RecordProblem> = Vec::new();
-    let mut bad = 0u64;
-    let mut first_excerpt = String::new();
-    for (record_index, raw) in envelope.records.into_iter().enumerate() {
-        conversion.tally.records += 1;
+    for raw in envelope.records {
         let start = raw.get().as_ptr() as usize - base;
         let span = start..start + raw.get().len();
         let outcome = if bad_bytes.iter().any(|b| span.contains(b)) {
@@ -204,19 +215,51 @@ pub fn convert_body(
         } else {
             convert_record(raw, categories)
         };
+        records.add(conversion, origin, outcome, || raw.get());
+    }
+    records.finish(conversion, original, origin);
+}
+
+/// What one envelope's records gave so far: Events go to the conversion as they come, bad
+/// records are counted and listed (capped) for the envelope's one dead letter.
+#[derive(Default)]
+struct RecordsOf {
+    total: usize,
+    source: Option<Arc<str>>,
+    problems: Vec<RecordProblem>,
+    bad: u64,
+    first_excerpt: String,
+}
+
+impl RecordsOf {
+    /// Adds the next record's outcome; `raw` gives its text, quoted when it is the first bad
+    /// record and its error does not name a better excerpt.
+    fn add<'a>(
+        &mut self,
+        conversion: &mut Conversion,
+        origin: BodyOrigin,
+        outcome: Result<Converted<'a>, Outcome<'a>>,
+        raw: impl FnOnce() -> &'a str,
+    ) {
+        let record_index = self.total;
+        self.total += 1;
+        conversion.tally.records += 1;
         match outcome {
             Ok((event, resource_id, category)) => {
                 conversion.tally.converted += 1;
                 let id = resource_id.as_deref().unwrap_or("").trim();
-                let same = source
+                let same = self
+                    .source
                     .as_deref()
                     .is_some_and(|s| s.eq_ignore_ascii_case(id));
                 if !same {
-                    source = Some(Arc::from(id.to_ascii_lowercase()));
+                    self.source = Some(Arc::from(id.to_ascii_lowercase()));
                 }
-                conversion.categories_seen.note(source.as_ref(), category);
+                conversion
+                    .categories_seen
+                    .note(self.source.as_ref(), category);
                 let event = event.with_sequence_number(origin.sequence_number);
-                match &source {
+                match &self.source {
                     Some(s) => conversion.events.push(event.with_source(s.clone())),
                     None => conversion.events.push(event),
                 }
@@ -224,12 +267,13 @@ pub fn convert_body(
             Err(Skip(category)) => *conversion.tally.skipped.entry(category).or_default() += 1,
             Err(Malformed(error, quoted)) => {
                 conversion.tally.malformed_records += 1;
-                bad += 1;
-                if problems.is_empty() {
-                    first_excerpt = excerpt(quoted.unwrap_or(raw.get()).as_bytes(), EXCERPT_CHARS);
+                self.bad += 1;
+                if self.problems.is_empty() {
+                    let text = quoted.unwrap_or_else(raw);
+                    self.first_excerpt = excerpt(text.as_bytes(), EXCERPT_CHARS);
                 }
-                if problems.len() < MAX_RECORD_PROBLEMS {
-                    problems.push(RecordProblem {
+                if self.problems.len() < MAX_RECORD_PROBLEMS {
+                    self.problems.push(RecordProblem {
                         index: record_index,
                         reason: error.to_string(),
                     });
@@ -237,44 +281,49 @@ pub fn convert_body(
             }
         }
     }
-    let Some(first) = problems.first() else {
-        return;
-    };
-    let reason = format!(
-        "{bad} of {total} records are malformed; record {}: {}",
-        first.index, first.reason
-    );
-    if conversion.warn_in_full() {
-        tracing::warn!(
-            index = origin.index,
-            sequence_number = origin.sequence_number,
-            records = bad,
-            record = first.index,
-            error = %first.reason,
-            excerpt = %first_excerpt,
-            "Skipping malformed diagnostic records; their event is dead-lettered for them."
+
+    /// Logs and dead-letters the envelope when any of its records was bad.
+    fn finish(self, conversion: &mut Conversion, original: &[u8], origin: BodyOrigin) {
+        let Some(first) = self.problems.first() else {
+            return;
+        };
+        let (bad, total) = (self.bad, self.total);
+        let reason = format!(
+            "{bad} of {total} records are malformed; record {}: {}",
+            first.index, first.reason
         );
+        if conversion.warn_in_full() {
+            tracing::warn!(
+                index = origin.index,
+                sequence_number = origin.sequence_number,
+                records = bad,
+                record = first.index,
+                error = %first.reason,
+                excerpt = %self.first_excerpt,
+                "Skipping malformed diagnostic records; their event is dead-lettered for them."
+            );
+        }
+        // One dead letter per event, holding its exact bytes once; the records list is capped.
+        let mut item = DeadLetter::new("malformed-record", reason);
+        item.sequence_number = origin.sequence_number;
+        let listed = self.problems.len() as u64;
+        item.records = self.problems;
+        item.omitted_records = (bad > listed).then_some(bad - listed);
+        item.keep_raw(original);
+        conversion.dead_letters.push(item);
     }
-    // One dead letter per event, holding its exact bytes once; the records list is capped.
-    let mut item = DeadLetter::new("malformed-record", reason);
-    item.sequence_number = origin.sequence_number;
-    let listed = problems.len() as u64;
-    item.records = problems;
-    item.omitted_records = (bad > listed).then_some(bad - listed);
-    item.keep_raw(original);
-    conversion.dead_letters.push(item);
 }
 
 /// A record that yields no Event: another category (skipped) or broken (malformed).
-enum Outcome<'a> {
+pub(super) enum Outcome<'a> {
     Skip(String),
     /// The error, and the text to quote when it is not the whole record (the bad log).
     Malformed(RecordError, Option<&'a str>),
 }
-use Outcome::{Malformed, Skip};
+pub(super) use Outcome::{Malformed, Skip};
 
 /// A converted record: its Event, its `resourceId` and its category.
-type Converted<'a> = (AuditEvent, Option<Cow<'a, str>>, &'static str);
+pub(super) type Converted<'a> = (AuditEvent, Option<Cow<'a, str>>, &'static str);
 
 fn convert_record<'a>(
     raw: &'a RawValue,
@@ -292,9 +341,7 @@ fn convert_record<'a>(
         Some(c) if !c.is_empty() => c,
         _ => return Err(Malformed(RecordError::NoCategory, None)),
     };
-    let wanted = categories.contains(category)
-        || categories.iter().any(|c| c.eq_ignore_ascii_case(category));
-    if !wanted {
+    if !wanted(categories, category) {
         return Err(Skip(category.to_ascii_lowercase()));
     }
     let log = record
@@ -302,191 +349,57 @@ fn convert_record<'a>(
         .as_ref()
         .and_then(|p| p.log)
         .ok_or(Malformed(RecordError::NoLog, None))?;
+    let event = convert_log(log)?;
+    Ok((event, record.resource_id, canonical(category)))
+}
+
+/// Whether `category` (trimmed) is one of the audit categories, in any case.
+pub(super) fn wanted(categories: &BTreeSet<String>, category: &str) -> bool {
+    categories.contains(category) || categories.iter().any(|c| c.eq_ignore_ascii_case(category))
+}
+
+/// The Event in a record's `properties.log`: a JSON string holding the Event (the usual
+/// form) or the Event object itself.
+pub(super) fn convert_log(log: &RawValue) -> Result<AuditEvent, Outcome<'_>> {
     let quoted = Some(log.get());
     let event = match log.get().as_bytes().first() {
         Some(b'"') => {
             let text: Cow<'_, str> = serde_json::from_str(log.get())
                 .map_err(|e| Malformed(RecordError::Shape(e.to_string()), quoted))?;
-            // An unescaped log without a byte-order mark is kept without another copy.
-            let bom = text.trim_start().starts_with(UTF8_BOM);
-            match text {
-                Cow::Owned(text) if !bom => AuditEvent::parse_owned(text),
-                text => {
-                    let text = text.trim_start();
-                    AuditEvent::parse(text.strip_prefix(UTF8_BOM).unwrap_or(text))
-                }
-            }
+            event_from_text(text)
         }
         Some(b'{') => AuditEvent::parse(log.get()),
         _ => return Err(Malformed(RecordError::LogType, quoted)),
     };
-    let category = canonical(category);
-    event
-        .map(|e| (e, record.resource_id, category))
-        .map_err(|e| Malformed(e.into(), quoted))
+    event.map_err(|e| Malformed(e.into(), quoted))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::audit::event::tests::event_json;
-    use serde_json::json;
-
-    fn categories() -> BTreeSet<String> {
-        ["kube-audit".to_string(), "kube-audit-admin".to_string()].into()
-    }
-
-    fn record(category: &str, log: serde_json::Value) -> serde_json::Value {
-        json!({
-            "operationName": "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read",
-            "category": category,
-            "resourceId": "/SUBSCRIPTIONS/0000/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/AKS1",
-            "properties": {"log": log, "stream": "stdout", "pod": "kube-apiserver-1"},
-            "time": "2026-11-23T07:00:00.0000000Z"
-        })
-    }
-
-    fn convert(body: &[u8]) -> (Vec<AuditEvent>, ConvertTally) {
-        let (events, tally, _) = convert_all(body);
-        (events, tally)
-    }
-
-    fn convert_all(body: &[u8]) -> (Vec<AuditEvent>, ConvertTally, Vec<DeadLetter>) {
-        let mut conversion = Conversion::default();
-        let origin = BodyOrigin {
-            index: 0,
-            sequence_number: Some(7),
-        };
-        convert_body(body, origin, &categories(), &mut conversion);
-        (conversion.events, conversion.tally, conversion.dead_letters)
-    }
-
-    #[test]
-    fn both_audit_categories_convert_exactly() {
-        let a = event_json("id-a");
-        let b = event_json("id-b");
-        let body = json!({"records": [
-            record("kube-audit", json!(format!("{a}\n"))),
-            record("kube-audit-admin", json!(b)),
-        ]});
-        let (events, tally) = convert(body.to_string().as_bytes());
-        assert_eq!(
-            events.iter().map(AuditEvent::json).collect::<Vec<_>>(),
-            [a.as_str(), b.as_str()]
-        );
-        assert_eq!(
-            (tally.records, tally.converted, tally.malformed_records),
-            (2, 2, 0)
-        );
-    }
-
-    #[test]
-    fn a_log_that_is_already_an_object_is_accepted() {
-        let a = event_json("id-obj");
-        let body =
-            format!(r#"{{"records":[{{"category":"kube-audit","properties":{{"log":{a}}}}}]}}"#);
-        let (events, _) = convert(body.as_bytes());
-        assert_eq!(events[0].json(), a);
-    }
-
-    #[test]
-    fn other_categories_are_skipped_and_counted() {
-        let body = json!({"records": [
-            record("kube-apiserver", json!("I1123 07:00:00 plain text")),
-            record("guard", json!("{}")),
-            record("kube-apiserver", json!("another line")),
-            record("KUBE-AUDIT", json!(event_json("upper"))),
-        ]});
-        let (events, tally) = convert(body.to_string().as_bytes());
-        assert_eq!(events.len(), 1);
-        assert_eq!(tally.skipped.get("kube-apiserver"), Some(&2));
-        assert_eq!(tally.skipped.get("guard"), Some(&1));
-        assert_eq!(tally.skipped_total(), 3);
-    }
-
-    /// Each malformed record is counted and skipped; its neighbours still convert.
-    #[test]
-    fn malformed_records_never_sink_the_batch() {
-        let good = event_json("good");
-        let truncated = &good[..good.len() / 2];
-        let body = json!({"records": [
-            record("kube-audit", json!(truncated)),
-            record("kube-audit", json!("plain text, not JSON")),
-            record("kube-audit", json!(42)),
-            {"category": "kube-audit"},
-            {"category": "kube-audit", "properties": {}},
-            {"properties": {"log": good}},
-            "a string where a record belongs",
-            ["kube-audit", null, {"log": good}],
-            record("kube-audit", json!(good.replace("ResponseComplete", "Bogus"))),
-            record("kube-audit", json!(good)),
-        ]});
-        let (events, tally, dead) = convert_all(body.to_string().as_bytes());
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].json(), good);
-        assert_eq!(events[0].sequence_number(), Some(7));
-        // One dead letter for the event: every bad record listed, the body kept once, exactly.
-        assert_eq!(dead.len(), 1);
-        assert_eq!(dead[0].kind, "malformed-record");
-        assert_eq!(dead[0].sequence_number, Some(7));
-        assert_eq!(
-            dead[0].records.iter().map(|r| r.index).collect::<Vec<_>>(),
-            (0..9).collect::<Vec<_>>()
-        );
-        assert_eq!(dead[0].omitted_records, None);
-        assert_eq!(dead[0].raw_bytes().unwrap(), body.to_string().into_bytes());
-        assert_eq!(tally.records, 10);
-        assert_eq!(tally.malformed_records, 9);
-        assert_eq!(tally.converted, 1);
-    }
-
-    #[test]
-    fn records_per_event_limit() {
-        let body = json!({"records": [record("kube-audit", json!(event_json("a"))), record("guard", json!("x"))]});
-        let mut conversion = Conversion {
-            max_records_per_event: Some(1),
-            ..Conversion::default()
-        };
-        let origin = BodyOrigin {
-            index: 3,
-            sequence_number: None,
-        };
-        convert_body(
-            body.to_string().as_bytes(),
-            origin,
-            &categories(),
-            &mut conversion,
-        );
-        assert!(conversion.events.is_empty());
-        // The event is dead-lettered whole, its bytes exact; nothing else is held up.
-        assert_eq!(conversion.dead_letters.len(), 1);
-        let item = &conversion.dead_letters[0];
-        assert_eq!(item.kind, "malformed-event");
-        assert!(
-            item.reason.contains("AUDIT_MAX_RECORDS_PER_EVENT (1)"),
-            "{}",
-            item.reason
-        );
-        assert_eq!(item.raw_bytes().unwrap(), body.to_string().into_bytes());
-    }
-
-    #[test]
-    fn bodies_that_are_not_envelopes_are_counted() {
-        for body in [
-            &b"hello"[..],
-            b"{\"records\":5}",
-            b"[]",
-            b"{\"records\":[",
-            &[0xff, 0xfe],
-        ] {
-            let (events, tally) = convert(body);
-            assert!(events.is_empty());
-            assert_eq!((tally.bodies, tally.malformed_bodies), (1, 1), "{body:?}");
+/// The Event in an unescaped log: surrounding whitespace and a leading byte-order mark
+/// dropped, the rest kept byte for byte.
+pub(super) fn event_from_text(text: Cow<'_, str>) -> Result<AuditEvent, EventError> {
+    // An unescaped log without a byte-order mark is kept without another copy.
+    let bom = text.trim_start().starts_with(UTF8_BOM);
+    match text {
+        Cow::Owned(text) if !bom => AuditEvent::parse_owned(text),
+        text => {
+            let text = text.trim_start();
+            AuditEvent::parse(text.strip_prefix(UTF8_BOM).unwrap_or(text))
         }
-        let (_, tally) = convert(br#"{"records":[]}"#);
-        assert_eq!(
-            (tally.bodies, tally.malformed_bodies, tally.records),
-            (1, 0, 0)
-        );
     }
+}
+
+/// The outcome of every record of `text` on the exact path (raw records, each parsed again),
+/// to check the one-pass read against.
+#[cfg(test)]
+pub(super) fn exact_outcomes<'a>(
+    text: &'a str,
+    categories: &BTreeSet<String>,
+) -> Option<Vec<Result<Converted<'a>, Outcome<'a>>>> {
+    let envelope: Envelope<'a> = serde_json::from_str(text).ok()?;
+    let outcomes = envelope.records.into_iter();
+    Some(
+        outcomes
+            .map(|raw| convert_record(raw, categories))
+            .collect(),
+    )
 }

@@ -5,7 +5,10 @@ pub mod categories;
 pub mod cluster;
 pub mod diagnostics;
 #[cfg(test)]
+mod diagnostics_tests;
+#[cfg(test)]
 mod input_tests;
+mod onepass;
 mod records;
 
 pub use categories::{both_categories_warning, drop_category_duplicates, CategoriesSeen};

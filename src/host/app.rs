@@ -256,23 +256,20 @@ fn with_dead_letters(result: &InvocationResult, binding: &str, items: Vec<DeadLe
             Some("internal error".into()),
         );
     };
-    let mut chunks: Vec<Bytes> = Vec::with_capacity(items.len() + 2);
-    chunks.push(Bytes::from(format!(r#"{{"Outputs":{{{name}:""#)));
-    for item in items {
-        let Ok(mut line) = serde_json::to_string(&item) else {
-            continue;
-        };
-        drop(item);
-        line.push('\n');
-        // The line as a JSON string's contents: quoted, then the quotes cut off (no copy).
-        if let Ok(quoted) = serde_json::to_string(&line) {
-            let quoted = Bytes::from(quoted.into_bytes());
-            chunks.push(quoted.slice(1..quoted.len() - 1));
-        }
-    }
-    chunks.push(Bytes::from(format!("\"}}{rest}")));
-    let length: usize = chunks.iter().map(Bytes::len).sum();
-    let stream = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::convert::Infallible>));
+    // Each line is written into the answer only when the connection takes it, so the answer
+    // holds one line at a time next to the dead letters not yet written (building it whole
+    // held twice the dead letters at the end). The length is counted first.
+    let head = Bytes::from(format!(r#"{{"Outputs":{{{name}:""#));
+    let tail = Bytes::from(format!("\"}}{rest}"));
+    let lines: usize = items.iter().map(|item| escaped_line(item, Sink(0)).0).sum();
+    let length = head.len() + lines + tail.len();
+    let lines = items
+        .into_iter()
+        .map(|item| Bytes::from(escaped_line(&item, Vec::new())));
+    let chunks = std::iter::once(head)
+        .chain(lines)
+        .chain(std::iter::once(tail));
+    let stream = futures::stream::iter(chunks.map(Ok::<_, std::convert::Infallible>));
     Response::builder()
         .status(StatusCode::OK)
         .header(axum::http::header::CONTENT_TYPE, "application/json")
@@ -285,6 +282,84 @@ fn with_dead_letters(result: &InvocationResult, binding: &str, items: Vec<DeadLe
                 Some("internal error".into()),
             )
         })
+}
+
+/// The dead letter's JSON line (with its line break), escaped as the contents of a JSON
+/// string exactly as `serde_json` escapes one, written to `out`; nothing when it cannot be
+/// serialised.
+fn escaped_line<W: Escaped>(item: &DeadLetter, out: W) -> W {
+    let mut escaping = Escaping(out);
+    if serde_json::to_writer(&mut escaping, item).is_err() {
+        return W::default();
+    }
+    escaping.0.put(b"\\n");
+    escaping.0
+}
+
+/// Where escaped bytes go: a buffer, or a counter of them.
+trait Escaped: Default {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Escaped for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Counts bytes instead of keeping them.
+#[derive(Default)]
+struct Sink(usize);
+
+impl Escaped for Sink {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+}
+
+/// Escapes what is written into it as JSON string contents (RFC 8259 §7, in `serde_json`'s
+/// forms: the short escapes, else `\u00XX` in lowercase hex).
+struct Escaping<W>(W);
+
+impl<W: Escaped> std::io::Write for Escaping<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut start = 0;
+        for (i, &b) in buf.iter().enumerate() {
+            let short: &[u8] = match b {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
+                0..=0x1f => b"",
+                _ => continue,
+            };
+            self.0.put(&buf[start..i]);
+            start = i + 1;
+            if short.is_empty() {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let code = [
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 15)],
+                ];
+                self.0.put(&code);
+            } else {
+                self.0.put(short);
+            }
+        }
+        self.0.put(&buf[start..]);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The request body, appended chunk by chunk to one buffer as it arrives, up to `limit` bytes.
@@ -336,7 +411,10 @@ mod tests {
     /// The answer built item by item is byte for byte what serialising the whole result gives.
     #[tokio::test]
     async fn dead_letters_answer_matches_the_plain_serialisation() {
-        let mut a = DeadLetter::new("poison", "HTTP 400: \"quoted\"\nline");
+        let mut a = DeadLetter::new(
+            "poison",
+            "HTTP 400: \"quoted\"\nline \u{1}\u{8}\u{c}\t\r\u{1f}\u{7f}\\",
+        );
         a.keep_raw(&[0xff, b'"', 0]);
         let b = DeadLetter::new("unrouted", "no route");
         let items = vec![a, b];
