@@ -413,7 +413,7 @@ mod tests {
     async fn dead_letters_answer_matches_the_plain_serialisation() {
         let mut a = DeadLetter::new(
             "poison",
-            "HTTP 400: \"quoted\"\nline \u{1}\u{8}\u{c}\t\r\u{1f}\u{7f}\\",
+            "HTTP 400: \"quoted\"\nline \u{1}\u{1b}\u{8}\u{c}\t\r\u{1f}\u{7f}\\",
         );
         a.keep_raw(&[0xff, b'"', 0]);
         let b = DeadLetter::new("unrouted", "no route");
@@ -431,6 +431,23 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(got.as_ref(), want.as_slice());
+    }
+
+    /// Any text comes out of the escaping writer as `serde_json` writes it inside a string.
+    #[test]
+    fn escaping_matches_serde_json() {
+        use std::io::Write as _;
+        let text: String = (0u8..=0x7f)
+            .map(char::from)
+            .chain("é\u{feff}".chars())
+            .collect();
+        let mut escaping = Escaping(Vec::new());
+        escaping.write_all(text.as_bytes()).unwrap();
+        let quoted = serde_json::to_string(&text).unwrap();
+        assert_eq!(escaping.0, quoted.as_bytes()[1..quoted.len() - 1]);
+        let mut counted = Escaping(Sink(0));
+        counted.write_all(text.as_bytes()).unwrap();
+        assert_eq!(counted.0 .0, quoted.len() - 2);
     }
 
     /// A panicking handler is answered with a JSON 500 and the server keeps serving.
