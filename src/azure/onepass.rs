@@ -335,7 +335,7 @@ mod tests {
             format!(r#"{{"category":"guard","properties":{{"log":{log}}}}}"#),
             format!(r#"{{"properties":{{"log":{log}}}}}"#),
             format!(r#"{{"category":"","properties":{{"log":{log}}}}}"#),
-            format!(r#"{{"category":null,"resourceId":null,"properties":null}}"#),
+            r#"{"category":null,"resourceId":null,"properties":null}"#.into(),
             r#"{"category":"kube-audit","properties":{"log":"not an event"}}"#.into(),
             r#"{"category":"kube-audit","properties":{"log":"{\"kind\":\"Event\""}}"#.into(),
             r#"{"category":"kube-audit","properties":{"log":42}}"#.into(),
