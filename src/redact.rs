@@ -34,9 +34,31 @@ pub fn excerpt(text: &[u8], max: usize) -> String {
     out
 }
 
+/// `text` with every occurrence of a known secret value replaced by `***`. Receivers that echo
+/// the request headers in their error answers would otherwise put credentials in the logs.
+pub fn mask(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets {
+        if !secret.is_empty() && out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), "***");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_secret_values_are_masked() {
+        let secrets = ["t0ken".to_string(), String::new()];
+        assert_eq!(
+            mask("authorization: Bearer t0ken, again t0ken", &secrets),
+            "authorization: Bearer ***, again ***"
+        );
+        assert_eq!(mask("nothing here", &secrets), "nothing here");
+    }
 
     #[test]
     fn hides_user_info_and_query_values() {

@@ -13,7 +13,7 @@ use crate::delivery::retry::RetrySettings;
 use crate::delivery::retry::{
     self, classify_error, classify_status, parse_retry_after, Delivery, RetryAction,
 };
-use crate::redact::{excerpt, redact_url};
+use crate::redact::{excerpt, mask, redact_url};
 
 /// Characters of an error response quoted in the logs and dead letters (Vector quotes 1 KiB).
 const ERROR_BODY_CHARS: usize = 256;
@@ -175,16 +175,4 @@ fn shown_location(base: &Url, location: &str) -> String {
         Ok(url) => excerpt(redact_url(&url).as_bytes(), 200),
         Err(_) => "(an unparsable Location)".into(),
     }
-}
-
-/// `text` with every occurrence of a known secret value replaced by `***`. Receivers that echo
-/// the request headers in their error answers would otherwise put credentials in the logs.
-pub fn mask(text: &str, secrets: &[String]) -> String {
-    let mut out = text.to_string();
-    for secret in secrets {
-        if !secret.is_empty() && out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), "***");
-        }
-    }
-    out
 }
