@@ -295,10 +295,15 @@ def interpolate(template):
     return "".join(out)
 
 
+# (min, max, allowed characters) of the names that appear both as resources and as variables.
+STORAGE_NAME = (3, 24, r"[a-z0-9]+")
+EVENT_HUB_NAMESPACE_NAME = (6, 50, r"[A-Za-z][A-Za-z0-9-]*[A-Za-z0-9]")
+DEPLOYMENT_NAME = (1, 64, r"[A-Za-z0-9_.()-]+")
+
 NAME_LIMITS = {
     # type: (min, max, allowed characters)
-    "Microsoft.Storage/storageAccounts": (3, 24, r"[a-z0-9]+"),
-    "Microsoft.EventHub/namespaces": (6, 50, r"[A-Za-z][A-Za-z0-9-]*[A-Za-z0-9]"),
+    "Microsoft.Storage/storageAccounts": STORAGE_NAME,
+    "Microsoft.EventHub/namespaces": EVENT_HUB_NAMESPACE_NAME,
     "Microsoft.Web/sites": (2, 60, r"[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9]"),
     "Microsoft.Web/serverfarms": (1, 60, r"[A-Za-z0-9-]+"),
     "Microsoft.ManagedIdentity/userAssignedIdentities": (3, 128, r"[A-Za-z0-9][A-Za-z0-9_-]*"),
@@ -310,12 +315,12 @@ NAME_LIMITS = {
 }
 # Names built in variables and used elsewhere (modules, deployments), with their limits.
 VAR_NAME_LIMITS = {
-    "storageName": (3, 24, r"[a-z0-9]+"),
-    "eventHubNamespaceName": (6, 50, r"[A-Za-z][A-Za-z0-9-]*[A-Za-z0-9]"),
+    "storageName": STORAGE_NAME,
+    "eventHubNamespaceName": EVENT_HUB_NAMESPACE_NAME,
     "aksDiagnosticSettingName": (1, 64, r"[A-Za-z0-9-]+"),
-    "aksDiagnosticDeploymentName": (1, 64, r"[A-Za-z0-9_.()-]+"),
-    "keyVaultAccessDeploymentName": (1, 64, r"[A-Za-z0-9_.()-]+"),
-    "privateEndpointsDeploymentName": (1, 64, r"[A-Za-z0-9_.()-]+"),
+    "aksDiagnosticDeploymentName": DEPLOYMENT_NAME,
+    "keyVaultAccessDeploymentName": DEPLOYMENT_NAME,
+    "privateEndpointsDeploymentName": DEPLOYMENT_NAME,
     # Private endpoint names are '<prefix>-blob|table|namespace' (2 to 64 characters).
     "privateEndpointPrefix": (1, 64 - len("-namespace"), r"[A-Za-z0-9][A-Za-z0-9-]*"),
 }
