@@ -220,23 +220,27 @@ async fn backfill_dry_run_counts_by_cluster_and_hour() {
     azurite.create_container(CONTAINER).await;
     write_archive(&azurite, 20).await;
     let conn = azurite.connection_string();
-    let output = tool(
-        &[
-            "backfill",
-            "--dry-run",
-            "--cluster",
-            "AKS1",
-            "--since",
-            "2026-11-23T07:30:00Z",
-            "--until",
-            "2026-11-23T08:10:00Z",
-        ],
-        &[("AZURE_STORAGE_CONNECTION_STRING", conn.as_str())],
-    )
-    .output()
-    .unwrap();
-    let out = text(&output);
-    assert!(output.status.success(), "{out}");
+    let dry_run = |cluster: &str| {
+        let output = tool(
+            &[
+                "backfill",
+                "--dry-run",
+                "--cluster",
+                cluster,
+                "--since",
+                "2026-11-23T07:30:00Z",
+                "--until",
+                "2026-11-23T08:10:00Z",
+            ],
+            &[("AZURE_STORAGE_CONNECTION_STRING", conn.as_str())],
+        )
+        .output()
+        .unwrap();
+        let out = text(&output);
+        assert!(output.status.success(), "{out}");
+        out
+    };
+    let out = dry_run("AKS1");
     // Hour 07: records at minutes 30..19? n % 60 with n < 20 is minutes 0..19: none from 07:30.
     // Hour 08: minutes 0..9 are before 08:10.
     assert!(out.contains("AKS1 2026-11-23T08  10 Event(s)"), "{out}");
@@ -245,24 +249,7 @@ async fn backfill_dry_run_counts_by_cluster_and_hour() {
     assert!(out.contains("would send 10 Event(s)"), "{out}");
 
     // The cluster's resource id, in any case, lists only its folder and counts the same.
-    let id = cluster_id("aks1").to_lowercase();
-    let output = tool(
-        &[
-            "backfill",
-            "--dry-run",
-            "--cluster",
-            &id,
-            "--since",
-            "2026-11-23T07:30:00Z",
-            "--until",
-            "2026-11-23T08:10:00Z",
-        ],
-        &[("AZURE_STORAGE_CONNECTION_STRING", conn.as_str())],
-    )
-    .output()
-    .unwrap();
-    let by_id = text(&output);
-    assert!(output.status.success(), "{by_id}");
+    let by_id = dry_run(&cluster_id("aks1").to_lowercase());
     assert!(by_id.contains("AKS1 2026-11-23T08  10 Event(s)"), "{by_id}");
     assert!(by_id.contains("backfill: 2 blob(s)"), "{by_id}");
 }
