@@ -6,6 +6,7 @@ pub mod encoding;
 pub mod event;
 pub mod jsonedit;
 pub mod policy;
+pub mod yaml;
 
 pub use encoding::{encode, encoded_len, WebhookFormat, EVENT_LIST_PREFIX, EVENT_LIST_SUFFIX};
 pub use event::{AuditEvent, EventError, API_VERSION};

@@ -84,15 +84,9 @@ pub(super) fn parse_routes(
     base: &Path,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<RouteConfig>, String> {
-    let text = text.trim_start_matches('\u{feff}');
-    if text.len() > MAX_DOCUMENT_BYTES {
-        return Err(format!(
-            "the routes document is {} bytes, more than the {MAX_DOCUMENT_BYTES} allowed",
-            text.len()
-        ));
-    }
-    check_node_budget(text)?;
-    let doc: RoutesDoc = serde_yaml_ng::from_str(text).map_err(|e| scrub(&e.to_string()))?;
+    // Within the shared loader's budgets (size, nesting, nodes with aliases expanded),
+    // merge keys resolved; values quoted by the parser are scrubbed.
+    let doc: RoutesDoc = crate::audit::yaml::from_str(text).map_err(|e| scrub(&e.0))?;
     if doc.routes.is_empty() {
         return Err("no routes: add at least one under `routes:`".into());
     }
@@ -195,96 +189,6 @@ pub(super) fn is_inline(value: &str) -> bool {
         || v.starts_with("---")
         || v.starts_with("routes:")
         || v.contains(['\n', '\r'])
-}
-
-/// Largest routes document read (a few hundred routes fit in a few KiB).
-pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
-/// Most YAML nodes a routes document may expand to, aliases followed: a document of
-/// aliases to aliases (a "billion laughs") is refused after this much work, in bounded memory.
-pub const MAX_DOCUMENT_NODES: usize = 200_000;
-
-/// Walks the document once, counting nodes with every alias expanded, and stops at
-/// [`MAX_DOCUMENT_NODES`]: the typed parse that follows can then not blow up.
-fn check_node_budget(text: &str) -> Result<(), String> {
-    use serde::de::DeserializeSeed as _;
-    let nodes = std::cell::Cell::new(0usize);
-    for document in serde_yaml_ng::Deserializer::from_str(text) {
-        Budget(&nodes)
-            .deserialize(document)
-            .map_err(|e| scrub(&e.to_string()))?;
-    }
-    Ok(())
-}
-
-struct Budget<'a>(&'a std::cell::Cell<usize>);
-
-impl Budget<'_> {
-    fn bump<E: serde::de::Error>(&self) -> Result<(), E> {
-        self.0.set(self.0.get() + 1);
-        if self.0.get() > MAX_DOCUMENT_NODES {
-            return Err(E::custom(format!(
-                "the document expands to more than {MAX_DOCUMENT_NODES} nodes (YAML aliases?)"
-            )));
-        }
-        Ok(())
-    }
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for Budget<'_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Budget<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any YAML node")
-    }
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
-        self.bump()
-    }
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
-        self.bump()
-    }
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
-        self.bump()
-    }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
-        self.bump()
-    }
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
-        self.bump()
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
-        self.bump()
-    }
-    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
-        self.bump()
-    }
-    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        self.bump()?;
-        serde::de::DeserializeSeed::deserialize(self, d)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        self.bump()?;
-        while seq.next_element_seed(Budget(self.0))?.is_some() {}
-        Ok(())
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        self.bump()?;
-        while map.next_key_seed(Budget(self.0))?.is_some() {
-            map.next_value_seed(Budget(self.0))?;
-        }
-        Ok(())
-    }
-    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
-        use serde::de::VariantAccess as _;
-        self.bump()?;
-        let ((), variant) = data.variant_seed(Budget(self.0))?;
-        variant.newtype_variant_seed(Budget(self.0))
-    }
 }
 
 /// A parser message without the values it quotes: a value in a routes document may be a URL
@@ -421,5 +325,19 @@ mod tests {
         let err = routes(&doc).unwrap_err();
         assert!(err.contains("nodes"), "{err}");
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    /// Routes sharing webhook settings through anchors and `<<` merge keys load like their
+    /// expanded form.
+    #[test]
+    fn merge_keys_share_webhook_settings() {
+        let r = routes(
+            "routes:\n- name: a\n  match: {clusters: [a]}\n  webhook: &hook {url: 'http://a/', format: event, bearerTokenSetting: TOKEN}\n- name: b\n  webhook:\n    <<: *hook\n    url: 'http://b/'\n",
+        )
+        .unwrap();
+        let b = r[1].destination.as_ref().unwrap();
+        assert_eq!(b.url.as_str(), "http://b/");
+        assert_eq!(b.format, WebhookFormat::Event);
+        assert!(b.client.bearer.is_some());
     }
 }

@@ -201,9 +201,9 @@ impl Policy {
             source_name: source_name.to_string(),
             reason,
         };
-        // A leading UTF-8 byte order mark (some editors write one) is not part of the text.
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let doc: PolicyDoc = serde_yaml_ng::from_str(text).map_err(|e| err(e.to_string()))?;
+        // Within the loader's budgets (CVE-2019-11253), merge keys resolved as kube-apiserver
+        // resolves them; a leading byte order mark is skipped.
+        let doc: PolicyDoc = crate::audit::yaml::from_str(text).map_err(|e| err(e.0))?;
         if doc.kind != "Policy" {
             return Err(err(format!("kind is {:?}, expected \"Policy\"", doc.kind)));
         }
@@ -232,6 +232,17 @@ impl Policy {
     /// When the file cannot be read or is not a valid Policy.
     pub fn from_file(path: &Path) -> Result<Self, PolicyError> {
         let name = path.display().to_string();
+        // Refused before it is read: the loader's size budget holds for files too.
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        if size > crate::audit::yaml::MAX_DOCUMENT_BYTES as u64 {
+            return Err(PolicyError {
+                source_name: name,
+                reason: format!(
+                    "the file is {size} bytes, more than the {} allowed",
+                    crate::audit::yaml::MAX_DOCUMENT_BYTES
+                ),
+            });
+        }
         let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
             source_name: name.clone(),
             reason: format!("cannot read it: {e}"),

@@ -379,3 +379,91 @@ fn example_policies() {
     let out = apply(METADATA_ONLY, &secret_get).unwrap();
     assert!(out.get("responseObject").is_none() && out["level"] == "Metadata");
 }
+
+/// A Policy sharing rule bodies through anchors and `<<` merge keys (as generated policies
+/// do) loads and decides every Event exactly like its expanded form.
+#[test]
+fn merge_key_policy_decides_like_its_expanded_form() {
+    let merged = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- &reads {level: Metadata, verbs: [get, list], resources: &core [{group: '', resources: [secrets, configmaps]}]}
+- <<: *reads
+  level: RequestResponse
+  verbs: [update]
+  omitStages: [ResponseStarted]
+- &named {level: Request, users: [alice]}
+- <<: [*named, *reads]
+  users: [bob]
+  level: None
+- <<: {verbs: [create], resources: *core}
+  level: Metadata
+";
+    let expanded = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [get, list]
+  resources: [{group: '', resources: [secrets, configmaps]}]
+- level: RequestResponse
+  verbs: [update]
+  resources: [{group: '', resources: [secrets, configmaps]}]
+  omitStages: [ResponseStarted]
+- level: Request
+  users: [alice]
+- level: None
+  users: [bob]
+  verbs: [get, list]
+  resources: [{group: '', resources: [secrets, configmaps]}]
+- level: Metadata
+  verbs: [create]
+  resources: [{group: '', resources: [secrets, configmaps]}]
+";
+    let mut decided = 0;
+    for verb in ["get", "list", "update", "create"] {
+        for resource in ["secrets", "configmaps", "pods"] {
+            for user in ["alice", "bob", "carol"] {
+                for stage in ["RequestReceived", "ResponseStarted", "ResponseComplete"] {
+                    let ev = event(json!({"verb": verb, "stage": stage,
+                        "user": {"username": user},
+                        "objectRef": {"resource": resource, "namespace": "shop", "name": "x"}}));
+                    let want = apply(expanded, &ev);
+                    assert_eq!(apply(merged, &ev), want, "{verb} {resource} {user} {stage}");
+                    decided += usize::from(want.is_some());
+                }
+            }
+        }
+    }
+    // Decisions other than `None` are compared too, not only dropped Events.
+    assert!(decided > 20, "{decided}");
+}
+
+/// The Policy file is read within the shared YAML budgets (CVE-2019-11253): an alias bomb and
+/// deep nesting are refused quickly, naming the budget.
+#[test]
+fn policy_yaml_bombs_are_refused_quickly() {
+    let users = vec!["a"; 5000].join(", ");
+    let mut bomb = format!("{HEAD}- level: Metadata\n  users: &u0 [{users}]\n");
+    for i in 1..5 {
+        bomb.push_str(&format!(
+            "- level: Metadata\n  users: &u{i} [{}]\n",
+            vec![format!("*u{}", i - 1); 10].join(", ")
+        ));
+    }
+    let deep = format!(
+        "{HEAD}- level: Metadata\n  users: {}a{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    for (doc, want) in [(bomb, "nodes"), (deep, "levels deep")] {
+        let started = std::time::Instant::now();
+        let err = Policy::parse(&doc, "policy.yaml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("policy.yaml: ") && err.contains(want),
+            "{err}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+}
