@@ -94,6 +94,13 @@ impl ClientOptions {
         &self,
         mut builder: reqwest::ClientBuilder,
     ) -> Result<reqwest::ClientBuilder, String> {
+        if let (Some(ca), false) = (&self.ca_pem, self.insecure_skip_verify) {
+            // Our own rustls configuration: it also trusts a receiver whose certificate is
+            // one of these CA certificates (see `delivery::tls`).
+            let identity = self.identity_pem.as_ref();
+            let identity = identity.map(|pem| pem.0.expose_secret().as_bytes());
+            return Ok(builder.use_preconfigured_tls(super::tls::client_config(ca, identity)?));
+        }
         if let Some(pem) = &self.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| format!("the CA bundle is not PEM certificates: {e}"))?;

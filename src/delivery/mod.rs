@@ -6,6 +6,7 @@ pub mod client;
 pub mod learned;
 pub mod retry;
 pub mod routes;
+pub mod tls;
 pub mod webhook;
 
 pub use batch::{plan, BatchLimits};

@@ -188,3 +188,58 @@ fn bad_tls_material_fails_startup() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("AUDIT_WEBHOOK_CLIENT_KEY is required"));
 }
+
+/// A receiver whose certificate is self-signed and marked `CA:TRUE` (what `openssl req -x509`
+/// makes by default), given as `AUDIT_WEBHOOK_CA`, receives the Events: the certificate is
+/// trusted because it is byte-equal to the configured one, and still checked for its name
+/// and its dates (the `delivery::tls` unit tests).
+#[tokio::test]
+async fn ca_true_self_signed_receiver_receives_events() {
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "receiver made by openssl req -x509");
+    let cert = params.self_signed(&key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+    .unwrap();
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let receiver = Receiver::new();
+    let router = receiver.router();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+    tokio::spawn(async move {
+        axum_server::from_tcp_rustls(listener, tls)
+            .expect("TLS listener")
+            .serve(router.into_make_service())
+            .await
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("receiver.pem");
+    std::fs::write(&ca, cert.pem()).unwrap();
+
+    let handler = spawn_handler(&[
+        (
+            "AUDIT_WEBHOOK_URL",
+            &format!("https://127.0.0.1:{port}/k8s_audit"),
+        ),
+        ("AUDIT_WEBHOOK_CA", ca.to_str().unwrap()),
+    ])
+    .await;
+    let (bodies, expected) = audit_bodies("ca-true", 2, 2, 0);
+    let answer = handler.invoke_bodies(&bodies, "0").await;
+    assert_eq!(answer.status, 200, "{}\n{}", answer.body, handler.log());
+    assert_same_events(receiver.events(), &expected);
+}
