@@ -190,9 +190,10 @@ fn floor_path(request: &[u8]) -> usize {
 /// annotations, then encode every batch.
 fn handler_path(forwarder: &Forwarder, request: &[u8]) -> usize {
     let invocation = decode_invocation(request).expect("decode");
-    let converted = forwarder.convert(invocation);
-    converted
+    let prepared = forwarder.prepare(invocation);
+    prepared
         .routed
+        .per_route()
         .iter()
         .flat_map(|events| events.chunks(400))
         .map(|c| encode(WebhookFormat::EventList, c).len())

@@ -18,8 +18,9 @@ use crate::audit::AuditEvent;
 pub struct DeadLetter {
     /// Why it was set aside.
     pub reason: String,
-    /// `poison`, `unrouted`, `policy-unreadable`, `malformed-record` or `malformed-event`.
-    pub kind: String,
+    /// What was set aside: `poison`, `unrouted`, `policy-unreadable`, `malformed-record` or
+    /// `malformed-event` on the wire.
+    pub kind: DeadLetterKind,
     /// The receiver's HTTP status, for poison Events.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub status: Option<u16>,
@@ -58,6 +59,49 @@ pub struct DeadLetter {
     pub omitted_records: Option<u64>,
 }
 
+/// What a dead letter holds and why it was set aside; serialised as the kebab-case names
+/// that `resend` and operators' queries read (`"poison"`, `"malformed-record"`…).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeadLetterKind {
+    /// An Event a route's receiver refused for good, or that kept failing alone while other
+    /// Events to the same route were delivered.
+    Poison,
+    /// An Event of a cluster that no route takes.
+    Unrouted,
+    /// An Event the audit Policy cannot read (`level: 5`, a key given twice).
+    PolicyUnreadable,
+    /// An event body holding records that are not diagnostic records.
+    MalformedRecord,
+    /// An Event Hub event body that is not a diagnostic envelope.
+    MalformedEvent,
+}
+
+impl DeadLetterKind {
+    /// The name written in the `kind` member.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Poison => "poison",
+            Self::Unrouted => "unrouted",
+            Self::PolicyUnreadable => "policy-unreadable",
+            Self::MalformedRecord => "malformed-record",
+            Self::MalformedEvent => "malformed-event",
+        }
+    }
+}
+
+impl std::fmt::Display for DeadLetterKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for DeadLetterKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// Bad records listed per dead letter; the rest are counted in `omittedRecords`.
 pub const MAX_RECORD_PROBLEMS: usize = 20;
 
@@ -72,10 +116,10 @@ pub struct RecordProblem {
 
 impl DeadLetter {
     /// A dead letter of `kind` for `reason`, with nothing else set.
-    pub fn new(kind: &str, reason: impl Into<String>) -> Self {
+    pub fn new(kind: DeadLetterKind, reason: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
-            kind: kind.into(),
+            kind,
             status: None,
             route: None,
             cluster: None,
@@ -127,7 +171,7 @@ impl DeadLetter {
 
 impl DeadLetter {
     /// A dead letter carrying `event`, with its cluster and sequence number.
-    pub fn for_event(event: &AuditEvent, kind: &str, reason: impl Into<String>) -> Self {
+    pub fn for_event(event: &AuditEvent, kind: DeadLetterKind, reason: impl Into<String>) -> Self {
         let mut item = Self::new(kind, reason);
         item.cluster = event
             .source()
@@ -171,11 +215,14 @@ mod tests {
 
     #[test]
     fn round_trips_as_json_lines() {
-        let mut poison = DeadLetter::new("poison", "HTTP 400 Bad Request: bad event");
+        let mut poison = DeadLetter::new(DeadLetterKind::Poison, "HTTP 400 Bad Request: bad event");
         poison.status = Some(400);
         poison.sequence_number = Some(42);
         poison.event = Some(RawValue::from_string(r#"{"kind":"Event","n":2.50}"#.into()).unwrap());
-        let mut bad = DeadLetter::new("malformed-record", "properties.log is not JSON");
+        let mut bad = DeadLetter::new(
+            DeadLetterKind::MalformedRecord,
+            "properties.log is not JSON",
+        );
         bad.raw = Some("{\"category\":\"kube-audit\"}".into());
         let text = to_json_lines(&[poison.clone(), bad.clone()]);
         assert_eq!(text.lines().count(), 2);
@@ -188,6 +235,18 @@ mod tests {
         assert_eq!(back[0].status, Some(400));
         assert_eq!(back[1].raw, bad.raw);
         assert!(from_json_lines("{}\n").unwrap_err().starts_with("line 1"));
+        // Every kind is written as today's name and read back.
+        for kind in [
+            DeadLetterKind::Poison,
+            DeadLetterKind::Unrouted,
+            DeadLetterKind::PolicyUnreadable,
+            DeadLetterKind::MalformedRecord,
+            DeadLetterKind::MalformedEvent,
+        ] {
+            let line = to_json_lines(&[DeadLetter::new(kind, "r")]);
+            assert_eq!(line, format!("{{\"reason\":\"r\",\"kind\":\"{kind}\"}}\n"));
+            assert_eq!(from_json_lines(&line).unwrap()[0].kind, kind);
+        }
     }
 
     /// Bytes are kept exactly: text when cheap, base64 when not UTF-8 or quote-heavy.
@@ -199,7 +258,7 @@ mod tests {
             "\"\"\"\"\"\"".as_bytes(),
             "\u{feff}{}".as_bytes(),
         ] {
-            let mut item = DeadLetter::new("malformed-event", "x");
+            let mut item = DeadLetter::new(DeadLetterKind::MalformedEvent, "x");
             item.keep_raw(bytes);
             let line = to_json_lines(std::slice::from_ref(&item));
             assert!(line.len() < 120 + bytes.len() * 4 / 3, "{line}");

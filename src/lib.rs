@@ -15,11 +15,15 @@
 //!   [`host::HostSettings`]); the only module that reads `AUDIT_*` variables; every error
 //!   names its variable.
 //! - [`host`]: the Functions host edge: the wire format (every `Data` encoding, `Metadata`,
-//!   the [`InvocationResult`] answer) and the HTTP routes the host calls.
-//! - [`pipeline`]: one invocation end to end ([`Forwarder`]): convert, route, apply the
-//!   Policy and annotations, deliver (isolating what a receiver refuses); its [`Summary`].
-//! - [`delivery`]: routes per cluster, batches bounded by count and bytes, the webhook client
-//!   (TLS, credentials, headers), the retry loop and what a failed try taught.
+//!   the [`InvocationResult`] answer), the HTTP routes the host calls, and the one place
+//!   statuses are chosen.
+//! - [`pipeline`]: one invocation end to end ([`Forwarder::forward`] → [`Forwarded`]):
+//!   convert, run each Event through the per-Event steps ([`pipeline::steps`]: category
+//!   de-duplication, route, Policy, annotations) at its [`pipeline::Route`], offer copies to
+//!   [`pipeline::CopyDestination`]s, deliver (one route's delivery is a state machine that
+//!   isolates what a receiver refuses); its [`Summary`].
+//! - [`delivery`]: route configuration per cluster, batches bounded by count and bytes, the
+//!   webhook client (TLS, credentials, headers), the retry loop and what a failed try taught.
 //! - [`azure`]: diagnostic-settings envelopes → audit Events, by category (one copy of an
 //!   Event sent under both audit categories); the cluster identity read from each record's
 //!   `resourceId` and the annotations that carry it.
@@ -46,4 +50,4 @@ pub mod tools;
 pub use audit::AuditEvent;
 pub use config::Config;
 pub use host::InvocationResult;
-pub use pipeline::{Forwarder, Summary};
+pub use pipeline::{Forwarded, Forwarder, Summary};

@@ -62,29 +62,52 @@ struct Key<'a> {
     stage: std::borrow::Cow<'a, str>,
 }
 
-/// Drops every later copy of an Event (same source, `auditID` and `stage`) from the sources
-/// that sent both categories; returns how many were dropped. Order is kept.
-pub fn drop_category_duplicates(events: &mut Vec<AuditEvent>, seen: &CategoriesSeen) -> u64 {
-    let both: HashSet<&str> = seen.both().map(|s| &**s).collect();
-    if both.is_empty() {
-        return 0;
+/// Tells the later copies of an Event (same source, `auditID` and `stage`) from the sources
+/// that sent both categories in one invocation, Event by Event.
+#[derive(Debug, Default)]
+pub struct CategoryCopies {
+    /// Sources that sent both categories.
+    both: HashSet<Arc<str>>,
+    /// `(source, auditID, stage)` of every Event of those sources seen so far.
+    keys: HashSet<(String, String, String)>,
+}
+
+impl CategoryCopies {
+    /// Copies are looked for only among the sources `seen` sending both categories.
+    pub fn new(seen: &CategoriesSeen) -> Self {
+        Self {
+            both: seen.both().cloned().collect(),
+            keys: HashSet::new(),
+        }
     }
-    let mut keys: HashSet<(String, String, String)> = HashSet::new();
-    let before = events.len();
-    events.retain(|event| {
+
+    /// Whether `event` is a later copy of an Event seen before; the first copy is remembered.
+    /// An Event without a readable `auditID` and `stage` is never a copy.
+    pub fn is_later_copy(&mut self, event: &AuditEvent) -> bool {
+        if self.both.is_empty() {
+            return false;
+        }
         let source = event.source().map_or("", |s| &**s);
-        if !both.contains(source) {
-            return true;
+        if !self.both.contains(source) {
+            return false;
         }
         match serde_json::from_str::<Key<'_>>(event.json()) {
-            Ok(k) => keys.insert((
+            Ok(k) => !self.keys.insert((
                 source.to_string(),
                 k.audit_id.into_owned(),
                 k.stage.into_owned(),
             )),
-            Err(_) => true,
+            Err(_) => false,
         }
-    });
+    }
+}
+
+/// Drops every later copy of an Event (same source, `auditID` and `stage`) from the sources
+/// that sent both categories; returns how many were dropped. Order is kept.
+pub fn drop_category_duplicates(events: &mut Vec<AuditEvent>, seen: &CategoriesSeen) -> u64 {
+    let mut copies = CategoryCopies::new(seen);
+    let before = events.len();
+    events.retain(|event| !copies.is_later_copy(event));
     (before - events.len()) as u64
 }
 

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::bad_input::parseable_text;
+pub use super::bad_input::WARNINGS_IN_FULL;
 use super::categories::{canonical, CategoriesSeen};
 use super::onepass;
-use super::records::parseable_text;
-pub use super::records::WARNINGS_IN_FULL;
 use crate::audit::{AuditEvent, EventError};
-use crate::deadletter::{DeadLetter, RecordProblem, MAX_RECORD_PROBLEMS};
+use crate::deadletter::{DeadLetter, DeadLetterKind, RecordProblem, MAX_RECORD_PROBLEMS};
 use crate::redact::excerpt;
 
 /// The UTF-8 byte order mark (`EF BB BF`), skipped where JSON text starts.
@@ -41,8 +41,6 @@ pub struct ConvertTally {
     pub skipped: BTreeMap<String, u64>,
     /// Records of an audit category whose log is not a valid Event, or with no category.
     pub malformed_records: u64,
-    /// Second copies of Events sent under both `kube-audit` and `kube-audit-admin`, dropped.
-    pub duplicates: u64,
 }
 
 impl ConvertTally {
@@ -157,7 +155,7 @@ pub fn convert_body(
         if let Some(outcomes) = onepass::read_records(&text, categories, max) {
             let quiet = conversion.warnings >= WARNINGS_IN_FULL;
             if quiet || !outcomes.iter().any(|o| matches!(o, Err(Malformed(..)))) {
-                let mut records = RecordsOf::default();
+                let mut records = EnvelopeTally::default();
                 for outcome in outcomes {
                     records.add(conversion, origin, outcome, || "");
                 }
@@ -205,7 +203,7 @@ pub fn convert_body(
             return;
         }
     }
-    let mut records = RecordsOf::default();
+    let mut records = EnvelopeTally::default();
     let base = text.as_ptr() as usize;
     for raw in envelope.records {
         let start = raw.get().as_ptr() as usize - base;
@@ -223,7 +221,7 @@ pub fn convert_body(
 /// What one envelope's records gave so far: Events go to the conversion as they come, bad
 /// records are counted and listed (capped) for the envelope's one dead letter.
 #[derive(Default)]
-struct RecordsOf {
+struct EnvelopeTally {
     total: usize,
     source: Option<Arc<str>>,
     problems: Vec<RecordProblem>,
@@ -231,21 +229,25 @@ struct RecordsOf {
     first_excerpt: String,
 }
 
-impl RecordsOf {
+impl EnvelopeTally {
     /// Adds the next record's outcome; `raw` gives its text, quoted when it is the first bad
     /// record and its error does not name a better excerpt.
     fn add<'a>(
         &mut self,
         conversion: &mut Conversion,
         origin: BodyOrigin,
-        outcome: Result<Converted<'a>, Outcome<'a>>,
+        outcome: Result<RecordEvent<'a>, NoEvent<'a>>,
         raw: impl FnOnce() -> &'a str,
     ) {
         let record_index = self.total;
         self.total += 1;
         conversion.tally.records += 1;
         match outcome {
-            Ok((event, resource_id, category)) => {
+            Ok(RecordEvent {
+                event,
+                resource_id,
+                category,
+            }) => {
                 conversion.tally.converted += 1;
                 let id = resource_id.as_deref().unwrap_or("").trim();
                 let same = self
@@ -304,7 +306,7 @@ impl RecordsOf {
             );
         }
         // One dead letter per event, holding its exact bytes once; the records list is capped.
-        let mut item = DeadLetter::new("malformed-record", reason);
+        let mut item = DeadLetter::new(DeadLetterKind::MalformedRecord, reason);
         item.sequence_number = origin.sequence_number;
         let listed = self.problems.len() as u64;
         item.records = self.problems;
@@ -315,20 +317,27 @@ impl RecordsOf {
 }
 
 /// A record that yields no Event: another category (skipped) or broken (malformed).
-pub(super) enum Outcome<'a> {
+pub(super) enum NoEvent<'a> {
     Skip(String),
     /// The error, and the text to quote when it is not the whole record (the bad log).
     Malformed(RecordError, Option<&'a str>),
 }
-pub(super) use Outcome::{Malformed, Skip};
+pub(super) use NoEvent::{Malformed, Skip};
 
 /// A converted record: its Event, its `resourceId` and its category.
-pub(super) type Converted<'a> = (AuditEvent, Option<Cow<'a, str>>, &'static str);
+pub(super) struct RecordEvent<'a> {
+    /// The audit Event in `properties.log`.
+    pub(super) event: AuditEvent,
+    /// The record's `resourceId`, as written.
+    pub(super) resource_id: Option<Cow<'a, str>>,
+    /// The record's audit category, canonical (`kube-audit` or `kube-audit-admin`).
+    pub(super) category: &'static str,
+}
 
 fn convert_record<'a>(
     raw: &'a RawValue,
     categories: &BTreeSet<String>,
-) -> Result<Converted<'a>, Outcome<'a>> {
+) -> Result<RecordEvent<'a>, NoEvent<'a>> {
     if !raw.get().starts_with('{') {
         return Err(Malformed(
             RecordError::Shape("the record is not a JSON object".into()),
@@ -350,7 +359,11 @@ fn convert_record<'a>(
         .and_then(|p| p.log)
         .ok_or(Malformed(RecordError::NoLog, None))?;
     let event = convert_log(log)?;
-    Ok((event, record.resource_id, canonical(category)))
+    Ok(RecordEvent {
+        event,
+        resource_id: record.resource_id,
+        category: canonical(category),
+    })
 }
 
 /// Whether `category` (trimmed) is one of the audit categories, in any case.
@@ -360,7 +373,7 @@ pub(super) fn wanted(categories: &BTreeSet<String>, category: &str) -> bool {
 
 /// The Event in a record's `properties.log`: a JSON string holding the Event (the usual
 /// form) or the Event object itself.
-pub(super) fn convert_log(log: &RawValue) -> Result<AuditEvent, Outcome<'_>> {
+pub(super) fn convert_log(log: &RawValue) -> Result<AuditEvent, NoEvent<'_>> {
     let quoted = Some(log.get());
     let event = match log.get().as_bytes().first() {
         Some(b'"') => {
@@ -394,7 +407,7 @@ pub(super) fn event_from_text(text: Cow<'_, str>) -> Result<AuditEvent, EventErr
 pub(super) fn exact_outcomes<'a>(
     text: &'a str,
     categories: &BTreeSet<String>,
-) -> Option<Vec<Result<Converted<'a>, Outcome<'a>>>> {
+) -> Option<Vec<Result<RecordEvent<'a>, NoEvent<'a>>>> {
     let envelope: Envelope<'a> = serde_json::from_str(text).ok()?;
     let outcomes = envelope.records.into_iter();
     Some(

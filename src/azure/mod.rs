@@ -1,6 +1,7 @@
 //! What Azure sends: diagnostic-settings envelopes of AKS records, turned into audit Events,
 //! and the identity of the cluster each record names.
 
+mod bad_input;
 pub mod categories;
 pub mod cluster;
 pub mod diagnostics;
@@ -9,9 +10,10 @@ mod diagnostics_tests;
 #[cfg(test)]
 mod input_tests;
 mod onepass;
-mod records;
 
-pub use categories::{both_categories_warning, drop_category_duplicates, CategoriesSeen};
+pub use categories::{
+    both_categories_warning, drop_category_duplicates, CategoriesSeen, CategoryCopies,
+};
 pub use cluster::{
     annotate, ClusterAnnotations, ClusterId, CLUSTER_ID_ANNOTATION, CLUSTER_NAME_ANNOTATION,
     CLUSTER_TYPE_ANNOTATION, KNOWN_TYPES, MANAGED_CLUSTER_TYPE,

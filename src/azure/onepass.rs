@@ -17,12 +17,12 @@ use serde_json::value::RawValue;
 
 use super::categories::canonical;
 use super::diagnostics::{
-    convert_log, event_from_text, wanted, Converted, Malformed, Outcome, RecordError, Skip,
+    convert_log, event_from_text, wanted, Malformed, NoEvent, RecordError, RecordEvent, Skip,
 };
 use crate::audit::AuditEvent;
 
 /// What one record gave.
-pub(super) type RecordOutcome<'a> = Result<Converted<'a>, Outcome<'a>>;
+pub(super) type RecordOutcome<'a> = Result<RecordEvent<'a>, NoEvent<'a>>;
 
 /// The outcome of every record of the envelope `text` (a JSON object, valid UTF-8 without
 /// NUL), in order, or `None` when the envelope needs the exact path.
@@ -184,7 +184,11 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
             Log::Read(Ok(event)) => event,
             Log::Read(Err(error)) => return Ok(Err(Malformed(error, None))),
         };
-        Ok(Ok((event, resource_id.flatten(), canonical(category))))
+        Ok(Ok(RecordEvent {
+            event,
+            resource_id: resource_id.flatten(),
+            category: canonical(category),
+        }))
     }
 }
 
@@ -310,7 +314,11 @@ mod tests {
     /// An outcome as text, to compare the two paths.
     fn shown(outcome: &RecordOutcome<'_>) -> String {
         match outcome {
-            Ok((event, id, category)) => format!("event {} {id:?} {category}", event.json()),
+            Ok(RecordEvent {
+                event,
+                resource_id: id,
+                category,
+            }) => format!("event {} {id:?} {category}", event.json()),
             Err(Skip(category)) => format!("skip {category}"),
             Err(Malformed(error, _)) => format!("malformed {error}"),
         }

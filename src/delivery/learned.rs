@@ -18,8 +18,12 @@ pub const REMEMBERED_INVOCATIONS: usize = 64;
 pub struct InvocationKey {
     /// `PartitionContext.PartitionId`.
     pub partition: String,
-    /// First and last sequence number and how many there were.
-    pub sequences: (i64, i64, usize),
+    /// The first sequence number.
+    pub first: i64,
+    /// The last sequence number.
+    pub last: i64,
+    /// How many events there were.
+    pub count: usize,
 }
 
 impl InvocationKey {
@@ -29,7 +33,9 @@ impl InvocationKey {
         let (first, last) = (*sequence_numbers.first()?, *sequence_numbers.last()?);
         Some(Self {
             partition,
-            sequences: (first, last, sequence_numbers.len()),
+            first,
+            last,
+            count: sequence_numbers.len(),
         })
     }
 }
@@ -42,8 +48,19 @@ pub struct RouteLearned {
     pub events: usize,
     /// Indices delivered.
     pub delivered: BTreeSet<usize>,
-    /// Indices isolated as poison: `(index, reason, status)`.
-    pub poison: Vec<(usize, String, Option<u16>)>,
+    /// Events isolated as poison, in the order they were isolated.
+    pub poison: Vec<Poisoned>,
+}
+
+/// An Event a route isolated as poison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poisoned {
+    /// Its index among the route's Events.
+    pub index: usize,
+    /// Why: the receiver's answer, or that it failed alone while others passed.
+    pub reason: String,
+    /// The receiver's HTTP status, when it refused the Event with one.
+    pub status: Option<u16>,
 }
 
 #[derive(Debug)]

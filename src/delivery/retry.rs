@@ -103,6 +103,18 @@ pub enum Delivery {
     },
 }
 
+impl Delivery {
+    /// Attempts made, whatever the result.
+    pub fn attempts(&self) -> u32 {
+        match self {
+            Self::Delivered { attempts }
+            | Self::Rejected { attempts, .. }
+            | Self::Halted { attempts, .. }
+            | Self::Failed { attempts, .. } => *attempts,
+        }
+    }
+}
+
 /// Classifies an HTTP status. `detail` (e.g. a body excerpt) is appended to the reason.
 pub fn classify_status(
     status: StatusCode,

@@ -1,6 +1,7 @@
 //! The Functions host edge: the wire format of invocations and answers, and the HTTP routes
 //! the host calls (`GET /`, `POST /EventHubForwarder`). Statuses are chosen here and only here.
 
+mod answer;
 pub mod app;
 mod inplace;
 mod metadata;

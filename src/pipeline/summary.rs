@@ -4,23 +4,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::InvocationMeta;
+use super::steps::StepTally;
+use super::{InvocationMeta, RouteTally};
 use crate::azure::ConvertTally;
 use crate::redact::excerpt;
-
-/// Events that conversion produced but that are not delivered, by reason.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RoutingTally {
-    /// Dropped by the audit Policy (level `None` or an omitted stage).
-    pub policy_dropped: u64,
-    /// Taken by a route that drops.
-    pub route_dropped: u64,
-    /// Matched by no route.
-    pub unrouted: u64,
-    /// Dead-lettered because the Policy could not read them (`level: 5`, a key given twice):
-    /// neither forwarded past the Policy nor dropped.
-    pub policy_unreadable: u64,
-}
 
 /// Delivery counts of one invocation.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -52,14 +39,14 @@ pub struct Summary {
     pub meta: InvocationMeta,
     /// Conversion counts.
     pub convert: ConvertTally,
-    /// What routing and the Policy did.
-    pub routing: RoutingTally,
+    /// What the per-Event steps did (routing, the Policy…).
+    pub steps: StepTally,
     /// Items set aside as dead letters (malformed, unrouted, poison).
     pub dead_lettered: u64,
     /// Delivery counts, all routes together.
     pub delivery: DeliveryTally,
     /// Delivery counts per route, when there is more than one route.
-    pub per_route: Vec<(String, DeliveryTally)>,
+    pub per_route: Vec<RouteTally>,
     /// Wall time of the invocation.
     pub duration: Duration,
 }
@@ -77,6 +64,30 @@ const SHOWN_CATEGORIES: usize = 8;
 /// A name from the input as the summary shows it: one line, at most 64 characters.
 fn shown_name(name: &str) -> String {
     excerpt(name.as_bytes(), 64).replace(' ', "_")
+}
+
+impl Summary {
+    /// The counts of the per-Event steps beyond `policy_dropped`, each when not zero.
+    fn fmt_steps(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.steps;
+        if s.duplicates > 0 {
+            write!(f, " duplicates={}", s.duplicates)?;
+        }
+        if s.policy_unreadable > 0 {
+            write!(f, " policy_unreadable={}", s.policy_unreadable)?;
+        }
+        if s.unrouted > 0 || s.route_dropped > 0 {
+            write!(
+                f,
+                " unrouted={} route_dropped={}",
+                s.unrouted, s.route_dropped
+            )?;
+        }
+        for (reason, count) in &s.dropped_other {
+            write!(f, " {}={count}", reason.name())?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for Summary {
@@ -134,21 +145,9 @@ impl fmt::Display for Summary {
             c.malformed_bodies + c.malformed_records,
             c.malformed_bodies,
             c.malformed_records,
-            self.routing.policy_dropped,
+            self.steps.policy_dropped,
         )?;
-        if c.duplicates > 0 {
-            write!(f, " duplicates={}", c.duplicates)?;
-        }
-        if self.routing.policy_unreadable > 0 {
-            write!(f, " policy_unreadable={}", self.routing.policy_unreadable)?;
-        }
-        if self.routing.unrouted > 0 || self.routing.route_dropped > 0 {
-            write!(
-                f,
-                " unrouted={} route_dropped={}",
-                self.routing.unrouted, self.routing.route_dropped
-            )?;
-        }
+        self.fmt_steps(f)?;
         write!(
             f,
             " delivered={} batches={} rejected={} failed={} dead_lettered={} attempts={} duration_ms={}",
@@ -164,9 +163,9 @@ impl fmt::Display for Summary {
             let parts: Vec<String> = self
                 .per_route
                 .iter()
-                .map(|(name, t)| {
+                .map(|RouteTally { route, tally: t }| {
                     format!(
-                        "{name}:delivered={},rejected={},failed={}",
+                        "{route}:delivered={},rejected={},failed={}",
                         t.delivered_events, t.rejected_events, t.failed_events
                     )
                 })

@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::checkpoint::BlobProgress;
-use crate::deadletter::DeadLetter;
+use crate::deadletter::{DeadLetter, DeadLetterKind};
 
 /// One line of a blob and where it ends.
 struct Line {
@@ -167,7 +167,7 @@ impl Batch {
             let Some(record) = parsed else {
                 counts.malformed += 1;
                 let mut item = DeadLetter::new(
-                    "malformed-record",
+                    DeadLetterKind::MalformedRecord,
                     format!("{blob} line {}: not a JSON record", line.number),
                 );
                 item.raw = Some(String::from_utf8_lossy(&line.text).into_owned());

@@ -24,7 +24,7 @@ use super::storage::{
     check_container, cluster_prefix, open, storage_error, ArchivePath, StorageArgs,
 };
 use crate::deadletter::{to_json_lines, DeadLetter};
-use crate::pipeline::{Forwarder, Invocation, Settings};
+use crate::pipeline::{Forwarder, Invocation, InvocationMeta, Settings};
 
 /// Options of `backfill`.
 #[derive(Debug, clap::Args)]
@@ -367,13 +367,13 @@ impl Run<'_> {
             ..Invocation::default()
         };
         // An event over AUDIT_MAX_RECORDS_PER_EVENT is dead-lettered, not an error.
-        let converted = self.forwarder.convert(invocation);
+        let converted = self.forwarder.prepare(invocation);
         self.report.converted += converted.tally.converted;
         self.report.other_category += converted.tally.skipped_total();
         self.report.malformed +=
             converted.tally.malformed_records + converted.tally.malformed_bodies;
-        self.report.dropped += converted.routing.policy_dropped + converted.routing.route_dropped;
-        let events: u64 = converted.routed.iter().map(|r| r.len() as u64).sum();
+        self.report.dropped += converted.steps.policy_dropped + converted.steps.route_dropped;
+        let events = converted.routed.total() as u64;
         for mut item in converted.dead_letters {
             // The pipeline names records by their place in the body; an operator needs the
             // blob and line.
@@ -406,7 +406,7 @@ impl Run<'_> {
                 tokio::time::Instant::now() + self.forwarder.settings().delivery_deadline;
             let outcome = self
                 .forwarder
-                .deliver_tracked(&converted.routed, deadline)
+                .deliver(&InvocationMeta::standalone(), &converted.routed, deadline)
                 .await;
             self.report.delivered += outcome.total.delivered_events;
             dead.extend(outcome.poison);

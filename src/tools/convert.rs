@@ -12,8 +12,14 @@ use anyhow::Context as _;
 use super::archive::LineSplitter;
 use super::checkpoint::BlobProgress;
 use super::hostsim::load_bodies;
-use crate::audit::{encode, Policy, WebhookFormat};
-use crate::azure::{convert_body, BodyOrigin, Conversion, ConvertTally, DEFAULT_CATEGORIES};
+use std::sync::Arc;
+
+use crate::audit::{encode, AuditEvent, Policy, WebhookFormat};
+use crate::azure::{
+    convert_body, BodyOrigin, ClusterId, Conversion, ConvertTally, DEFAULT_CATEGORIES,
+};
+use crate::pipeline::steps::{Chain, Place, PolicyStep, StepTally, Verdict};
+use crate::pipeline::Route;
 
 /// How `convert` writes Events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -116,25 +122,9 @@ pub fn run(args: &ConvertArgs) -> anyhow::Result<ConvertReport> {
     };
     report.tally.malformed_records += bad_lines;
     report.tally.records += bad_lines;
-    let mut events = Vec::with_capacity(conversion.events.len());
-    for event in conversion.events {
-        match &policy {
-            Some(p) => match p.apply(&event) {
-                Ok(Some(e)) => events.push(e),
-                Ok(None) => report.policy_dropped += 1,
-                Err(unreadable) => {
-                    // Neither written nor dropped silently: the operator sees which and why.
-                    let id = serde_json::from_str::<serde_json::Value>(event.json())
-                        .ok()
-                        .and_then(|v| v["auditID"].as_str().map(str::to_owned))
-                        .unwrap_or_else(|| "an Event".into());
-                    eprintln!("convert: left out {id}: {unreadable}");
-                    report.policy_unreadable += 1;
-                }
-            },
-            None => events.push(event),
-        }
-    }
+    let (events, steps) = policy_step(policy, conversion.events);
+    report.policy_dropped = steps.policy_dropped;
+    report.policy_unreadable = steps.policy_unreadable;
     report.written = events.len() as u64;
     let mut out: Box<dyn std::io::Write> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(
@@ -156,6 +146,37 @@ pub fn run(args: &ConvertArgs) -> anyhow::Result<ConvertReport> {
     }
     out.flush().context("writing the Events")?;
     Ok(report)
+}
+
+/// The handler's Policy step, alone, over `events`: an Event the Policy cannot read is left
+/// out and named on standard error, neither written nor dropped silently.
+fn policy_step(policy: Option<Policy>, events: Vec<AuditEvent>) -> (Vec<AuditEvent>, StepTally) {
+    let route = Route::policy_only("convert", policy.map(Arc::new));
+    let mut chain = Chain::new(vec![Box::new(PolicyStep)]);
+    let cluster = Arc::new(ClusterId::default());
+    let place = Place {
+        route: Some(&route),
+        cluster: &cluster,
+    };
+    let mut kept = Vec::with_capacity(events.len());
+    let mut tally = StepTally::default();
+    for event in events {
+        match chain.run(event, &place) {
+            Verdict::Keep(event) => kept.push(event),
+            Verdict::Drop(reason) => tally.count_drop(reason),
+            Verdict::DeadLetter(item) => {
+                let id = item
+                    .event
+                    .as_ref()
+                    .and_then(|e| serde_json::from_str::<serde_json::Value>(e.get()).ok())
+                    .and_then(|v| v["auditID"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "an Event".into());
+                eprintln!("convert: left out {id}: {}", item.reason);
+                tally.count_dead_letter(item.kind);
+            }
+        }
+    }
+    (kept, tally)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 
 use crate::audit::AuditEvent;
 use crate::deadletter::{to_json_lines, DeadLetter};
-use crate::pipeline::{Forwarder, Settings};
+use crate::pipeline::{Forwarder, InvocationMeta, Routed, Settings};
 
 /// Options of `resend`.
 #[derive(Debug, clap::Args)]
@@ -173,8 +173,8 @@ pub async fn resend_items(
     let forwarder = Forwarder::new(settings)?;
     let mut left = Vec::new();
     // Routed one item at a time so that each routed Event maps back to the item it came from.
-    let mut routed: Vec<Vec<AuditEvent>> = Vec::new();
-    let mut origin: Vec<Vec<usize>> = Vec::new();
+    let mut routed = Routed::new(forwarder.routes().len());
+    let mut origin: Vec<Vec<usize>> = vec![Vec::new(); forwarder.routes().len()];
     let mut unrouted = Vec::new();
     for (index, item) in items.iter().enumerate() {
         let Some(event) = item
@@ -192,14 +192,10 @@ pub async fn resend_items(
             .with_sequence_number(item.sequence_number);
         let before = unrouted.len();
         let (one, _) = forwarder.route(vec![event], &mut unrouted);
-        if routed.is_empty() {
-            routed = one.iter().map(|_| Vec::new()).collect();
-            origin = routed.clone().into_iter().map(|_| Vec::new()).collect();
-        }
         let mut taken = unrouted.len() > before;
-        for (route, events) in one.into_iter().enumerate() {
+        for (route, events) in one.into_per_route().into_iter().enumerate() {
             for event in events {
-                routed[route].push(event);
+                routed.push(route, event);
                 origin[route].push(index);
                 taken = true;
             }
@@ -208,7 +204,9 @@ pub async fn resend_items(
             report.dropped += 1;
         }
     }
-    let outcome = forwarder.deliver_tracked(&routed, deadline).await;
+    let outcome = forwarder
+        .deliver(&InvocationMeta::standalone(), &routed, deadline)
+        .await;
     report.delivered = outcome.total.delivered_events;
     let reason = outcome
         .total

@@ -7,6 +7,16 @@ use super::{strip_managed_fields, Level};
 use crate::audit::jsonedit::member_range;
 use crate::audit::AuditEvent;
 
+/// Where `managedFields` are stripped (`omitManagedFields`): from the request object, the
+/// response object, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct StripManagedFields {
+    /// From `requestObject` (never for a patch: its body is recorded as sent).
+    pub(super) request: bool,
+    /// From `responseObject`.
+    pub(super) response: bool,
+}
+
 /// The Policy's edits made as splices at the member ranges found while the Event was
 /// validated, without parsing the Event again: the level replaced, bodies dropped below their
 /// level, `managedFields` stripped from the request and the response object as asked. `None` when the layout is not known (a repeated member,
@@ -16,8 +26,9 @@ pub(super) fn edit_in_place(
     set_level: bool,
     level_json: &str,
     level: Level,
-    (strip_request, strip_response): (bool, bool),
+    strip: StripManagedFields,
 ) -> Option<AuditEvent> {
+    let (strip_request, strip_response) = (strip.request, strip.response);
     let layout = event.layout();
     if !layout.known {
         return None;
@@ -72,8 +83,17 @@ mod tests {
             for strip in [false, true] {
                 let level_json = format!("\"{}\"", level.name());
                 let set = level != Level::RequestResponse;
-                let spliced =
-                    edit_in_place(&event, set, &level_json, level, (strip, strip)).unwrap();
+                let spliced = edit_in_place(
+                    &event,
+                    set,
+                    &level_json,
+                    level,
+                    StripManagedFields {
+                        request: strip,
+                        response: strip,
+                    },
+                )
+                .unwrap();
                 let rewritten = rewrite(
                     EVENT,
                     |key, value| match key {
@@ -100,6 +120,13 @@ mod tests {
     fn repeated_members_are_left_to_the_rewrite() {
         let text = EVENT.replace(r#""annotations":{}"#, r#""level":"Metadata""#);
         let event = AuditEvent::parse(&text).unwrap();
-        assert!(edit_in_place(&event, true, "\"None\"", Level::Metadata, (false, false)).is_none());
+        assert!(edit_in_place(
+            &event,
+            true,
+            "\"None\"",
+            Level::Metadata,
+            StripManagedFields::default()
+        )
+        .is_none());
     }
 }

@@ -316,7 +316,10 @@ impl Policy {
         let level_json = format!("\"{}\"", level.name());
         // A patch body is recorded as sent (`LogRequestPatch` removes nothing).
         let strip_request = strip && attributes.verb.as_deref() != Some("patch");
-        let strips = (strip_request, strip);
+        let strips = edit::StripManagedFields {
+            request: strip_request,
+            response: strip,
+        };
         if let Some(edited) =
             edit::edit_in_place(event, level != recorded, &level_json, level, strips)
         {

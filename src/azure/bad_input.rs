@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use super::diagnostics::{BodyOrigin, Conversion};
-use crate::deadletter::DeadLetter;
+use crate::deadletter::{DeadLetter, DeadLetterKind};
 
 /// Warnings about bad input logged in full per invocation; the rest are counted and
 /// summarised once by [`Conversion::log_suppressed`], so hostile input cannot flood the logs.
@@ -32,7 +32,7 @@ impl Conversion {
     /// Counts and dead-letters a whole event body, its bytes kept exactly.
     pub(super) fn malformed_body(&mut self, body: &[u8], origin: BodyOrigin, reason: String) {
         self.tally.malformed_bodies += 1;
-        let mut item = DeadLetter::new("malformed-event", reason);
+        let mut item = DeadLetter::new(DeadLetterKind::MalformedEvent, reason);
         item.sequence_number = origin.sequence_number;
         item.keep_raw(body);
         self.dead_letters.push(item);

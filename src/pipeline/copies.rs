@@ -1,0 +1,103 @@
+//! Destinations that receive a copy: a route decides which audit webhook an Event goes to,
+//! and each [`CopyDestination`] (an alert notifier, say) is offered a copy of every Event the
+//! per-Event steps keep, without taking it from its route. The audit webhooks are the only
+//! destinations that acknowledge delivery; a copy destination cannot fail an invocation.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::routes::Route;
+use crate::audit::AuditEvent;
+
+/// A destination fed with copies of the Events that routes deliver.
+pub trait CopyDestination: Send + Sync + fmt::Debug {
+    /// Name, for logs.
+    fn name(&self) -> &str;
+
+    /// Offered each Event the per-Event steps kept, with the route that delivers it. Called
+    /// on the conversion thread, once per Event: keep it cheap and never block (queue the
+    /// copy and send it from a task of your own).
+    fn offer(&self, event: &AuditEvent, route: &Route);
+}
+
+/// The copy destinations of a forwarder (none by default).
+#[derive(Debug, Default, Clone)]
+pub struct CopyDestinations(Vec<Arc<dyn CopyDestination>>);
+
+impl CopyDestinations {
+    /// Adds a destination; each Event is offered to them in the order they were added.
+    pub fn add(&mut self, destination: Arc<dyn CopyDestination>) {
+        self.0.push(destination);
+    }
+
+    /// Offers `event`, bound for `route`, to every destination.
+    pub fn offer(&self, event: &AuditEvent, route: &Route) {
+        for destination in &self.0 {
+            destination.offer(event, route);
+        }
+    }
+
+    /// Their names, for the start-up log.
+    pub fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|d| d.name()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::audit::event::tests::event_json;
+    use crate::pipeline::{Forwarder, Invocation, InvocationMeta};
+
+    /// Records each copy it is offered: the Event's `auditID` and route.
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<(String, String)>>);
+
+    impl CopyDestination for Recorder {
+        fn name(&self) -> &str {
+            "recorder"
+        }
+
+        fn offer(&self, event: &AuditEvent, route: &Route) {
+            let id: serde_json::Value = serde_json::from_str(event.json()).unwrap();
+            let id = id["auditID"].as_str().unwrap().to_string();
+            self.0.lock().unwrap().push((id, route.name.clone()));
+        }
+    }
+
+    /// A copy destination gets a copy of every Event a route keeps, and the route still gets
+    /// every one of them: a copy never takes an Event from its route.
+    #[test]
+    fn copies_do_not_take_events_from_their_route() {
+        let settings = crate::config::Config::from_lookup(|k| match k {
+            "AUDIT_WEBHOOK_URL" => Some("http://127.0.0.1:9/k8s_audit".into()),
+            _ => None,
+        })
+        .unwrap()
+        .forwarder;
+        let recorder = Arc::new(Recorder::default());
+        let mut copies = CopyDestinations::default();
+        copies.add(recorder.clone());
+        let forwarder = Forwarder::with_copies(settings, copies).unwrap();
+        let records: Vec<_> = ["a", "b"]
+            .iter()
+            .map(|id| {
+                serde_json::json!({"category": "kube-audit", "properties": {"log": event_json(id)}})
+            })
+            .collect();
+        let body = serde_json::json!({ "records": records }).to_string();
+        let prepared = forwarder.prepare(Invocation {
+            bodies: crate::pipeline::Bodies::from_vecs(vec![body.into_bytes()]),
+            meta: InvocationMeta::default(),
+        });
+        assert_eq!(prepared.routed.events(0).len(), 2);
+        let route = forwarder.routes()[0].name.clone();
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            [("a".to_string(), route.clone()), ("b".to_string(), route)]
+        );
+        assert_eq!(forwarder.copies.names(), ["recorder"]);
+    }
+}
