@@ -146,6 +146,20 @@ param failedInvocationsThreshold int = 3
 ])
 param fallingBehindWindowMinutes int = 30
 
+@description('Seconds of delivery lag (lag_ms of the summary lines: from the oldest enqueued time of an invocation to its delivery) whose 95th percentile over freshnessWindowMinutes raises the freshness alert. AKS itself takes minutes to stream a record to the hub, so keep it well above that.')
+@minValue(1)
+param freshnessThresholdSeconds int = 900
+
+@description('Minutes over which the freshness alert takes the 95th percentile of lag_ms. One of the window sizes log alerts accept.')
+@allowed([
+  15
+  30
+  45
+  60
+  120
+])
+param freshnessWindowMinutes int = 30
+
 @description('Days a dead-letter blob is kept before the lifecycle rule deletes it. Replay them with aks-audit-forwarder resend before then.')
 @minValue(1)
 @maxValue(3650)
@@ -201,7 +215,7 @@ param auditWebhookHeaders string = ''
 ])
 param auditWebhookFormat string = 'eventlist'
 
-@description('AUDIT_ROUTES: routes from clusters to webhooks, as an inline YAML or JSON document (see the README). Secure because route URLs may carry credentials; secrets the routes name (bearerTokenSetting, basicAuthSetting, ...) go in extraAppSettings. Empty: every cluster goes to auditWebhookUrl.')
+@description('AUDIT_ROUTES: routes from clusters to webhooks, as an inline YAML or JSON document (docs/forwarding.md), or a file of the package (config/routes.yaml, shipped by scripts/package.sh). Secure because route URLs may carry credentials; secrets the routes name (bearerTokenSetting, basicAuthSetting, ...) go in extraAppSettings. Empty: every cluster goes to auditWebhookUrl.')
 @secure()
 param auditRoutes string = ''
 
@@ -209,7 +223,7 @@ param auditRoutes string = ''
 @secure()
 param auditPolicy string = ''
 
-@description('AUDIT_POLICY_FILE: a Policy file relative to the app root (it must then be in the published package). Set this or auditPolicy, not both. Empty: none.')
+@description('AUDIT_POLICY_FILE: a Policy file relative to the app root, e.g. config/policy.yaml: scripts/package.sh ships the files of PACKAGE_CONFIG_DIR (or ./config) under config/. Set this or auditPolicy, not both. Empty: none.')
 param auditPolicyFile string = ''
 
 @description('AUDIT_CLUSTER_ANNOTATIONS: on adds the source cluster as annotations to every Event; off forwards Events untouched.')
@@ -742,28 +756,13 @@ module diagnosticSetting 'modules/aks-diagnostic-setting.bicep' = if (createDiag
 }
 
 // ---------------------------------------------------------------------------------------------
-// Monitoring: platform logs to the workspace, and alerts when delivery stops.
+// Monitoring: the namespace's logs to the workspace, and alerts when delivery stops or slows.
 // ---------------------------------------------------------------------------------------------
 
-resource siteDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
-  name: 'to-${workspaceName}'
-  scope: site
-  properties: {
-    workspaceId: logAnalytics.id
-    logs: [
-      {
-        categoryGroup: 'allLogs'
-        enabled: true
-      }
-    ]
-    metrics: [
-      {
-        category: 'AllMetrics'
-        enabled: true
-      }
-    ]
-  }
-}
+// No diagnostic setting on the function app: Microsoft's Flex Consumption page has listed
+// diagnostic settings as not supported on the plan. The app's logs and requests reach the
+// workspace through workspace-based Application Insights (AppTraces, AppRequests), which is what
+// the alerts query (docs/deployment.md, Alerts and monitoring).
 
 // The namespace's metrics (IncomingMessages) feed the falling-behind alert.
 resource eventHubDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
@@ -914,6 +913,46 @@ resource alertFallingBehind 'Microsoft.Insights/scheduledQueryRules@2023-12-01' 
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: alertActionGroups
+    }
+  }
+}
+
+// Freshness: lag_ms on every invocation's summary line is the time from the oldest enqueued
+// time of the invocation to its delivery. Its 95th percentile over the window above the threshold
+// means Events reach the detector late, although they still arrive (no failure needed).
+resource alertFreshness 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'alert-${appName}-freshness'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: '${appName}: audit Events arrive late'
+    description: 'The 95th percentile of lag_ms (oldest enqueued time of an invocation to its delivery) is above ${freshnessThresholdSeconds} s: the forwarder or the receiver is slower than the stream, or invocations are being retried. See docs/operations.md, Freshness.'
+    severity: 2
+    enabled: true
+    scopes: [
+      logAnalytics.id
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT${freshnessWindowMinutes}M'
+    criteria: {
+      allOf: [
+        {
+          query: 'AppTraces | where Message has "lag_ms=" | extend lagMs = tolong(extract("lag_ms=([0-9]+)", 1, Message)) | where isnotnull(lagMs) | summarize lagP95Ms = percentile(lagMs, 95), TimeGenerated = max(TimeGenerated)'
+          timeAggregation: 'Maximum'
+          metricMeasureColumn: 'lagP95Ms'
+          operator: 'GreaterThan'
+          threshold: freshnessThresholdSeconds * 1000
           failingPeriods: {
             numberOfEvaluationPeriods: 1
             minFailingPeriodsToAlert: 1

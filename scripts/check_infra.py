@@ -6,11 +6,14 @@ No Bicep compiler can be installed offline, so syntax is checked with tree-sitte
 the files keep to constructs that checkov's bundled parser reads (a file it cannot parse would
 silently not be scanned, so parsing errors fail this check too).
 
-Usage: check_infra.py [--no-scan] [infra-dir]   (needs: tree-sitter, tree-sitter-bicep, checkov)
+Usage: check_infra.py [--no-scan] [--list-rules] [infra-dir]
+       (needs: tree-sitter, tree-sitter-bicep, checkov)
 
 The repository root is the parent of infra-dir: the rules also read scripts/deploy.sh,
 scripts/uninstall.sh, host.json, .funcignore and the forwarder's settings in src/config/vars.rs.
 --no-scan skips checkov (scripts/test_check_infra.py uses it to break one rule at a time).
+Every rule has an id, printed with its failure as `FAIL [id] ...`; --list-rules prints the id of
+every rule the run evaluated (`RULE id`), so that the self-test can prove each one can fail.
 """
 
 import json
@@ -26,11 +29,18 @@ ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
 SCAN = "--no-scan" not in sys.argv[1:]
 INFRA = pathlib.Path(ARGS[0] if ARGS else "infra")
 failures = []
+RULES = set()  # the id of every rule evaluated
 
 
-def fail(message):
+def seen(rule_id):
+    """Records that the rule `rule_id` was evaluated (whether or not it failed)."""
+    RULES.add(rule_id)
+
+
+def fail(rule_id, message):
+    seen(rule_id)
     failures.append(message)
-    print(f"FAIL {message}")
+    print(f"FAIL [{rule_id}] {message}")
 
 
 def syntax_errors(tree):
@@ -54,18 +64,23 @@ def strip_comments_and_strings(text):
 parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_bicep.language()))
 bicep_files = sorted(INFRA.rglob("*.bicep"))
 if not bicep_files:
-    fail(f"no .bicep files under {INFRA}")
+    sys.exit(f"FAIL no .bicep files under {INFRA}")
+for rule_id in ("syntax", "trailing-comma", "param-description", "role-assignment-comment"):
+    seen(rule_id)
+SECRET_PATTERNS = ("listKeys(", "AccountKey=", "SharedAccessKey=", "listConnectionStrings(")
+for pattern in SECRET_PATTERNS:
+    seen(f"no-secrets:{pattern}")
 for path in bicep_files:
     source = path.read_bytes()
     errors = syntax_errors(parser.parse(source))
     if errors:
-        fail(f"{path}: syntax errors at (line, column) {[(r + 1, c + 1) for r, c in errors[:5]]}")
+        fail("syntax", f"{path}: syntax errors at (line, column) {[(r + 1, c + 1) for r, c in errors[:5]]}")
     text = source.decode()
     code = strip_comments_and_strings(text)
     # The real compiler rejects a comma at the end of a line inside objects and arrays (BCP238).
     for number, line in enumerate(code.splitlines(), 1):
         if line.rstrip().endswith(","):
-            fail(f"{path}:{number}: trailing comma (Bicep wants one item per line, no commas)")
+            fail("trailing-comma", f"{path}:{number}: trailing comma (Bicep wants one item per line, no commas)")
     # Every parameter documented.
     lines = text.splitlines()
     for number, line in enumerate(lines):
@@ -75,17 +90,19 @@ for path in bicep_files:
                 start -= 1
             above = "\n".join(lines[start:number])
             if "@description(" not in above:
-                fail(f"{path}:{number + 1}: parameter without @description: {line.strip()}")
-    # No secrets in templates: keys and connection strings must not be built or stored.
-    for pattern in ("listKeys(", "AccountKey=", "SharedAccessKey=", "listConnectionStrings("):
-        if pattern in code:
-            fail(f"{path}: uses {pattern!r}; every connection must use the managed identity")
+                fail("param-description", f"{path}:{number + 1}: parameter without @description: {line.strip()}")
+    # No secrets in templates: keys and connection strings must not be built or stored. Strings
+    # are searched too: a connection string is a string, and '${listKeys(...)}' is in one.
+    uncommented = re.sub(r"(^|[ \t])//[^\n]*", r"\1", text, flags=re.M)  # not the // of a URL
+    for pattern in SECRET_PATTERNS:
+        if pattern in uncommented:
+            fail(f"no-secrets:{pattern}", f"{path}: uses {pattern!r}; every connection must use the managed identity")
     # Every role assignment explains itself in a comment right above it.
     for match in re.finditer(r"^resource \w+ 'Microsoft\.Authorization/roleAssignments@", text, re.M):
-        before = text[: match.start()].rstrip().splitlines()
+        before = text[: match.start()].splitlines()  # the comment must be right above, no blank line
         if not before or not before[-1].lstrip().startswith("//"):
             line = text[: match.start()].count("\n") + 1
-            fail(f"{path}:{line}: role assignment without a comment saying why")
+            fail("role-assignment-comment", f"{path}:{line}: role assignment without a comment saying why")
     print(f"ok   {path}: parsed")
 
 main = INFRA / "main.bicep"
@@ -103,22 +120,25 @@ required_rules = {
     "Event Hubs local auth off unless the diagnostic setting needs it": r"disableLocalAuth: !createDiagnosticSetting",
 }
 for name, pattern in required_rules.items():
+    seen(f"required:{name}")
     if not re.search(pattern, main_text):
-        fail(f"{main}: missing rule: {name}")
+        fail(f"required:{name}", f"{main}: missing rule: {name}")
 main_code = re.sub(r"//[^\n]*", "", main_text)
 for forbidden in ("FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE"):
+    seen(f"forbidden:{forbidden}")
     if forbidden in main_code:
-        fail(f"{main}: {forbidden} must not be set on Flex Consumption")
+        fail(f"forbidden:{forbidden}", f"{main}: {forbidden} must not be set on Flex Consumption")
 
 # A conditional module may not be deployed: the compiler warns (BCP318) that reading its outputs
 # may fail the deployment unless the access says it is guarded, with ! (asserted non-null, behind
 # the same condition) or .? (null when absent).
+seen("conditional-module-outputs")
 for path in bicep_files:
     code = re.sub(r"//[^\n]*", "", path.read_text())
     for symbol in re.findall(r"^module (\w+) '[^']+' = if \(", code, re.M):
         for match in re.finditer(rf"\b{symbol}\.outputs\b", code):
             line = code[: match.start()].count("\n") + 1
-            fail(f"{path}:{line}: {symbol} is a conditional module; read its outputs as {symbol}!.outputs (behind the same condition) or {symbol}.?outputs")
+            fail("conditional-module-outputs", f"{path}:{line}: {symbol} is a conditional module; read its outputs as {symbol}!.outputs (behind the same condition) or {symbol}.?outputs")
 
 # ---------------------------------------------------------------------------------------------
 # Deployment rules (docs/deployment.md): what a first deployment and a redeployment need.
@@ -127,9 +147,10 @@ REPO = INFRA.resolve().parent
 modules = {p.name: p.read_text() for p in sorted((INFRA / "modules").glob("*.bicep"))}
 
 
-def rule(name, ok):
+def rule(rule_id, name, ok):
+    seen(rule_id)
     if not ok:
-        fail(f"{main}: {name}")
+        fail(rule_id, f"{main}: {name}")
 
 
 def param_block(text, name):
@@ -329,8 +350,11 @@ variables = dict(re.findall(r"^var (\w+) = (.+)$", main_text, re.M))
 app_block = param_block(main_text, "appName") or ""
 min_len = int((re.search(r"@minLength\((\d+)\)", app_block) or [0, 1])[1])
 max_len = int((re.search(r"@maxLength\((\d+)\)", app_block) or [0, 0])[1])
+seen("appName-max-length")
+for rule_id in ("name-var-missing", "name-evaluable", "name-limits"):
+    seen(rule_id)
 if not max_len:
-    fail(f"{main}: appName has no @maxLength: names cannot be bounded")
+    fail("appName-max-length", f"{main}: appName has no @maxLength: names cannot be bounded")
 name_failures = set()
 worst = {}
 for length in range(min_len, max_len + 1):
@@ -345,7 +369,7 @@ for length in range(min_len, max_len + 1):
             targets.append((f"{symbol} ({rtype})", name.group(1).strip(), NAME_LIMITS[rtype]))
     for var, limits in VAR_NAME_LIMITS.items():
         if var not in variables:
-            fail(f"{main}: var {var} (a generated name) is missing")
+            fail("name-var-missing", f"{main}: var {var} (a generated name) is missing")
             continue
         targets.append((f"var {var}", variables[var], limits))
     for label, expression, (low, high, chars) in targets:
@@ -354,22 +378,22 @@ for length in range(min_len, max_len + 1):
         try:
             value = evaluate(expression, env, variables)
         except (Unevaluable, IndexError, TypeError) as e:
-            fail(f"{main}: cannot evaluate the name of {label}: {e}")
+            fail("name-evaluable", f"{main}: cannot evaluate the name of {label}: {e}")
             name_failures.add(label)
             continue
         worst[label] = max(worst.get(label, 0), len(value))
         if not low <= len(value) <= high or not re.fullmatch(chars, value):
-            fail(f"{main}: {label} is {value!r} ({len(value)} characters) for a {length}-character appName; allowed {low}-{high} of {chars}")
+            fail("name-limits", f"{main}: {label} is {value!r} ({len(value)} characters) for a {length}-character appName; allowed {low}-{high} of {chars}")
             name_failures.add(label)
 if not name_failures:
     print(f"ok   names: {len(worst)} generated names within their limits for every appName of {min_len}-{max_len} characters (longest: {max(worst.values()) if worst else 0})")
 
 # Regions: the hub follows the cluster, the app and its subnet share a region.
 hub = resource_body(main_text, "eventHubNamespace")
-rule("the Event Hubs namespace must be in eventHubLocation (the cluster's region)", re.search(r"^  location: eventHubLocation$", hub, re.M))
-rule("eventHubLocation must default to location", re.search(r"^param eventHubLocation string = location$", main_text, re.M))
+rule("region:hub", "the Event Hubs namespace must be in eventHubLocation (the cluster's region)", re.search(r"^  location: eventHubLocation$", hub, re.M))
+rule("region:hub-default", "eventHubLocation must default to location", re.search(r"^param eventHubLocation string = location$", main_text, re.M))
 for symbol in ("site", "plan", "storage"):
-    rule(f"{symbol} must be in location (the integration subnet's region)", re.search(r"^  location: location$", resource_body(main_text, symbol), re.M))
+    rule(f"region:{symbol}", f"{symbol} must be in location (the integration subnet's region)", re.search(r"^  location: location$", resource_body(main_text, symbol), re.M))
 deploy_sh = (REPO / "scripts" / "deploy.sh").read_text()
 for what, pattern in {
     "pre-flight reads the cluster's region": r"az aks show",
@@ -377,80 +401,105 @@ for what, pattern in {
     "pre-flight checks Flex custom runtime availability": r"list-flexconsumption-runtimes",
     "pre-flight checks resource providers": r"az provider show",
     "publish runs with FUNCTIONS_WORKER_RUNTIME=custom": r"FUNCTIONS_WORKER_RUNTIME=custom func azure functionapp publish",
+    "the parameter file's using path decides the template": r'--template-file "\$TEMPLATE"',
+    "pre-flight checks that Key Vault references can resolve": r"az keyvault show",
 }.items():
+    seen(f"deploy:{what}")
     if not re.search(pattern, deploy_sh):
-        fail(f"scripts/deploy.sh: {what}")
+        fail(f"deploy:{what}", f"scripts/deploy.sh: {what}")
 # bash 3.2 treats "${a[@]}" of an empty array as unset under set -u.
+seen("bash-3.2-arrays")
 for number, line in enumerate(deploy_sh.splitlines(), 1):
     if line.lstrip().startswith("#"):
         continue
     for match in re.finditer(r'"\$\{(\w+)\[@\]\}"', line):
         if not re.search(r"\$\{" + match.group(1) + r"\[@\]\+", line):
-            fail(f"scripts/deploy.sh:{number}: \"${{{match.group(1)}[@]}}\" fails on bash 3.2 when empty; write ${{{match.group(1)}[@]+\"${{{match.group(1)}[@]}}\"}}")
+            fail("bash-3.2-arrays", f"scripts/deploy.sh:{number}: \"${{{match.group(1)}[@]}}\" fails on bash 3.2 when empty; write ${{{match.group(1)}[@]+\"${{{match.group(1)}[@]}}\"}}")
 
 # Secure parameters: everything that can carry a credential.
 CREDENTIAL = re.compile(r"(Url|Token|Password|Username|ClientKey|Headers|Routes|Policy|Secret|AppSettings)$")
+seen("credential-secure")
+seen("secure-params")
 for name in re.findall(r"^param (\w+) ", main_text, re.M):
     if CREDENTIAL.search(name) and "@secure()" not in (param_block(main_text, name) or ""):
-        fail(f"{main}: param {name} can carry a credential and must be @secure()")
+        fail("credential-secure", f"{main}: param {name} can carry a credential and must be @secure()")
 for name in ("auditWebhookUrl", "auditWebhookBearerToken", "auditWebhookPassword", "auditWebhookClientKey", "auditWebhookHeaders", "auditRoutes", "auditPolicy", "extraAppSettings", "alertWebhookUrl"):
     block = param_block(main_text, name)
     if block is None or "@secure()" not in block:
-        fail(f"{main}: param {name} must exist and be @secure()")
-rule("partitionCount's description must say it cannot change after creation", re.search(r"@description\('[^']*Fixed at creation[^']*'\)\s*\n(@\w+\(\d+\)\s*\n)*param partitionCount", main_text))
+        fail("secure-params", f"{main}: param {name} must exist and be @secure()")
+rule("partitionCount-warning", "partitionCount's description must say it cannot change after creation", re.search(r"@description\('[^']*Fixed at creation[^']*'\)\s*\n(@\w+\(\d+\)\s*\n)*param partitionCount", main_text))
 
 # Settings: every AUDIT_* variable the forwarder reads is a template setting; the collection is
 # owned by the template (parameters plus the secure extraAppSettings), so a redeploy keeps them.
 config_rs = REPO / "src" / "config" / "vars.rs"
 forwarder_vars = sorted(set(re.findall(r'pub const \w+: &str = "(AUDIT_\w+)"', config_rs.read_text()))) if config_rs.exists() else []
+seen("settings-found")
+seen("settings-in-template")
 if not forwarder_vars:
-    fail("src/config/vars.rs: no AUDIT_* variables found in `vars`")
+    fail("settings-found", "src/config/vars.rs: no AUDIT_* variables found in `vars`")
 settings_block = re.search(r"^var auditSettings = \{(.*?)^\}", main_text, re.M | re.S)
 settings_keys = set(re.findall(r"^  (\w+): ", settings_block.group(1), re.M)) if settings_block else set()
 for var in forwarder_vars:
     if var not in settings_keys:
-        fail(f"{main}: {var} (read by the forwarder) is not in auditSettings: a redeploy would drop it")
-rule("app settings must be union(auditSettings, extraAppSettings, platformSettings)", re.search(r"^var allAppSettings = union\(auditSettings, extraAppSettings, platformSettings\)$", main_text, re.M))
-rule("the app settings resource must hold the whole allAppSettings collection", re.search(r"^  parent: site\n  name: 'appsettings'\n  properties: allAppSettings$", resource_body(main_text, "appSettings"), re.M))
-rule("no app settings inline in the site (they would be a second, partial collection)", "appSettings:" not in resource_body(main_text, "site"))
+        fail("settings-in-template", f"{main}: {var} (read by the forwarder) is not in auditSettings: a redeploy would drop it")
+rule("settings-union", "app settings must be union(auditSettings, extraAppSettings, platformSettings)", re.search(r"^var allAppSettings = union\(auditSettings, extraAppSettings, platformSettings\)$", main_text, re.M))
+rule("settings-whole-collection", "the app settings resource must hold the whole allAppSettings collection", re.search(r"^  parent: site\n  name: 'appsettings'\n  properties: allAppSettings$", resource_body(main_text, "appSettings"), re.M))
+rule("settings-not-inline", "no app settings inline in the site (they would be a second, partial collection)", "appSettings:" not in resource_body(main_text, "site"))
 print(f"ok   settings: {len(forwarder_vars)} AUDIT_* variables from src/config/vars.rs are template settings")
 
 # Key Vault references resolve with the user-assigned identity, which may read the vault.
-rule("keyVaultReferenceIdentity must be the user-assigned identity", re.search(r"^    keyVaultReferenceIdentity: identity\.id$", resource_body(main_text, "site"), re.M))
+rule("keyvault-reference-identity", "keyVaultReferenceIdentity must be the user-assigned identity", re.search(r"^    keyVaultReferenceIdentity: identity\.id$", resource_body(main_text, "site"), re.M))
 kv = modules.get("key-vault-access.bicep", "")
+seen("keyvault-secrets-user")
 if "4633458b-17de-408a-b874-0445c86b69e6" not in kv or "Microsoft.Authorization/roleAssignments@" not in kv:
-    fail("infra/modules/key-vault-access.bicep: Key Vault Secrets User assignment missing")
-rule("the Key Vault access module must run when keyVaultName is set", re.search(r"module keyVaultAccess 'modules/key-vault-access\.bicep' = if \(!empty\(keyVaultName\)\)", main_text))
+    fail("keyvault-secrets-user", "infra/modules/key-vault-access.bicep: Key Vault Secrets User assignment missing")
+rule("keyvault-module-condition", "the Key Vault access module must run when keyVaultName is set", re.search(r"module keyVaultAccess 'modules/key-vault-access\.bicep' = if \(!empty\(keyVaultName\)\)", main_text))
 
 # Publishing: basic-auth credentials off for FTP and SCM.
 for kind in ("ftp", "scm"):
-    rule(f"basic publishing credentials for {kind} must be off", re.search(rf"basicPublishingCredentialsPolicies@[^']+' = \{{\s*parent: site\s*name: '{kind}'\s*properties: \{{\s*allow: false", main_text))
+    rule(f"basic-auth-off:{kind}", f"basic publishing credentials for {kind} must be off", re.search(rf"basicPublishingCredentialsPolicies@[^']+' = \{{\s*parent: site\s*name: '{kind}'\s*properties: \{{\s*allow: false", main_text))
 
 # One audit category, shared by the diagnostic setting and AUDIT_CATEGORIES.
 diag = modules.get("aks-diagnostic-setting.bicep", "")
 categories = re.findall(r"^\s+category: (.+)$", diag, re.M)
+seen("one-category")
 if categories != ["auditCategory"]:
-    fail(f"infra/modules/aks-diagnostic-setting.bicep: expected exactly one log category (auditCategory), found {categories}")
-rule("AUDIT_CATEGORIES must follow auditCategory", re.search(r"^  AUDIT_CATEGORIES: auditCategory$", main_text, re.M))
-rule("the diagnostic setting must stream auditCategory", re.search(r"^    auditCategory: auditCategory$", main_text, re.M))
-rule("the diagnostic setting name must be unique per forwarder", re.search(r"^    diagnosticSettingName: aksDiagnosticSettingName$", main_text, re.M) and "${suffix}" in variables.get("aksDiagnosticSettingName", ""))
-rule("the cluster may be in another subscription", re.search(r"scope: resourceGroup\(aksSubscriptionId, aksResourceGroup\)", main_text))
+    fail("one-category", f"infra/modules/aks-diagnostic-setting.bicep: expected exactly one log category (auditCategory), found {categories}")
+rule("categories-follow", "AUDIT_CATEGORIES must follow auditCategory", re.search(r"^  AUDIT_CATEGORIES: auditCategory$", main_text, re.M))
+rule("diagnostic-setting-category", "the diagnostic setting must stream auditCategory", re.search(r"^    auditCategory: auditCategory$", main_text, re.M))
+rule("diagnostic-setting-unique", "the diagnostic setting name must be unique per forwarder", re.search(r"^    diagnosticSettingName: aksDiagnosticSettingName$", main_text, re.M) and "${suffix}" in variables.get("aksDiagnosticSettingName", ""))
+rule("cluster-subscription", "the cluster may be in another subscription", re.search(r"scope: resourceGroup\(aksSubscriptionId, aksResourceGroup\)", main_text))
 # The namespace rule the diagnostic setting streams with: "Streaming to Event Hubs requires Manage,
 # Send, and Listen permissions" (Azure Monitor, Diagnostic settings, destination limitations).
 stream_rule = re.search(r"^    eventHubAuthorizationRuleId: (\w+)\.id$", main_text, re.M)
 stream_rule_body = resource_body(main_text, stream_rule.group(1)) if stream_rule else ""
 stream_rights = set(re.findall(r"^      '(\w+)'$", stream_rule_body, re.M))
 rule(
+    "stream-rule-rights",
     f"the authorization rule the diagnostic setting streams with needs Manage, Send and Listen (has {sorted(stream_rights)})",
     "namespaces/authorizationRules@" in stream_rule_body and {"Manage", "Send", "Listen"} <= stream_rights,
 )
 
 # Telling the operator: alerts, action group, diagnostic settings, dead-letter retention.
 alerts = re.findall(r"^resource (\w+) 'Microsoft\.Insights/scheduledQueryRules@", main_text, re.M)
-for symbol, needle in {"alertDeliveryStalled": "Success == false", "alertDeadLetters": 'Message contains "dead_lettered="', "alertFallingBehind": "IncomingMessages"}.items():
+ALERT_QUERIES = {
+    "alertDeliveryStalled": "Success == false",
+    "alertDeadLetters": 'Message contains "dead_lettered="',
+    "alertFallingBehind": "IncomingMessages",
+    "alertFreshness": 'extract("lag_ms=([0-9]+)", 1, Message)',
+}
+for symbol, needle in ALERT_QUERIES.items():
+    seen(f"alert:{symbol}")
     body = resource_body(main_text, symbol)
     if symbol not in alerts or needle not in body or "actionGroups: alertActionGroups" not in body:
-        fail(f"{main}: alert {symbol} (query on {needle!r}, wired to the action group) missing")
+        fail(f"alert:{symbol}", f"{main}: alert {symbol} (query on {needle!r}, wired to the action group) missing")
+# Freshness (docs/operations.md): the 95th percentile of lag_ms over the window, compared with the
+# threshold parameter in milliseconds, under the documented name.
+freshness = resource_body(main_text, "alertFreshness")
+rule("freshness-name", "the freshness alert must be named alert-<app>-freshness", "name: 'alert-${appName}-freshness'" in freshness)
+rule("freshness-p95", "the freshness alert must take the 95th percentile of lag_ms and alert on its maximum", "percentile(lagMs, 95)" in freshness and "metricMeasureColumn: 'lagP95Ms'" in freshness and "timeAggregation: 'Maximum'" in freshness)
+rule("freshness-threshold", "the freshness alert must compare with freshnessThresholdSeconds in milliseconds", "threshold: freshnessThresholdSeconds * 1000" in freshness and re.search(r"^param freshnessThresholdSeconds int = \d+$", main_text, re.M))
+rule("freshness-window", "the freshness alert's window must be freshnessWindowMinutes", "windowSize: 'PT${freshnessWindowMinutes}M'" in freshness)
 # Log alert windows: the service accepts only these aggregation granularities, in minutes
 # ("Supported granularities are: 5, 10, 15, 30, 45, 60, 120, 180, 240, 300, 360, 1440, 2880",
 # its answer to any other windowSize; Azure/azure-rest-api-specs#21258).
@@ -482,10 +531,12 @@ def window_values(symbol):
 
 for symbol in alerts:
     values = window_values(symbol)
+    seen("alert-window-form")
+    seen("alert-window-sizes")
     if values is None:
-        fail(f"{main}: alert {symbol}: windowSize must be a literal duration or 'PT${{param}}M' with a param limited by @allowed to the supported window sizes")
+        fail("alert-window-form", f"{main}: alert {symbol}: windowSize must be a literal duration or 'PT${{param}}M' with a param limited by @allowed to the supported window sizes")
     elif not set(values) <= ALERT_WINDOWS:
-        fail(f"{main}: alert {symbol}: windowSize {sorted(set(values) - ALERT_WINDOWS)} minutes is not a window size log alerts accept {sorted(ALERT_WINDOWS)}")
+        fail("alert-window-sizes", f"{main}: alert {symbol}: windowSize {sorted(set(values) - ALERT_WINDOWS)} minutes is not a window size log alerts accept {sorted(ALERT_WINDOWS)}")
 
 # The delivery-stalled alert must keep firing while a partition stays stalled: a stalled
 # partition fails once per delivery deadline and then waits up to the retry policy's
@@ -497,8 +548,10 @@ max_interval = re.fullmatch(r"(\d+):(\d+):(\d+)", str(retry_policy.get("maximumI
 deadline_default = re.search(r"^param auditDeliveryDeadline string = '(\d+)(ms|s|m|h)'$", main_text, re.M)
 threshold_default = re.search(r"^param failedInvocationsThreshold int = (\d+)$", main_text, re.M)
 stalled_windows = window_values("alertDeliveryStalled")
+seen("stalled-cadence-readable")
+seen("stalled-cadence")
 if not (max_interval and deadline_default and threshold_default and stalled_windows):
-    fail(f"{main}: cannot compare the delivery-stalled window with the retry cadence (function.json retry.maximumInterval, auditDeliveryDeadline and failedInvocationsThreshold defaults)")
+    fail("stalled-cadence-readable", f"{main}: cannot compare the delivery-stalled window with the retry cadence (function.json retry.maximumInterval, auditDeliveryDeadline and failedInvocationsThreshold defaults)")
 else:
     hours, mins, secs = (int(g) for g in max_interval.groups())
     unit = {"ms": 1 / 60000, "s": 1 / 60, "m": 1, "h": 60}[deadline_default.group(2)]
@@ -506,63 +559,66 @@ else:
     threshold = int(threshold_default.group(1))
     window = min(stalled_windows)
     if int(window // period) < threshold:
-        fail(f"{main}: the delivery-stalled alert's {window}-minute window holds only {int(window // period)} failures of a stalled partition (one every {period:g} minutes: deadline plus retry maximumInterval), below its threshold {threshold}; it would resolve while delivery is still stalled")
-rule("optional action group (email, webhook)", re.search(r"resource actionGroup 'Microsoft\.Insights/actionGroups@[^']+' = if \(createActionGroup\)", main_text))
-for symbol, scope in {"siteDiagnostics": "site", "eventHubDiagnostics": "eventHubNamespace"}.items():
-    body = resource_body(main_text, symbol)
-    if f"scope: {scope}" not in body or "workspaceId: logAnalytics.id" not in body:
-        fail(f"{main}: diagnostic setting {symbol} for {scope} to the workspace missing")
+        fail("stalled-cadence", f"{main}: the delivery-stalled alert's {window}-minute window holds only {int(window // period)} failures of a stalled partition (one every {period:g} minutes: deadline plus retry maximumInterval), below its threshold {threshold}; it would resolve while delivery is still stalled")
+rule("action-group", "optional action group (email, webhook)", re.search(r"resource actionGroup 'Microsoft\.Insights/actionGroups@[^']+' = if \(createActionGroup\)", main_text))
+body = resource_body(main_text, "eventHubDiagnostics")
+rule("namespace-diagnostics", "diagnostic setting eventHubDiagnostics for eventHubNamespace to the workspace missing", "scope: eventHubNamespace" in body and "workspaceId: logAnalytics.id" in body)
+# Microsoft's Flex Consumption page has listed diagnostic settings as not supported on the plan:
+# the app's logs reach the workspace through Application Insights instead (docs/deployment.md).
+rule("no-site-diagnostics", "no diagnostic setting on the function app (Flex Consumption: not supported; logs go through Application Insights)", not re.search(r"^  scope: site$", main_text, re.M))
 lifecycle = resource_body(main_text, "storageLifecycle")
-if "${deadLetterContainerName}/" not in lifecycle or "daysAfterModificationGreaterThan: deadLetterRetentionDays" not in lifecycle:
-    fail(f"{main}: lifecycle rule on the dead-letter container missing")
+rule("deadletter-lifecycle", "lifecycle rule on the dead-letter container missing", "${deadLetterContainerName}/" in lifecycle and "daysAfterModificationGreaterThan: deadLetterRetentionDays" in lifecycle)
 host_json = json.loads((REPO / "host.json").read_text())
 sampling = host_json.get("logging", {}).get("applicationInsights", {}).get("samplingSettings", {})
 excluded = {t.strip() for t in str(sampling.get("excludedTypes", "")).split(";")}
+seen("sampling")
 if sampling.get("isEnabled", True) and not {"Request", "Trace"} <= excluded:
-    fail("host.json: Application Insights sampling may drop the summary lines (Trace) or invocations (Request); exclude both")
+    fail("sampling", "host.json: Application Insights sampling may drop the summary lines (Trace) or invocations (Request); exclude both")
 
 # Network: optional private endpoints for storage and Event Hubs, firewalls follow them.
-rule("optional private endpoints module", re.search(r"module privateEndpoints 'modules/private-endpoints\.bicep' = if \(usePrivateEndpoints\)", main_text))
+rule("private-endpoints-module", "optional private endpoints module", re.search(r"module privateEndpoints 'modules/private-endpoints\.bicep' = if \(usePrivateEndpoints\)", main_text))
 pe = modules.get("private-endpoints.bicep", "")
 for group in ("blob", "table", "namespace"):
+    seen(f"private-endpoint:{group}")
     if f"group: '{group}'" not in pe:
-        fail(f"infra/modules/private-endpoints.bicep: no private endpoint for {group}")
-rule("storage firewall denies by default with private endpoints", "defaultAction: usePrivateEndpoints ? 'Deny' : 'Allow'" in resource_body(main_text, "storage"))
-rule("Event Hubs firewall denies by default with private endpoints", re.search(r"networkRuleSets@[^']+' = if \(usePrivateEndpoints\)[^}]*defaultAction: 'Deny'", main_text, re.S))
+        fail(f"private-endpoint:{group}", f"infra/modules/private-endpoints.bicep: no private endpoint for {group}")
+rule("storage-firewall", "storage firewall denies by default with private endpoints", "defaultAction: usePrivateEndpoints ? 'Deny' : 'Allow'" in resource_body(main_text, "storage"))
+rule("eventhubs-firewall", "Event Hubs firewall denies by default with private endpoints", re.search(r"networkRuleSets@[^']+' = if \(usePrivateEndpoints\)[^}]*defaultAction: 'Deny'", main_text, re.S))
 
 # Throughput and outputs.
 for name in ("eventHubThroughputUnits", "eventHubAutoInflate", "eventHubMaximumThroughputUnits"):
-    if not re.search(rf"^param {name} ", main_text, re.M):
-        fail(f"{main}: param {name} missing")
+    rule(f"throughput-param:{name}", f"param {name} missing", re.search(rf"^param {name} ", main_text, re.M))
 outputs = set(re.findall(r"^output (\w+) ", main_text, re.M))
 for name in ("functionAppName", "eventHubNamespace", "eventHubName", "consumerGroup", "storageAccountName", "appInsightsName", "identityClientId", "identityPrincipalId", "aksDiagnosticSettingName", "aksClusterId"):
-    if name not in outputs:
-        fail(f"{main}: output {name} missing")
+    rule(f"output:{name}", f"output {name} missing", name in outputs)
 
 # Packaging: what a publish run must leave out.
 funcignore = (REPO / ".funcignore").read_text().split()
 for entry in ("dist/", ".azurite/", "local.settings.json"):
+    seen(f"funcignore:{entry}")
     if entry not in funcignore:
-        fail(f".funcignore: {entry} missing")
-if not (REPO / "scripts" / "uninstall.sh").exists():
-    fail("scripts/uninstall.sh missing")
-elif "az monitor diagnostic-settings delete" not in (REPO / "scripts" / "uninstall.sh").read_text():
-    fail("scripts/uninstall.sh: the cluster's diagnostic setting is not removed")
+        fail(f"funcignore:{entry}", f".funcignore: {entry} missing")
+uninstall = REPO / "scripts" / "uninstall.sh"
+seen("uninstall-diagnostic-setting")
+if not uninstall.exists() or "az monitor diagnostic-settings delete" not in uninstall.read_text():
+    fail("uninstall-diagnostic-setting", "scripts/uninstall.sh: missing, or the cluster's diagnostic setting is not removed")
 
 
 # .bicepparam: no parser reads it offline; check its names against main.bicep.
 params_in_main = dict(re.findall(r"^param (\w+) \w+( =)?", main_text, re.M))
+for rule_id in ("bicepparam-using", "bicepparam-known", "bicepparam-required"):
+    seen(rule_id)
 for path in sorted(INFRA.rglob("*.bicepparam")):
     text = path.read_text()
     if not re.search(r"^using '\./main\.bicep'", text, re.M):
-        fail(f"{path}: expected using './main.bicep'")
+        fail("bicepparam-using", f"{path}: expected using './main.bicep'")
     given = re.findall(r"^param (\w+) = ", text, re.M)
     for name in given:
         if name not in params_in_main:
-            fail(f"{path}: param {name} is not a parameter of main.bicep")
+            fail("bicepparam-known", f"{path}: param {name} is not a parameter of main.bicep")
     for name, has_default in params_in_main.items():
         if not has_default and name not in given:
-            fail(f"{path}: required param {name} is not set")
+            fail("bicepparam-required", f"{path}: required param {name} is not set")
     print(f"ok   {path}: {len(given)} parameters, all known")
 
 # Security scan.
@@ -574,7 +630,7 @@ scan = None if not SCAN else subprocess.run(
 try:
     report = json.loads(scan.stdout) if scan else None
 except json.JSONDecodeError:
-    fail(f"checkov printed no JSON report: {scan.stderr[-2000:]}")
+    fail("scan", f"checkov printed no JSON report: {scan.stderr[-2000:]}")
     report = None
 if report is not None:
     reports = report if isinstance(report, list) else [report]
@@ -582,16 +638,19 @@ if report is not None:
         summary = r.get("summary", {})
         print(f"checkov: {summary}")
         if summary.get("parsing_errors"):
-            fail(f"checkov could not parse: {r['results'].get('parsing_errors')}")
+            fail("scan", f"checkov could not parse: {r['results'].get('parsing_errors')}")
         if summary.get("resource_count", 0) == 0:
-            fail("checkov scanned no resources")
+            fail("scan", "checkov scanned no resources")
         for check in r.get("results", {}).get("failed_checks", []):
-            fail(f"checkov {check['check_id']} {check['resource']}: {check['check_name']}")
+            fail("scan", f"checkov {check['check_id']} {check['resource']}: {check['check_name']}")
         for check in r.get("results", {}).get("skipped_checks", []):
             reason = (check.get("check_result") or {}).get("suppress_comment") or ""
             if len(reason.strip()) < 20:
-                fail(f"checkov skip of {check['check_id']} on {check['resource']} has no real justification")
+                fail("scan", f"checkov skip of {check['check_id']} on {check['resource']} has no real justification")
 
+if "--list-rules" in sys.argv[1:]:
+    for rule_id in sorted(RULES):
+        print(f"RULE {rule_id}")
 if failures:
     print(f"{len(failures)} infra check(s) failed")
     sys.exit(1)

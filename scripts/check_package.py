@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Checks the deployment zip: exactly the three files, `handler` executable and needing no
-glibc newer than 2.28, host.json pointing at it, and the unpacked `handler` starting as the
-Functions host starts it and answering GET /. Then checks the publish folder next to it
+"""Checks the deployment zip: the three files plus only files under config/, `handler`
+executable and needing no glibc newer than 2.28, host.json pointing at it, and the unpacked
+`handler` starting as the Functions host starts it and answering GET / (with --policy-file, with
+AUDIT_POLICY_FILE naming that file of the package, so a file-form setting is proved to reach the
+handler from the package). Then checks the publish folder next to it
 (dist/app): `func azure functionapp publish` run there must find FUNCTIONS_WORKER_RUNTIME=custom
 (Core Tools refuses to publish with "Worker runtime is not set" otherwise) and must not upload
 local.settings.json.
 
-Usage: check_package.py [dist/aks-audit-forwarder.zip]
+Usage: check_package.py [dist/aks-audit-forwarder.zip] [--policy-file config/<name>.yaml]
        check_package.py --publish-folder dist/app   (the folder check alone; any platform)
 """
 
@@ -72,12 +74,21 @@ if len(sys.argv) > 2 and sys.argv[1] == "--publish-folder":
     check_publish_folder(sys.argv[2])
     sys.exit(0)
 
-ZIP = sys.argv[1] if len(sys.argv) > 1 else "dist/aks-audit-forwarder.zip"
+ARGS = sys.argv[1:]
+POLICY_FILE = None
+if "--policy-file" in ARGS:
+    at = ARGS.index("--policy-file")
+    POLICY_FILE = ARGS[at + 1]
+    del ARGS[at : at + 2]
+ZIP = ARGS[0] if ARGS else "dist/aks-audit-forwarder.zip"
 
 with zipfile.ZipFile(ZIP) as z:
     names = {i.filename for i in z.infolist() if not i.is_dir()}
-    if names != EXPECTED:
-        die(f"zip holds {sorted(names)}, expected {sorted(EXPECTED)}")
+    config_files = {n for n in names if n.startswith("config/")}
+    if names - config_files != EXPECTED:
+        die(f"zip holds {sorted(names - config_files)} outside config/, expected {sorted(EXPECTED)}")
+    if POLICY_FILE and POLICY_FILE not in config_files:
+        die(f"--policy-file {POLICY_FILE} is not in the zip (its config/ holds {sorted(config_files)})")
     mode = z.getinfo("handler").external_attr >> 16
     if not mode & stat.S_IXUSR:
         die(f"handler is not executable in the zip (mode {oct(mode)})")
@@ -89,7 +100,7 @@ with zipfile.ZipFile(ZIP) as z:
     if (trigger["type"], trigger["cardinality"], trigger["dataType"]) != ("eventHubTrigger", "many", "binary"):
         die(f"unexpected trigger binding {trigger}")
     size = os.path.getsize(ZIP)
-    print(f"ok   {ZIP}: {sorted(names)}, handler mode {oct(mode & 0o777)}, {size / 1048576:.1f} MiB")
+    print(f"ok   {ZIP}: {sorted(names - config_files)} and {len(config_files)} file(s) under config/, handler mode {oct(mode & 0o777)}, {size / 1048576:.1f} MiB")
 
     with tempfile.TemporaryDirectory() as tmp:
         z.extractall(tmp)
@@ -112,6 +123,8 @@ with zipfile.ZipFile(ZIP) as z:
             AUDIT_WEBHOOK_URL="http://127.0.0.1:9/k8s_audit",
             FUNCTIONS_APP_ROOT_PATH=tmp,
         )
+        if POLICY_FILE:
+            env["AUDIT_POLICY_FILE"] = POLICY_FILE
         started = time.monotonic()
         process = subprocess.Popen([handler], cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
@@ -127,7 +140,8 @@ with zipfile.ZipFile(ZIP) as z:
             elapsed = (time.monotonic() - started) * 1000
             if status != 200:
                 die(f"GET / answered {status}")
-            print(f"ok   unpacked handler answered GET / with {status} after {elapsed:.0f} ms")
+            with_policy = f" with AUDIT_POLICY_FILE={POLICY_FILE} from the package" if POLICY_FILE else ""
+            print(f"ok   unpacked handler answered GET / with {status} after {elapsed:.0f} ms{with_policy}")
         finally:
             process.send_signal(signal.SIGTERM)
             code = process.wait(timeout=10)

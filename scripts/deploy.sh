@@ -4,27 +4,40 @@
 #
 #   scripts/deploy.sh <resource-group> [bicepparam-file] [name=value ...]
 #
-# e.g. scripts/deploy.sh rg-aks-audit infra/main.bicepparam auditWebhookUrl=http://10.240.0.100:7765/k8s_audit
+# e.g. scripts/deploy.sh rg-aks-audit ~/aks-audit/prod.bicepparam auditWebhookUrl=http://10.240.0.100:7765/k8s_audit
 #
-# 1. Pre-flight, before anything is created: the resource providers are registered, the cluster's
-#    region is read (the event hub must be there), the integration subnet is in the app's region,
-#    and Flex Consumption offers the custom runtime in the app's region.
-# 2. az deployment group create with infra/main.bicep.
+# The parameter file may live anywhere (a relative path is read from where you stand). A
+# .bicepparam file names its template in its `using` line, resolved from the file's own folder
+# (the Bicep CLI's rule), and it must be this checkout's infra/main.bicep: scripts/new-params.sh
+# writes such a copy anywhere. A .json parameter file is deployed with infra/main.bicep.
+#
+# 1. Pre-flight, before anything is created: the parameter file's template, the resource
+#    providers are registered, the cluster's region is read (the event hub must be there), the
+#    integration subnet is in the app's region, Flex Consumption offers the custom runtime in the
+#    app's region, and a Key Vault named by keyVaultName is reachable for Key Vault references.
+# 2. az deployment group create with that template.
 # 3. scripts/package.sh, then func azure functionapp publish from dist/app.
 #
 # Needs: az (logged in, with Bicep), Azure Functions Core Tools v4 (func), python3, and what
 # scripts/package.sh needs. Runs on bash 3.2 (macOS) and later.
 # Environment: DEPLOYMENT_NAME (default aks-audit-forwarder), DEPLOY_SKIP_PREFLIGHT=1,
-# DEPLOY_SKIP_PACKAGE=1 (publish an existing dist/app), DEPLOY_SKIP_PUBLISH=1.
+# DEPLOY_SKIP_PACKAGE=1 (publish an existing dist/app), DEPLOY_SKIP_PUBLISH=1,
+# DEPLOY_ALLOW_RESTRICTED_VAULT=1 (deploy although keyVaultName's vault restricts network access),
+# and what scripts/package.sh reads (PACKAGE_CONFIG_DIR: files shipped under config/).
 set -euo pipefail
+CALLER_DIR="$PWD"
 cd "$(dirname "$0")/.."
+REPO="$PWD"
 
 USAGE="usage: scripts/deploy.sh <resource-group> [bicepparam-file] [name=value ...]"
 RG="${1:?$USAGE}"
 shift
-PARAMS="infra/main.bicepparam"
+PARAMS="$REPO/infra/main.bicepparam"
 if [ $# -gt 0 ] && [ "${1#*=}" = "$1" ]; then
-  PARAMS="$1"
+  case "$1" in
+    /*) PARAMS="$1" ;;
+    *) PARAMS="$CALLER_DIR/$1" ;;
+  esac
   shift
 fi
 [ -f "$PARAMS" ] || { echo "parameter file not found: $PARAMS" >&2; exit 2; }
@@ -43,6 +56,29 @@ done
 die() { echo "deploy: $*" >&2; exit 1; }
 norm() { printf '%s' "$1" | tr -d ' ' | tr '[:upper:]' '[:lower:]'; }
 
+# The template the parameter file belongs to. The Bicep CLI resolves a .bicepparam file's
+# `using` path from the file's own folder and refuses a --template-file that names another
+# file, so the template is read from there, and it must be this checkout's infra/main.bicep
+# (the package is built from this checkout).
+template_of() {
+  local params="$1" using template
+  case "$params" in
+    *.bicepparam) ;;
+    *) printf '%s' "$REPO/infra/main.bicep"; return 0 ;;
+  esac
+  using="$(sed -nE "s/^[[:space:]]*using[[:space:]]+'([^']*)'.*/\1/p" "$params" | head -n 1)"
+  [ -n "$using" ] || die "$params has no using '<path>/main.bicep' line; start from a copy made by scripts/new-params.sh"
+  template="$(python3 -c 'import os, sys; print(os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(sys.argv[1])), sys.argv[2])))' "$params" "$using")"
+  if [ ! -f "$template" ] || ! python3 -c 'import os, sys; sys.exit(0 if os.path.realpath(sys.argv[1]) == os.path.realpath(sys.argv[2]) else 1)' "$template" "$REPO/infra/main.bicep"; then
+    local wanted
+    wanted="$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], os.path.dirname(os.path.abspath(sys.argv[2]))))' "$REPO/infra/main.bicep" "$params")"
+    die "$params says using '$using', which resolves to $template (a using path is read from the parameter file's folder)$([ -f "$template" ] || printf ', and that file does not exist'); it must be this checkout's template. Change the line to: using '$wanted'   (scripts/new-params.sh <file> writes copies that way)"
+  fi
+  printf '%s' "$template"
+}
+TEMPLATE="$(template_of "$PARAMS")"
+echo "ok   parameter file $PARAMS deploys $TEMPLATE"
+
 # The value a parameter will have: the last override, else the parameter file, else empty.
 param_value() {
   local name="$1" value="" kv
@@ -50,7 +86,7 @@ param_value() {
     *.json)
       value="$(python3 -c 'import json,sys; p=json.load(open(sys.argv[1])).get("parameters",{}).get(sys.argv[2],{}); print(p.get("value","") if isinstance(p.get("value",""),str) else "")' "$PARAMS" "$name")" ;;
     *)
-      value="$(sed -n "s/^param $name = '\\([^']*\\)'.*/\\1/p" "$PARAMS" | tail -n 1)" ;;
+      value="$(sed -nE "s/^[[:space:]]*param[[:space:]]+${name}[[:space:]]*=[[:space:]]*'([^']*)'.*/\\1/p" "$PARAMS" | tail -n 1)" ;;
   esac
   for kv in ${OVERRIDES[@]+"${OVERRIDES[@]}"}; do
     case "$kv" in "$name="*) value="${kv#*=}" ;; esac
@@ -61,7 +97,7 @@ param_given() {
   local name="$1" kv
   case "$PARAMS" in
     *.json) python3 -c 'import json,sys; sys.exit(0 if sys.argv[2] in json.load(open(sys.argv[1])).get("parameters",{}) else 1)' "$PARAMS" "$name" && return 0 ;;
-    *) grep -q "^param $name = " "$PARAMS" && return 0 ;;
+    *) grep -Eq "^[[:space:]]*param[[:space:]]+${name}[[:space:]]*=" "$PARAMS" && return 0 ;;
   esac
   for kv in ${OVERRIDES[@]+"${OVERRIDES[@]}"}; do
     case "$kv" in "$name="*) return 0 ;; esac
@@ -139,6 +175,26 @@ preflight() {
     echo "ok   private endpoint subnet is in $app_location"
   fi
 
+  # Key Vault references: Microsoft's Flex Consumption page (Considerations) has said that they
+  # do not resolve from a vault that restricts network access, even with VNet integration. An
+  # unresolved reference stops the forwarder at start-up, so check the vault before deploying.
+  local vault vault_rg vault_sub access
+  vault="$(param_value keyVaultName)"
+  if [ -n "$vault" ]; then
+    vault_rg="$(param_value keyVaultResourceGroup)"
+    vault_rg="${vault_rg:-$RG}"
+    vault_sub="$(param_value keyVaultSubscriptionId)"
+    access="$(az keyvault show --name "$vault" --resource-group "$vault_rg" ${vault_sub:+--subscription "$vault_sub"} \
+      --query "[properties.publicNetworkAccess, properties.networkAcls.defaultAction]" --output tsv)" ||
+      die "Key Vault $vault not found in resource group $vault_rg${vault_sub:+ of subscription $vault_sub} (keyVaultName, keyVaultResourceGroup, keyVaultSubscriptionId)"
+    case "$(norm "$access")" in
+      *disabled* | *deny*)
+        [ "${DEPLOY_ALLOW_RESTRICTED_VAULT:-0}" = 1 ] ||
+          die "Key Vault $vault restricts network access (public network access disabled, or its firewall denies by default). Flex Consumption apps cannot resolve Key Vault references through a network-restricted vault, even with VNet integration (Microsoft's Flex Consumption plan page, Considerations), and the forwarder refuses to start on an unresolved reference. Use a vault that allows public network access (reads stay limited to the app's identity by Azure RBAC), or pass the secret as a secure parameter (docs/deployment.md#secrets). DEPLOY_ALLOW_RESTRICTED_VAULT=1 deploys anyway." ;;
+    esac
+    echo "ok   Key Vault $vault allows the platform to resolve references (access by Azure RBAC)"
+  fi
+
   # Flex Consumption must offer the custom runtime (custom handlers) in the app's region.
   runtimes="$(az functionapp list-flexconsumption-runtimes --location "$app_location" --runtime custom --output tsv 2>/dev/null || true)"
   [ -n "$runtimes" ] ||
@@ -157,7 +213,7 @@ echo "== provision ($DEPLOYMENT in $RG)"
 az deployment group create \
   --resource-group "$RG" \
   --name "$DEPLOYMENT" \
-  --template-file infra/main.bicep \
+  --template-file "$TEMPLATE" \
   --parameters "$PARAMS" ${EXTRA[@]+"${EXTRA[@]}"} \
   --output none
 

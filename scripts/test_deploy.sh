@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Tests scripts/deploy.sh without Azure: az and func are stubs on PATH that log their arguments
-# and answer the pre-flight queries from environment variables. Covers argument handling
-# (no extra parameters under set -u, name=value overrides, a parameter file given or not), the
-# region and runtime pre-flight, and the publish step's worker runtime.
+# and answer the pre-flight queries from environment variables. `az deployment group create`
+# applies the Bicep CLI's rule for a .bicepparam file: its `using` path is resolved from the
+# file's own folder, must exist, and must be the file --template-file names, else it refuses.
+# Covers argument handling (no extra parameters under set -u, name=value overrides, a parameter
+# file given or not, relative to where the caller stands, copied outside infra/), the region,
+# runtime and Key Vault pre-flight, and the publish step's worker runtime.
 #
 #   scripts/test_deploy.sh
 set -euo pipefail
@@ -12,7 +15,7 @@ trap 'rm -rf "$WORK"' EXIT
 
 # A copy of what deploy.sh reads, and a publish folder as scripts/package.sh leaves it.
 mkdir -p "$WORK/repo/scripts" "$WORK/repo/infra" "$WORK/repo/dist/app/EventHubForwarder" "$WORK/bin"
-cp scripts/deploy.sh scripts/check_package.py "$WORK/repo/scripts/"
+cp scripts/deploy.sh scripts/new-params.sh scripts/check_package.py "$WORK/repo/scripts/"
 cp infra/main.bicep infra/main.bicepparam "$WORK/repo/infra/"
 cp host.json .funcignore "$WORK/repo/dist/app/"
 cp EventHubForwarder/function.json "$WORK/repo/dist/app/EventHubForwarder/"
@@ -30,7 +33,26 @@ case "$*" in
   "network vnet subnet show"*) echo "Microsoft.App/environments" ;;
   "network vnet show"*) echo "${STUB_VNET_LOCATION:-West Europe}" ;;
   "functionapp list-flexconsumption-runtimes"*) [ "${STUB_FLEX_CUSTOM:-yes}" = yes ] && printf 'custom\t1.0\n' ;;
-  "deployment group create"*) ;;
+  "keyvault show"*) printf '%s\n%s\n' "${STUB_VAULT_PUBLIC:-Enabled}" "${STUB_VAULT_DEFAULT_ACTION:-Allow}" ;;
+  "deployment group create"*)
+    # The Bicep CLI's rule (bicep build-params --bicep-file): the using path, read from the
+    # .bicepparam file's folder, must exist and be the template given.
+    python3 - "$@" <<'PY' || exit 1
+import os, re, sys
+args = sys.argv[1:]
+template = args[args.index("--template-file") + 1] if "--template-file" in args else None
+params = args[args.index("--parameters") + 1]
+if params.endswith(".bicepparam"):
+    using = re.search(r"^\s*using\s+'([^']*)'", open(params).read(), re.M)
+    if not using:
+        sys.exit(f"Error BCP337: {params} has no using declaration")
+    target = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(params)), using.group(1)))
+    if not os.path.isfile(target):
+        sys.exit(f"Error BCP091: An error occurred reading file. Could not find file '{target}'.")
+    if template and os.path.normpath(os.path.abspath(template)) != target:
+        sys.exit(f"Bicep file {os.path.abspath(template)} provided with --bicep-file option doesn't match the Bicep file {target} referenced by the \"using\" declaration in the parameters file")
+PY
+    ;;
   "deployment group show"*) echo "fwd-app" ;;
   *) echo "unexpected az call: $*" >&2; exit 3 ;;
 esac
@@ -50,8 +72,8 @@ run() { # name expected-status [env...] -- deploy args...
   shift
   : > "$WORK/log"
   set +e
-  env PATH="$WORK/bin:$PATH" STUB_LOG="$WORK/log" DEPLOY_SKIP_PACKAGE=1 ${envs[@]+"${envs[@]}"} \
-    bash "$WORK/repo/scripts/deploy.sh" "$@" > "$WORK/out" 2>&1
+  (cd "${RUN_DIR:-.}" && env PATH="$WORK/bin:$PATH" STUB_LOG="$WORK/log" DEPLOY_SKIP_PACKAGE=1 ${envs[@]+"${envs[@]}"} \
+    bash "$WORK/repo/scripts/deploy.sh" "$@") > "$WORK/out" 2>&1
   status=$?
   set -e
   if [ "$status" -ne "$expected" ]; then
@@ -65,7 +87,7 @@ expect_out() { grep -q -- "$2" "$WORK/out" || { echo "FAIL $1: output lacks: $2"
 refute_log() { if grep -q -- "$2" "$WORK/log"; then echo "FAIL $1: az/func log has: $2"; failures=$((failures + 1)); fi; }
 
 run "no extra parameters, no pre-flight (empty arrays under set -u)" 0 DEPLOY_SKIP_PREFLIGHT=1 -- rg-test &&
-  { expect_log "empty" "--parameters infra/main.bicepparam --output none"
+  { expect_log "empty" "--parameters $WORK/repo/infra/main.bicepparam --output none"
     refute_log "empty" "--parameters eventHubLocation"
     expect_log "empty" "func azure functionapp publish fwd-app runtime=custom settings=yes"; }
 
@@ -74,14 +96,14 @@ run "default parameter file, pre-flight sets the hub's region from the cluster" 
     expect_log "pre-flight" "--parameters eventHubLocation=northeurope"
     expect_log "pre-flight" "functionapp list-flexconsumption-runtimes --location northeurope --runtime custom"; }
 
-run "overrides pass through as --parameters" 0 DEPLOY_SKIP_PREFLIGHT=1 -- rg-test infra/main.bicepparam auditWebhookUrl=http://10.0.0.1:7765/a partitionCount=8 &&
+RUN_DIR="$WORK/repo" run "overrides pass through as --parameters" 0 DEPLOY_SKIP_PREFLIGHT=1 -- rg-test infra/main.bicepparam auditWebhookUrl=http://10.0.0.1:7765/a partitionCount=8 &&
   { expect_log "overrides" "--parameters auditWebhookUrl=http://10.0.0.1:7765/a --parameters partitionCount=8"; }
 
 run "a multi-line value stays one argument" 0 DEPLOY_SKIP_PREFLIGHT=1 -- rg-test "auditRoutes=$(printf 'routes:\n  - name: a b\n')" &&
   { expect_log "multi-line" "--parameters auditRoutes=routes:"; }
 
 run "overrides without a parameter file" 0 DEPLOY_SKIP_PREFLIGHT=1 -- rg-test appName=other-fwd &&
-  { expect_log "no file" "--parameters infra/main.bicepparam --parameters appName=other-fwd"; }
+  { expect_log "no file" "--parameters $WORK/repo/infra/main.bicepparam --parameters appName=other-fwd"; }
 
 run "eventHubLocation given and not the cluster's region" 1 STUB_CLUSTER_LOCATION=northeurope -- rg-test eventHubLocation=westeurope &&
   { expect_out "hub region" "streams only to an event hub in the cluster's region"; refute_log "hub region" "deployment group create"; }
@@ -96,6 +118,38 @@ run "unregistered resource provider" 1 STUB_PROVIDER_STATE=NotRegistered -- rg-t
   { expect_out "providers" "az provider register --namespace Microsoft.Web"; }
 
 run "not a name=value argument" 2 -- rg-test infra/main.bicepparam oops || true
+
+# A parameter file copied outside infra/, as a user keeps it next to their other configuration.
+mkdir -p "$WORK/ops/prod" "$WORK/elsewhere"
+cp "$WORK/repo/infra/main.bicepparam" "$WORK/ops/prod/copied.bicepparam"
+run "a plain copy outside infra/ is refused before anything is created" 1 -- rg-test "$WORK/ops/prod/copied.bicepparam" &&
+  { expect_out "plain copy" "using '../../repo/infra/main.bicep'"; expect_out "plain copy" "does not exist"
+    refute_log "plain copy" "deployment group create"; refute_log "plain copy" "provider show"; }
+
+(cd "$WORK/elsewhere" && bash "$WORK/repo/scripts/new-params.sh" ../ops/prod/new.bicepparam) > "$WORK/out" 2>&1 ||
+  { echo "FAIL new-params.sh:"; sed 's/^/     /' "$WORK/out"; failures=$((failures + 1)); }
+grep -q "^using '../../repo/infra/main.bicep'$" "$WORK/ops/prod/new.bicepparam" ||
+  { echo "FAIL new-params.sh did not point using at the template"; head -n 3 "$WORK/ops/prod/new.bicepparam"; failures=$((failures + 1)); }
+# deploy.sh run from another folder, with the path relative to that folder, as a user types it.
+RUN_DIR="$WORK/elsewhere" run "a new-params.sh copy outside infra/, given relative to the caller, deploys" 0 STUB_CLUSTER_LOCATION=westeurope -- rg-test ../ops/prod/new.bicepparam &&
+  { expect_log "copy" "--template-file $WORK/repo/infra/main.bicep --parameters $WORK/elsewhere/../ops/prod/new.bicepparam"
+    expect_log "copy" "aks show --name aks-prod-weu"; }
+
+# Spacing the Bicep grammar allows: the pre-flight still reads the values.
+sed -e "s/^param aksClusterName = 'aks-prod-weu'/param  aksClusterName='aks-spaced'/" \
+    -e "s|^// param location = 'northeurope'.*|param location   =   'northeurope'|" \
+    "$WORK/ops/prod/new.bicepparam" > "$WORK/ops/prod/spaced.bicepparam"
+run "parameters written with other spacing are read" 0 STUB_CLUSTER_LOCATION=westeurope STUB_VNET_LOCATION=northeurope -- rg-test "$WORK/ops/prod/spaced.bicepparam" &&
+  { expect_log "spacing" "aks show --name aks-spaced"; expect_log "spacing" "list-flexconsumption-runtimes --location northeurope"; }
+
+run "Key Vault that allows the platform's lookups" 0 -- rg-test keyVaultName=kv-open &&
+  { expect_log "vault open" "keyvault show --name kv-open --resource-group rg-test"; expect_out "vault open" "Key Vault kv-open allows"; }
+run "Key Vault behind a firewall is refused before anything is created" 1 STUB_VAULT_DEFAULT_ACTION=Deny -- rg-test keyVaultName=kv-closed &&
+  { expect_out "vault closed" "cannot resolve Key Vault references through a network-restricted vault"; refute_log "vault closed" "deployment group create"; }
+run "Key Vault without public network access is refused" 1 STUB_VAULT_PUBLIC=Disabled -- rg-test keyVaultName=kv-private &&
+  { expect_out "vault private" "restricts network access"; }
+run "a restricted vault deploys when asked to" 0 STUB_VAULT_PUBLIC=Disabled DEPLOY_ALLOW_RESTRICTED_VAULT=1 -- rg-test keyVaultName=kv-private &&
+  { expect_log "vault forced" "deployment group create"; }
 
 rm "$WORK/repo/dist/app/local.settings.json"
 run "publish folder without local.settings.json is refused before publishing" 1 DEPLOY_SKIP_PREFLIGHT=1 -- rg-test &&
