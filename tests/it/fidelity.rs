@@ -6,10 +6,10 @@ use aks_audit_forwarder::tools::hostsim::{build_request, Shape, SimPartition};
 use crate::helpers::*;
 
 /// An event body that starts with `EF BB BF` and a valid envelope is converted, whichever
-/// way the host encodes the trigger.
+/// way the host encodes the trigger, and its Event sent with the bytes its record held.
 #[tokio::test]
 async fn a_leading_bom_is_accepted_in_every_host_shape() {
-    let receiver = start_receiver().await;
+    let receiver = start_exact_receiver().await;
     let handler = spawn_handler(&[("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit"))]).await;
     let shapes = [
         Shape::ManyBinary,
@@ -19,10 +19,12 @@ async fn a_leading_bom_is_accepted_in_every_host_shape() {
         Shape::StructuredArray,
     ];
     let mut expected = Vec::new();
+    let mut all = Vec::new();
     for (i, shape) in shapes.into_iter().enumerate() {
         let event = audit_event(&format!("bom-{i}"), 0);
         let mut body = b"\xEF\xBB\xBF".to_vec();
         body.extend(envelope(vec![record("kube-audit", &event)]));
+        all.push(body.clone());
         let request = build_request(shape, &[body], &mut SimPartition::new("0"), None).unwrap();
         let answer = handler
             .host
@@ -38,6 +40,7 @@ async fn a_leading_bom_is_accepted_in_every_host_shape() {
         expected.push(event);
     }
     assert_same_events(receiver.receiver.events(), &expected);
+    assert_exact_events(&receiver.sent(), &all, &expected, str::to_string);
 }
 
 /// A diagnostic setting streaming both `kube-audit` and `kube-audit-admin`: within an

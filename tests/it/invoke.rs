@@ -5,9 +5,9 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-/// Every `Data` encoding the host can send delivers every valid Event, equal as JSON to the
-/// input, and nothing else: other categories, malformed records and non-envelope bodies stay
-/// out.
+/// Every `Data` encoding the host can send delivers every valid Event, each with the exact
+/// bytes its record held in `properties.log` (key order, escapes and all), and nothing else:
+/// other categories, malformed records and non-envelope bodies stay out.
 #[tokio::test]
 async fn every_shape_delivers_exactly_the_valid_events() {
     for shape in [
@@ -17,7 +17,7 @@ async fn every_shape_delivers_exactly_the_valid_events() {
         Shape::OneString,
         Shape::OneBinary,
     ] {
-        let receiver = start_receiver().await;
+        let receiver = start_exact_receiver().await;
         let url = receiver.url("/k8s_audit");
         let handler = spawn_handler(&[("AUDIT_WEBHOOK_URL", &url)]).await;
 
@@ -57,6 +57,7 @@ async fn every_shape_delivers_exactly_the_valid_events() {
         assert_eq!(receiver.receiver.stats().refused, 0);
         assert_eq!(receiver.receiver.stats().duplicates, 0);
         assert_same_events(receiver.receiver.events(), &expected);
+        assert_exact_events(&receiver.sent(), &bodies, &expected, str::to_string);
         for batch in receiver.receiver.batches() {
             assert_eq!(batch.shape, "EventList");
             assert_eq!(batch.path, "/k8s_audit");

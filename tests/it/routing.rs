@@ -12,21 +12,29 @@ fn example(name: &str) -> String {
     format!("{}/examples/policies/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// An Event at RequestResponse with bodies, of `stage`.
+/// The `responseObject` of [`full_event`], as kube-apiserver writes it.
+const RESPONSE_OBJECT: &str = r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"app","namespace":"shop","managedFields":[]}}"#;
+
+/// An Event at RequestResponse with bodies, of `stage`, spelt as kube-apiserver writes it.
 fn full_event(id: &str, stage: &str) -> String {
-    let mut v: Value = serde_json::from_str(&audit_event(id, 10)).unwrap();
-    v["level"] = json!("RequestResponse");
-    v["stage"] = json!(stage);
-    v["responseObject"] =
-        json!({"kind": "ConfigMap", "metadata": {"name": "app", "managedFields": []}});
-    v.to_string()
+    audit_event(id, 10)
+        .replace(r#""level":"Request""#, r#""level":"RequestResponse""#)
+        .replace(
+            r#""stage":"ResponseComplete""#,
+            &format!(r#""stage":"{stage}""#),
+        )
+        .replace(
+            r#","requestReceivedTimestamp""#,
+            &format!(r#","responseObject":{RESPONSE_OBJECT},"requestReceivedTimestamp""#),
+        )
 }
 
 /// `AUDIT_POLICY_FILE` with the shipped metadata-only policy: bodies are stripped, the level
-/// lowered, RequestReceived dropped and counted; everything else of each Event is untouched.
+/// lowered, RequestReceived dropped and counted; every other byte of each Event is as its
+/// record held it.
 #[tokio::test]
 async fn policy_file_filters_through_the_handler() {
-    let receiver = start_receiver().await;
+    let receiver = start_exact_receiver().await;
     let handler = spawn_handler(&[
         ("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit")),
         ("AUDIT_POLICY_FILE", &example("metadata-only.yaml")),
@@ -37,8 +45,11 @@ async fn policy_file_filters_through_the_handler() {
         full_event("p-2", "RequestReceived"),
         full_event("p-3", "ResponseComplete"),
     ];
+    assert!(events[0].contains(RESPONSE_OBJECT) && events[0].contains("RequestResponse"));
     let body = envelope(events.iter().map(|e| record("kube-audit", e)).collect());
-    let answer = handler.invoke_bodies(&[body], "0").await;
+    let answer = handler
+        .invoke_bodies(std::slice::from_ref(&body), "0")
+        .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(answer.body.contains("policy_dropped=1"), "{}", answer.body);
 
@@ -52,6 +63,14 @@ async fn policy_file_filters_through_the_handler() {
         obj.insert("level".into(), json!("Metadata"));
         assert_eq!(out, &want);
     }
+    // The Policy's edits, and nothing else: the bodies' members gone, the level replaced.
+    let metadata_only = |logged: &str| {
+        let text = drop_member(logged, "requestObject");
+        let text = drop_member(&text, "responseObject");
+        replace_member(&text, "level", r#""Metadata""#)
+    };
+    let want = [events[0].clone(), events[2].clone()];
+    assert_exact_events(&receiver.sent(), &[body], &want, metadata_only);
 }
 
 /// Events the Policy cannot read as kube-apiserver types (`level: 5`, a key given twice) are
@@ -127,8 +146,8 @@ fn bad_policy_file_fails_startup() {
 /// the rest, repeating what the healthy route already had (at-least-once).
 #[tokio::test]
 async fn routes_split_a_mixed_batch_and_isolate_a_failing_receiver() {
-    let prod = start_receiver().await;
-    let staging = start_receiver().await;
+    let prod = start_exact_receiver().await;
+    let staging = start_exact_receiver().await;
     staging
         .receiver
         .push_script(std::iter::repeat_n(Scripted::Status(503), 1000));
@@ -217,6 +236,21 @@ async fn routes_split_a_mixed_batch_and_isolate_a_failing_receiver() {
     let want_prod: Vec<String> = expected_prod.iter().map(annotated).collect();
     assert_same_events(prod_events[..4].to_vec(), &want_prod);
     assert_same_events(prod_events[4..].to_vec(), &want_prod);
+    // Byte for byte: each Event as its record held it, plus the documented splice.
+    let splice = |logged: &str| {
+        let id = audit_id(logged).unwrap();
+        let cluster = id.rsplit_once('-').unwrap().0.to_string();
+        splice_cluster(
+            logged,
+            &cluster_members(&cluster_id(&cluster), &cluster, None),
+        )
+    };
+    let staging_want: Vec<String> = expected_staging.iter().map(|(_, e)| e.clone()).collect();
+    assert_exact_events(&staging.sent(), &bodies, &staging_want, splice);
+    let prod_sent = prod.sent();
+    let prod_want: Vec<String> = expected_prod.iter().map(|(_, e)| e.clone()).collect();
+    assert_exact_events(&prod_sent[..4], &bodies, &prod_want, splice);
+    assert_exact_events(&prod_sent[4..], &bodies, &prod_want, splice);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
@@ -253,7 +287,7 @@ async fn unmatched_clusters_are_counted() {
 /// routed by their name and type, and carry the type in their annotations.
 #[tokio::test]
 async fn clusters_of_any_resource_type_are_routed_and_annotated() {
-    let receiver = start_receiver().await;
+    let receiver = start_exact_receiver().await;
     let routes = format!(
         "routes:\n- name: hubs\n  match: {{clusters: ['hub-*'], resourceTypes: ['microsoft.containerservice/fleets']}}\n  webhook: {{url: '{}'}}\n",
         receiver.url("/k8s_audit")
@@ -274,7 +308,9 @@ async fn clusters_of_any_resource_type_are_routed_and_annotated() {
             &audit_event("aks-1", 0),
         ),
     ]);
-    let answer = handler.invoke_bodies(&[body], "0").await;
+    let answer = handler
+        .invoke_bodies(std::slice::from_ref(&body), "0")
+        .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(answer.body.contains("unrouted=1"), "{}", answer.body);
     let mut want: Value = serde_json::from_str(&event).unwrap();
@@ -283,4 +319,8 @@ async fn clusters_of_any_resource_type_are_routed_and_annotated() {
     want["annotations"]["aks.azure.com/cluster-resource-type"] =
         json!("microsoft.containerservice/fleets");
     assert_same_events(receiver.receiver.events(), &[want.to_string()]);
+    let members = cluster_members(fleet, "hub-weu", Some("microsoft.containerservice/fleets"));
+    assert_exact_events(&receiver.sent(), &[body], &[event], |logged| {
+        splice_cluster(logged, &members)
+    });
 }
