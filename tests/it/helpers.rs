@@ -98,8 +98,38 @@ pub fn free_port() -> u16 {
 
 /// Starts the binary with the host's port variables, the given settings, and fast retries
 /// unless overridden; waits for `GET /` as the host does.
+///
+/// A free port can be taken by another test's server before the handler binds it; `GET /`
+/// would then be answered by that server. So the handler must also log that it is ready
+/// (it does right after binding), and a handler that could not bind is started again on
+/// another port.
 pub async fn spawn_handler(settings: &[(&str, &str)]) -> Handler {
-    let port = free_port();
+    for _ in 0..5 {
+        let mut handler = spawn_on(free_port(), settings).await;
+        let waiting = std::time::Instant::now();
+        while waiting.elapsed() < Duration::from_secs(10) {
+            if handler.log().contains("Handler ready.") {
+                return handler;
+            }
+            if handler.child.try_wait().expect("try_wait").is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let log = handler.log();
+        if !log.contains("binding 127.0.0.1") {
+            // Not a lost port: a handler that never logs at info, or one that failed to start.
+            assert!(
+                handler.child.try_wait().expect("try_wait").is_none(),
+                "{log}"
+            );
+            return handler;
+        }
+    }
+    panic!("the handler could not bind a free port in 5 tries");
+}
+
+async fn spawn_on(port: u16, settings: &[(&str, &str)]) -> Handler {
     let log = tempfile::NamedTempFile::new().expect("temp file");
     let mut command = Command::new(BIN);
     for (key, _) in std::env::vars() {
@@ -342,7 +372,7 @@ pub fn assert_exact_events(
                 .into_owned()
             };
             panic!(
-                "{id}: the bytes sent differ from properties.log at byte {at}:\n  logged: {:?}\n  sent:   {:?}",
+                "{id}: the bytes sent differ from properties.log (with the documented edits) at byte {at}:\n  expected: {:?}\n  sent:     {:?}",
                 near(want),
                 near(text)
             );
