@@ -7,8 +7,11 @@
 mod azurite;
 mod chaos;
 mod delivery;
+mod edit_properties;
 mod faults;
 mod fidelity;
+mod generate;
+mod generate_bodies;
 mod hardening;
 mod helpers;
 mod hostile;

@@ -1,23 +1,74 @@
-//! Property tests over hostile input: the invocation parser, the record converter, the
-//! Policy and the JSON editor never panic, on arbitrary bytes and on mutated real envelopes,
-//! and whatever they accept is still valid. Bounded case counts keep CI time fixed.
+//! Property tests over hostile input, built field by field from valid input (`generate`): the
+//! invocation parser, the record converter, the Policy and the JSON editor never panic, and
+//! what they give is what the documentation promises, byte for byte. Each property counts the
+//! cases that reached each of its checks and fails when one was reached less often than its
+//! minimum, so a generator that drifts into input refused at the first byte fails instead of
+//! passing on nothing. Case counts are fixed, to keep CI time fixed; seeds are fresh each run,
+//! and a failure names its seed.
 
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 
-use aks_audit_forwarder::audit::jsonedit::{rewrite, Edit};
-use aks_audit_forwarder::audit::Policy;
 use aks_audit_forwarder::azure::{convert_body, BodyOrigin, Conversion};
 use aks_audit_forwarder::host::decode_invocation;
-use aks_audit_forwarder::tools::hostsim::{build_request, load_bodies, Shape, SimPartition};
-use aks_audit_forwarder::tools::SAMPLES;
-use aks_audit_forwarder::AuditEvent;
+use aks_audit_forwarder::tools::hostsim::{build_request, Shape, SimPartition};
 use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::{json, Value};
+
+use crate::generate_bodies::{self, Expect, GenBody};
+
+/// Cases per property.
+const CASES: u32 = 300;
+
+/// How many cases (or items) reached each check of one property.
+#[derive(Default)]
+pub struct Reach(RefCell<BTreeMap<&'static str, u64>>);
+
+impl Reach {
+    /// Counts `n` more for `check`.
+    pub fn add(&self, check: &'static str, n: u64) {
+        *self.0.borrow_mut().entry(check).or_default() += n;
+    }
+
+    /// Prints the counts and fails unless each check was reached at least its minimum.
+    pub fn require(&self, property: &str, minimums: &[(&'static str, u64)]) {
+        let counts = self.0.borrow();
+        eprintln!("{property}: {counts:?}");
+        for (check, minimum) in minimums {
+            let got = counts.get(check).copied().unwrap_or(0);
+            assert!(
+                got >= *minimum,
+                "{property}: {check} reached {got} times, fewer than {minimum}: the generator \
+                 no longer reaches it ({counts:?})"
+            );
+        }
+    }
+}
+
+/// Runs `case` on `cases` values of `strategy`, counting into the returned [`Reach`].
+pub fn run<S: Strategy>(cases: u32, strategy: S, case: impl Fn(S::Value, &Reach)) -> Reach {
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let reach = Reach::default();
+    let result = TestRunner::new(config).run(&strategy, |value| {
+        case(value, &reach);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    reach
+}
 
 fn categories() -> BTreeSet<String> {
     ["kube-audit".to_string(), "kube-audit-admin".to_string()].into()
 }
 
-fn convert_all(bodies: &[Vec<u8>]) -> Conversion {
+pub fn convert_all(bodies: &[Vec<u8>]) -> Conversion {
     let mut conversion = Conversion::default();
     for (index, body) in bodies.iter().enumerate() {
         let origin = BodyOrigin {
@@ -29,122 +80,272 @@ fn convert_all(bodies: &[Vec<u8>]) -> Conversion {
     conversion
 }
 
-/// Every Event that conversion lets through is still a valid Event, on its own.
-fn check(conversion: &Conversion) {
-    for event in &conversion.events {
-        assert!(AuditEvent::parse(event.json()).is_ok(), "{}", event.json());
-    }
-}
-
-fn sample_request(shape: Shape) -> Vec<u8> {
-    let bodies = load_bodies(SAMPLES, 50).unwrap();
-    let bodies = if shape == Shape::OneString || shape == Shape::OneBinary {
-        bodies[..1].to_vec()
-    } else {
-        bodies
-    };
-    build_request(shape, &bodies, &mut SimPartition::new("0"), None).unwrap()
-}
-
-#[derive(Debug, Clone)]
-enum Mutation {
-    Flip(usize, u8),
-    Truncate(usize),
-    Insert(usize, u8),
-    Remove(usize),
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    let special = prop::sample::select(vec![
-        b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', 0xff, b'0',
-    ]);
-    prop_oneof![
-        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
-        any::<usize>().prop_map(Mutation::Truncate),
-        (any::<usize>(), special).prop_map(|(i, b)| Mutation::Insert(i, b)),
-        any::<usize>().prop_map(Mutation::Remove),
-    ]
-}
-
-fn mutate(mut data: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
-    for m in mutations {
-        if data.is_empty() {
-            break;
+/// Checks a conversion of `bodies` against what each body and record must give: the Events
+/// in order with their exact bytes, the counts, and one dead letter holding the original
+/// bytes of each body that is not an envelope or has a malformed record.
+fn check_conversion(bodies: &[GenBody], reach: &Reach) {
+    let bytes: Vec<Vec<u8>> = bodies.iter().map(|b| b.bytes.clone()).collect();
+    let conversion = convert_all(&bytes);
+    let mut events = Vec::new();
+    let (mut records, mut malformed, mut skipped) = (0, 0, BTreeMap::<String, u64>::new());
+    let mut dead = Vec::new();
+    for body in bodies {
+        for note in &body.notes {
+            reach.add(note, 1);
         }
-        match *m {
-            Mutation::Flip(i, b) => {
-                let i = i % data.len();
-                data[i] ^= b | 1;
-            }
-            Mutation::Truncate(i) => data.truncate(i % data.len()),
-            Mutation::Insert(i, b) => {
-                let i = i % data.len();
-                data.insert(i, b);
-            }
-            Mutation::Remove(i) => {
-                let i = i % data.len();
-                data.remove(i);
+        let Some(expects) = &body.records else {
+            reach.add("bodies that are not envelopes", 1);
+            dead.push(body.bytes.clone());
+            continue;
+        };
+        records += expects.len() as u64;
+        for expect in expects {
+            match expect {
+                Expect::Event(text) => events.push(text.clone()),
+                Expect::Skip(category) => *skipped.entry(category.clone()).or_default() += 1,
+                Expect::Malformed => malformed += 1,
             }
         }
+        if expects.contains(&Expect::Malformed) {
+            dead.push(body.bytes.clone());
+        }
     }
-    data
+    let got: Vec<&str> = conversion.events.iter().map(|e| e.json()).collect();
+    assert_eq!(got, events, "the Events, byte for byte");
+    let tally = &conversion.tally;
+    assert_eq!(tally.records, records, "records");
+    assert_eq!(tally.converted, events.len() as u64, "converted");
+    assert_eq!(tally.malformed_records, malformed, "malformed records");
+    assert_eq!(tally.skipped, skipped, "skipped, by category");
+    let not_envelopes = bodies.iter().filter(|b| b.records.is_none()).count();
+    assert_eq!(
+        tally.malformed_bodies, not_envelopes as u64,
+        "malformed bodies"
+    );
+    let kept: Vec<Vec<u8>> = conversion
+        .dead_letters
+        .iter()
+        .map(|d| d.raw_bytes().expect("a dead letter keeps its body"))
+        .collect();
+    assert_eq!(
+        kept, dead,
+        "dead letters, each holding its body's exact bytes"
+    );
+    reach.add("Events delivered exactly", events.len() as u64);
+    reach.add("malformed records", malformed);
+    reach.add("skipped records", skipped.values().sum());
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
-
-    /// Arbitrary bytes as an invocation body: an error or a decoded batch, never a panic.
-    #[test]
-    fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..2048)) {
+/// Arbitrary bytes as a whole request, as an event body in a valid request, and as the log
+/// of a valid record: never a panic; the valid wrapper is always read, the body passed on
+/// exactly and the record counted once, as an Event (its exact text) or as malformed.
+#[test]
+fn arbitrary_bytes_never_panic() {
+    let strategy = prop::collection::vec(any::<u8>(), 0..2048);
+    let reach = run(CASES, strategy, |data, reach| {
         if let Ok(invocation) = decode_invocation(&data[..]) {
-            check(&convert_all(&invocation.bodies.to_vecs()));
+            let _ = convert_all(&invocation.bodies.to_vecs());
         }
-        check(&convert_all(&[data]));
-    }
+        let request = build_request(
+            Shape::ManyBinary,
+            std::slice::from_ref(&data),
+            &mut SimPartition::new("0"),
+            None,
+        )
+        .unwrap();
+        let invocation = decode_invocation(request).expect("a valid request");
+        assert_eq!(invocation.bodies.to_vecs(), vec![data.clone()]);
+        let conversion = convert_all(&invocation.bodies.to_vecs());
+        assert_eq!(conversion.tally.bodies, 1);
+        reach.add("bodies passed on exactly", 1);
 
-    /// Real host requests of every shape, mutated: never a panic, and what passes is valid.
-    #[test]
-    fn mutated_requests_never_panic(
-        shape in prop::sample::select(vec![Shape::ManyBinary, Shape::ManyString, Shape::OneString, Shape::OneBinary, Shape::StructuredArray]),
-        mutations in prop::collection::vec(mutation(), 1..8),
-    ) {
-        let data = mutate(sample_request(shape), &mutations);
-        if let Ok(invocation) = decode_invocation(&data[..]) {
-            check(&convert_all(&invocation.bodies.to_vecs()));
-        }
-    }
-
-    /// Real diagnostic envelopes, mutated, straight into the converter.
-    #[test]
-    fn mutated_envelopes_never_panic(mutations in prop::collection::vec(mutation(), 1..8)) {
-        let bodies = load_bodies(SAMPLES, 50).unwrap();
-        let mutated: Vec<Vec<u8>> = bodies.into_iter().map(|b| mutate(b, &mutations)).collect();
-        check(&convert_all(&mutated));
-    }
-
-    /// The Policy on mutated (but still valid) Events: never a panic; the result is valid.
-    #[test]
-    fn policy_on_mutated_events(mutations in prop::collection::vec(mutation(), 1..4)) {
-        let policy = Policy::parse(include_str!("../../examples/policies/sysdig-general-purpose.yaml"), "p").unwrap();
-        let bodies = load_bodies(SAMPLES, 50).unwrap();
-        let conversion = convert_all(&bodies);
+        let text = String::from_utf8_lossy(&data);
+        let record = json!({"category": "kube-audit", "properties": {"log": text}});
+        let conversion = convert_all(&[json!({ "records": [record] }).to_string().into_bytes()]);
+        let tally = &conversion.tally;
+        assert_eq!(
+            (tally.records, tally.converted + tally.malformed_records),
+            (1, 1)
+        );
         for event in &conversion.events {
-            let text = mutate(event.json().as_bytes().to_vec(), &mutations);
-            if let Ok(event) = AuditEvent::parse(&String::from_utf8_lossy(&text)) {
-                if let Ok(Some(out)) = policy.apply(&event) {
-                    prop_assert!(AuditEvent::parse(out.json()).is_ok(), "{}", out.json());
+            assert_eq!(event.json(), text.trim());
+        }
+        reach.add("logs counted once", 1);
+    });
+    reach.require(
+        "arbitrary_bytes_never_panic",
+        &[
+            ("bodies passed on exactly", CASES as u64),
+            ("logs counted once", CASES as u64),
+        ],
+    );
+}
+
+/// Event Hub event bodies built record by record from valid ones, field by field changed:
+/// each valid Event is converted with its exact bytes, in order; everything else is counted
+/// as documented, and each bad body dead-lettered with its exact bytes.
+#[test]
+fn envelopes_convert_as_documented() {
+    let reach = run(CASES, any::<u64>(), |seed, reach| {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let bodies: Vec<GenBody> = (0..rng.usize(1..4))
+            .map(|b| generate_bodies::body(&mut rng, &format!("{seed}-{b}")))
+            .collect();
+        check_conversion(&bodies, reach);
+    });
+    let minimum = u64::from(CASES);
+    reach.require(
+        "envelopes_convert_as_documented",
+        &[
+            ("Events delivered exactly", minimum),
+            ("malformed records", minimum),
+            ("skipped records", minimum / 3),
+            ("bodies that are not envelopes", minimum / 10),
+            ("changed Events still valid", minimum / 3),
+            ("logs written as an object", minimum / 10),
+            ("records with an invalid UTF-8 byte", minimum / 10),
+            ("bodies after a byte order mark", minimum / 10),
+        ],
+    );
+}
+
+/// A member of the host request's `Metadata` (or its `Data` binding) removed, nulled, given
+/// another type or other text.
+fn mutate_member(rng: &mut fastrand::Rng, object: &mut serde_json::Map<String, Value>, key: &str) {
+    match rng.u8(..4) {
+        0 => {
+            object.remove(key);
+        }
+        1 => {
+            object.insert(key.to_string(), Value::Null);
+        }
+        2 => {
+            object.insert(key.to_string(), json!(7));
+        }
+        _ => {
+            object.insert(key.to_string(), json!(["x", {"y": 1}]));
+        }
+    }
+}
+
+/// Host requests of every shape around generated bodies, their `Metadata` changed member by
+/// member: the bodies always come through byte for byte (Metadata is read leniently), and
+/// each member left intact is read; a request whose trigger value is gone or not a batch is
+/// refused.
+#[test]
+fn host_requests_decode_exactly() {
+    let metadata_keys = [
+        "PartitionContext",
+        "TriggerPartitionContext",
+        "SequenceNumberArray",
+        "SequenceNumber",
+        "EnqueuedTimeUtcArray",
+        "RetryContext",
+        "OffsetArray",
+        "sys",
+    ];
+    let reach = run(CASES, any::<u64>(), |seed, reach| {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let shape = *rng
+            .choice(&[
+                Shape::ManyBinary,
+                Shape::ManyString,
+                Shape::OneString,
+                Shape::OneBinary,
+                Shape::StructuredArray,
+            ])
+            .unwrap();
+        let count = if shape.is_single() {
+            1
+        } else {
+            rng.usize(1..4)
+        };
+        let bodies: Vec<Vec<u8>> = (0..count)
+            .map(|b| generate_bodies::body(&mut rng, &format!("{seed}-{b}")).bytes)
+            .collect();
+        let retry = rng.bool().then(|| rng.i64(0..9));
+        let mut partition = SimPartition::new(rng.u8(..32).to_string());
+        partition.next_sequence = rng.i64(0..1_000_000);
+        let first = partition.next_sequence;
+        let request = build_request(shape, &bodies, &mut partition, retry).unwrap();
+        let mut request: Value = serde_json::from_slice(&request).unwrap();
+        let mut touched = BTreeSet::new();
+        for _ in 0..rng.usize(..4) {
+            let key = *rng.choice(&metadata_keys).unwrap();
+            let meta = request["Metadata"].as_object_mut().unwrap();
+            if meta.contains_key(key) {
+                touched.insert(key);
+                mutate_member(&mut rng, meta, key);
+            }
+        }
+        let data_intact = rng.u8(..6) > 0;
+        if !data_intact {
+            let data = request["Data"].as_object_mut().unwrap();
+            match rng.u8(..3) {
+                0 => {
+                    data.remove("events");
+                }
+                1 => {
+                    data.insert("events".into(), Value::Null);
+                }
+                _ => {
+                    data.insert("events".into(), json!(7));
                 }
             }
+        } else if rng.bool() {
+            // The binding by another name, alone: still the trigger value.
+            let data = request["Data"].as_object_mut().unwrap();
+            let value = data.remove("events").unwrap();
+            data.insert("eventHubMessages".into(), value);
         }
-    }
-
-    /// The JSON editor on arbitrary text: an error or valid JSON.
-    #[test]
-    fn json_editor_never_panics(text in ".{0,200}") {
-        if let Ok(out) = rewrite(&text, |k, _| if k.len() % 2 == 0 { Edit::Drop } else { Edit::Keep }, &[("added", "1".to_string())]) {
-            prop_assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{out}");
+        let decoded = decode_invocation(serde_json::to_vec(&request).unwrap());
+        if !data_intact {
+            assert!(decoded.is_err(), "no trigger value, yet decoded");
+            reach.add("requests refused", 1);
+            return;
         }
-    }
+        let invocation = decoded.unwrap_or_else(|e| panic!("{shape:?}, {touched:?}: {e}"));
+        let want: Vec<Vec<u8>> = match shape {
+            Shape::ManyString | Shape::OneString => bodies
+                .iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned().into_bytes())
+                .collect(),
+            _ => bodies.clone(),
+        };
+        assert_eq!(invocation.bodies.to_vecs(), want, "{shape:?}: the bodies");
+        reach.add("bodies decoded exactly", 1);
+        let meta = &invocation.meta;
+        let contexts = ["PartitionContext", "TriggerPartitionContext"];
+        if !contexts.iter().any(|k| touched.contains(k)) {
+            assert_eq!(meta.partition_id, Some(partition.partition_id.clone()));
+            reach.add("partition read", 1);
+        }
+        if !touched.contains("RetryContext") {
+            assert_eq!(meta.retry_count, retry, "RetryCount");
+            reach.add("retry count read", 1);
+        }
+        let sequences = if shape.is_single() {
+            "SequenceNumber"
+        } else {
+            "SequenceNumberArray"
+        };
+        if !touched.contains(sequences) {
+            let want: Vec<i64> = (first..first + count as i64).collect();
+            assert_eq!(meta.sequence_numbers, want, "sequence numbers");
+            reach.add("sequence numbers read", 1);
+        }
+    });
+    let minimum = u64::from(CASES);
+    reach.require(
+        "host_requests_decode_exactly",
+        &[
+            ("bodies decoded exactly", minimum / 2),
+            ("requests refused", minimum / 12),
+            ("partition read", minimum / 3),
+            ("retry count read", minimum / 3),
+            ("sequence numbers read", minimum / 3),
+        ],
+    );
 }
 
 /// Nesting far past any real Event: skipped over without recursion or refused by the parser's
