@@ -7,6 +7,7 @@ use aks_audit_forwarder::tools::hostsim::{build_request, Shape, SimPartition};
 use aks_audit_forwarder::tools::receiver::{Receiver, Scripted};
 
 use crate::helpers::*;
+use crate::rogue::{Act, Rogue};
 
 /// A flaky receiver (503, 503, then 200): the batch is retried and delivered, the host gets 200.
 #[tokio::test]
@@ -339,4 +340,30 @@ async fn eight_partitions_at_once() {
     }
     assert_eq!(receiver.receiver.stats().duplicates, 0);
     assert_same_events(receiver.receiver.events(), &expected);
+}
+
+/// With `AUDIT_WEBHOOK_CONCURRENCY=1` the batches of an invocation are sent one at a time, in
+/// the order of their Events: a receiver that answers the first batches slowest still keeps
+/// every Event in input order.
+#[tokio::test]
+async fn batches_are_sent_in_order_one_at_a_time() {
+    let rogue = Rogue::start(|_, n| {
+        Act::Slow(
+            Duration::from_millis(80u64.saturating_sub(10 * n as u64)),
+            200,
+        )
+    })
+    .await;
+    let handler = spawn_handler(&[
+        ("AUDIT_WEBHOOK_URL", &rogue.url("/k8s_audit")),
+        ("AUDIT_WEBHOOK_CONCURRENCY", "1"),
+        ("AUDIT_BATCH_MAX_EVENTS", "5"),
+    ])
+    .await;
+    let (bodies, events) = audit_bodies("order", 3, 10, 0);
+    let answer = handler.invoke_bodies(&bodies, "0").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(rogue.requests().len(), 6, "batches of 5");
+    let want: Vec<String> = events.iter().map(|e| audit_id(e).unwrap()).collect();
+    assert_eq!(*rogue.kept.lock().unwrap(), want, "kept in input order");
 }
