@@ -2,7 +2,8 @@
 
 use url::Url;
 
-/// The URL as it may be shown: user-info and query values replaced by `***`.
+/// The URL as it may be shown: user-info and query values replaced by `***`. A query piece
+/// without `=` (a bare token, `?TOKEN`) is replaced whole: it is the secret itself.
 pub fn redact_url(url: &Url) -> String {
     let mut shown = url.clone();
     if !shown.username().is_empty() || shown.password().is_some() {
@@ -10,14 +11,57 @@ pub fn redact_url(url: &Url) -> String {
         let _ = shown.set_username("***");
         let _ = shown.set_password(None);
     }
-    if shown.query().is_some() {
-        let keys: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
-        shown.query_pairs_mut().clear();
-        for key in keys {
-            shown.query_pairs_mut().append_pair(&key, "***");
-        }
+    if let Some(query) = url.query() {
+        let pieces: Vec<String> = query
+            .split('&')
+            .map(|piece| match piece.split_once('=') {
+                Some((key, _)) => format!("{key}=***"),
+                None if piece.is_empty() => String::new(),
+                None => "***".to_string(),
+            })
+            .collect();
+        shown.set_query(Some(&pieces.join("&")));
     }
     shown.to_string()
+}
+
+/// Every form in which `url` carries a credential onto the wire or into an answer that echoes
+/// the request: the user-info password (as written, percent-encoded, and decoded), the
+/// `Authorization: Basic` value a client builds from the user-info (RFC 7617, from the
+/// decoded user and password, as reqwest builds it), and each query value or bare query
+/// token, as written and decoded. For [`mask`].
+pub fn url_secret_values(url: &Url) -> Vec<String> {
+    use base64::Engine as _;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let mut out = Vec::new();
+    if let Some(password) = url.password() {
+        out.push(password.to_string());
+        out.push(decode(password));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        let pair = format!(
+            "{}:{}",
+            decode(url.username()),
+            decode(url.password().unwrap_or(""))
+        );
+        let credential = base64::engine::general_purpose::STANDARD.encode(pair);
+        out.push(format!("Basic {credential}"));
+        out.push(credential);
+    }
+    for piece in url.query().unwrap_or("").split('&') {
+        let value = piece.split_once('=').map_or(piece, |(_, v)| v);
+        out.push(value.to_string());
+        // `+` is a space in a form-encoded query.
+        out.push(decode(&value.replace('+', " ")));
+        out.push(decode(value));
+    }
+    out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    out.dedup();
+    out
 }
 
 /// The first `max` characters of `text` on one line, for log excerpts of bad input.
@@ -65,6 +109,40 @@ mod tests {
         let url = Url::parse("https://bob:hunter2@audit.example/k8s_audit?sig=abc&x=1").unwrap();
         let shown = redact_url(&url);
         assert_eq!(shown, "https://***@audit.example/k8s_audit?sig=***&x=***");
+    }
+
+    /// A bare token as the whole query, and percent-encoded values, never show.
+    #[test]
+    fn bare_query_tokens_and_encoded_values_are_hidden() {
+        let url = Url::parse("https://audit.example/k8s_audit?S3CRET-T0KEN").unwrap();
+        assert_eq!(redact_url(&url), "https://audit.example/k8s_audit?***");
+        let url = Url::parse("https://a.example/x?sig=Zm9v%2BYmFy%2FSECRET%3D&T0K&&v=1").unwrap();
+        assert_eq!(redact_url(&url), "https://a.example/x?sig=***&***&&v=***");
+    }
+
+    /// The forms a URL's credentials take on the wire, each listed for masking.
+    #[test]
+    fn url_secret_values_cover_every_form() {
+        let url = Url::parse(
+            "https://svc:p%40ss-w0rd@a.example/x?sig=Zm9v%2BYmFy%2FSECRET%3D&BARE-T0KEN",
+        )
+        .unwrap();
+        let values = url_secret_values(&url);
+        for want in [
+            "p%40ss-w0rd",
+            "p@ss-w0rd",
+            // base64("svc:p@ss-w0rd")
+            "Basic c3ZjOnBAc3MtdzByZA==",
+            "c3ZjOnBAc3MtdzByZA==",
+            "Zm9v%2BYmFy%2FSECRET%3D",
+            "Zm9v+YmFy/SECRET=",
+            "BARE-T0KEN",
+        ] {
+            assert!(values.iter().any(|v| v == want), "{want} not in {values:?}");
+        }
+        let echoed = "GET /x?sig=Zm9v%2BYmFy%2FSECRET%3D&BARE-T0KEN\nauthorization: Basic c3ZjOnBAc3MtdzByZA==";
+        let masked = mask(echoed, &values);
+        assert_eq!(masked, "GET /x?sig=***&***\nauthorization: ***");
     }
 
     #[test]

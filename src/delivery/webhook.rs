@@ -13,7 +13,7 @@ use crate::delivery::retry::RetrySettings;
 use crate::delivery::retry::{
     self, classify_error, classify_status, parse_retry_after, Delivery, RetryAction,
 };
-use crate::redact::{excerpt, mask, redact_url};
+use crate::redact::{excerpt, mask, redact_url, url_secret_values};
 
 /// Characters of an error response quoted in the logs and dead letters (Vector quotes 1 KiB).
 const ERROR_BODY_CHARS: usize = 256;
@@ -64,9 +64,11 @@ impl Webhook {
             .build()?;
         let headers = options.request_headers();
         let mut secrets = options.secret_values();
-        secrets.extend(url.password().map(str::to_owned));
-        secrets.extend(url.query_pairs().map(|(_, v)| v.into_owned()));
+        secrets.extend(url_secret_values(&url));
         secrets.retain(|s| s.len() >= 3);
+        // Longest first, so a value that holds another is masked whole.
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        secrets.dedup();
         Ok(Self {
             client,
             url,

@@ -20,6 +20,7 @@ mod process;
 mod properties;
 mod rogue;
 mod routing;
+mod secrets;
 mod settings;
 mod tls;
 mod tool_cli;
