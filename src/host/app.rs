@@ -3,7 +3,7 @@
 //! pipeline ([`Forwarder::forward`]); the status is chosen by [`Answer`] (`answer.rs`).
 
 use std::error::Error as _;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -58,7 +58,8 @@ fn guarded<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> {
 
 /// Serves on `listener` until `shutdown` completes, then gives in-flight invocations
 /// `settings.shutdown_grace` to finish and returns even if some have not (a stalled request
-/// must not keep the process alive; the host retries whatever was not answered).
+/// must not keep the process alive; the host retries whatever was not answered). Request
+/// heads must arrive within `settings.body_read_timeout` ([`super::server`]).
 ///
 /// # Errors
 /// When accepting connections fails.
@@ -68,30 +69,9 @@ pub async fn serve(
     settings: HostSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = settings.shutdown_grace;
-    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        shutdown.await;
-        let _ = signalled.send(());
-    };
-    let server =
-        axum::serve(listener, router(forwarder, settings)).with_graceful_shutdown(shutdown);
-    let expired = async move {
-        if on_signal.await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        result = server.into_future() => result,
-        () = expired => {
-            tracing::warn!(
-                grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
-                "Invocations still in flight after the shutdown grace period; exiting, the host retries them."
-            );
-            Ok(())
-        }
-    }
+    let (head_timeout, grace) = (settings.body_read_timeout, settings.shutdown_grace);
+    let app = router(forwarder, settings);
+    super::server::serve(listener, app, head_timeout, grace, shutdown).await
 }
 
 /// The host's readiness probe and ping: any answer means ready.

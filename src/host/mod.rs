@@ -5,6 +5,7 @@ mod answer;
 pub mod app;
 mod inplace;
 mod metadata;
+pub mod server;
 pub mod wire;
 
 pub use app::{router, serve, FUNCTION_NAME};

@@ -16,6 +16,7 @@ mod hardening;
 mod helpers;
 mod hostile;
 mod invoke;
+mod limits;
 mod process;
 mod properties;
 mod rogue;
