@@ -2,23 +2,17 @@
 //! host runs it), plus the tools: `demo`, `receive`, `replay`, `resend`, `backfill`,
 //! `check-config` and `convert`.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::net::Ipv4Addr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use aks_audit_forwarder::config::vars;
-use aks_audit_forwarder::tools::backfill::{self, BackfillArgs};
-use aks_audit_forwarder::tools::check_config::{self, CheckConfigArgs};
-use aks_audit_forwarder::tools::convert::{self, ConvertArgs};
-use aks_audit_forwarder::tools::demo::{self, DemoOptions};
-use aks_audit_forwarder::tools::hostsim::Shape;
-use aks_audit_forwarder::tools::receiver::{Receiver, Scripted};
-use aks_audit_forwarder::tools::replay::{self, ReplayOptions};
-use aks_audit_forwarder::tools::resend::{self, ResendArgs};
+use aks_audit_forwarder::tools::backfill::BackfillArgs;
+use aks_audit_forwarder::tools::check_config::CheckConfigArgs;
+use aks_audit_forwarder::tools::cli::{self, DemoArgs, ReceiveArgs, ReplayCommandArgs};
+use aks_audit_forwarder::tools::convert::ConvertArgs;
+use aks_audit_forwarder::tools::resend::ResendArgs;
 use aks_audit_forwarder::{host, telemetry, Config, Forwarder};
 
 /// The environment section of `--help`.
@@ -45,43 +39,15 @@ enum Cmd {
     Serve,
     /// Run the whole path locally: a receiver, the handler as the host starts it, and the
     /// bundled sample AKS records replayed as Event Hub invocations.
-    Demo {
-        #[command(flatten)]
-        replay: ReplayArgs,
-        /// Canned receiver failures first, to watch retries: e.g. `503,503` or `429:1`.
-        #[arg(long, value_delimiter = ',')]
-        script: Vec<Scripted>,
-    },
+    Demo(DemoArgs),
     /// Run an audit webhook receiver and print one line per Event that arrives.
-    Receive {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:7765")]
-        listen: SocketAddr,
-        /// Append every received Event to this file as JSON lines, exact bytes.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Print only the counts when stopped, not a line per Event.
-        #[arg(long)]
-        quiet: bool,
-        /// Canned failures to answer first: e.g. `503,429:2,sleep:40s`.
-        #[arg(long, value_delimiter = ',')]
-        script: Vec<Scripted>,
-    },
+    Receive(ReceiveArgs),
     /// Send the Events of dead-letter files again, once the cause is fixed. Uses the same
     /// AUDIT_* settings as the handler (AUDIT_WEBHOOK_URL or AUDIT_ROUTES, TLS, credentials).
     #[command(after_help = ENVIRONMENT)]
     Resend(ResendArgs),
     /// Send events to a running handler as the Functions host would.
-    Replay {
-        /// The handler's base URL, e.g. http://127.0.0.1:8080.
-        #[arg(long)]
-        handler: String,
-        #[command(flatten)]
-        replay: ReplayArgs,
-        /// Append the dead letters the handler returns to this file (JSON lines), for `resend`.
-        #[arg(long)]
-        deadletter_out: Option<PathBuf>,
-    },
+    Replay(ReplayCommandArgs),
     /// Deliver the Events of a storage-account archive of AKS diagnostic logs (PT1H.json
     /// blobs) through the handler's pipeline. Resumable with --checkpoint.
     #[command(after_help = ENVIRONMENT)]
@@ -92,44 +58,6 @@ enum Cmd {
     CheckConfig(CheckConfigArgs),
     /// Turn diagnostic files into audit Events (JSON lines or an EventList), applying a Policy.
     Convert(ConvertArgs),
-}
-
-#[derive(Args)]
-struct ReplayArgs {
-    /// Events to send: a JSON array of Event Hub event bodies, one envelope, or JSON lines of
-    /// records (a diagnostic-settings `PT1H.json` blob). Default: the bundled samples.
-    #[arg(long)]
-    input: Option<PathBuf>,
-    /// The trigger encoding to simulate.
-    #[arg(long, value_enum, default_value = "many-binary")]
-    shape: Shape,
-    /// Event Hub events per invocation (host.json `maxEventBatchSize`).
-    #[arg(long, default_value_t = 100)]
-    events_per_invocation: usize,
-    /// Records per Event Hub event when the input is JSON lines of records.
-    #[arg(long, default_value_t = 50)]
-    records_per_event: usize,
-    /// Times a failed invocation is sent again, as a retry policy would.
-    #[arg(long, default_value_t = 3)]
-    retries: u32,
-    /// Delay between those retries.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    retry_delay: Duration,
-}
-
-impl From<ReplayArgs> for ReplayOptions {
-    fn from(a: ReplayArgs) -> Self {
-        Self {
-            input: a.input,
-            shape: a.shape,
-            events_per_invocation: a.events_per_invocation,
-            records_per_event: a.records_per_event,
-            retries: a.retries,
-            retry_delay: a.retry_delay,
-            deadletter_out: None,
-            echo_logs: true,
-        }
-    }
 }
 
 /// Runs the command; an error is printed as its chain of causes (`error: cause: …`), never
@@ -145,116 +73,20 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Each command's entry: the handler, or a tool's entry in `tools::cli`.
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init();
     match cli.command.unwrap_or(Cmd::Serve) {
         Cmd::Serve => serve().await,
-        Cmd::Demo { replay, script } => {
-            demo::run(DemoOptions {
-                replay: replay.into(),
-                script,
-            })
-            .await
-        }
-        Cmd::Receive {
-            listen,
-            out,
-            quiet,
-            script,
-        } => receive(listen, out, quiet, script).await,
-        Cmd::Resend(args) => {
-            let config = Config::from_env().context("invalid configuration")?;
-            let report = resend::run(&args, config.forwarder).await?;
-            println!("{}", report.summary(&args));
-            let failing = report.remaining.saturating_sub(report.skipped);
-            anyhow::ensure!(
-                report.remaining == 0,
-                "{} item(s) remain: {} without an Event (malformed records or event bodies, \
-                 which resend cannot send: their `raw` is the text AKS wrote, for a person to \
-                 read), {failing} Event(s) still not delivered (their `reason` says why; run \
-                 resend again on what remains once the cause is fixed)",
-                report.remaining,
-                report.skipped
-            );
-            Ok(())
-        }
-        Cmd::Replay {
-            handler,
-            replay,
-            deadletter_out,
-        } => {
-            let options = ReplayOptions {
-                deadletter_out,
-                ..replay.into()
-            };
-            let report = replay::replay(&handler, &options).await?;
-            println!(
-                "replay: {} of {} invocation(s) succeeded ({} POSTs)",
-                report.succeeded, report.invocations, report.posts
-            );
-            anyhow::ensure!(
-                report.succeeded == report.invocations,
-                "some invocations failed"
-            );
-            Ok(())
-        }
-        Cmd::Backfill(args) => {
-            let config = if args.dry_run && !webhook_configured() {
-                // Nothing is sent in a dry run: count with the other settings as they are.
-                let mut env: Vec<(String, String)> = std::env::vars().collect();
-                env.push((
-                    vars::WEBHOOK_URL.into(),
-                    "http://127.0.0.1:9/dry-run".into(),
-                ));
-                Config::from_vars(env)
-            } else {
-                Config::from_env()
-            }
-            .context("invalid configuration")?;
-            let report = backfill::run(&args, config.forwarder).await?;
-            for (hour, events) in &report.per_hour {
-                println!("backfill: {hour}  {events} Event(s)");
-            }
-            println!("{}", report.summary(&args));
-            anyhow::ensure!(!report.interrupted, "interrupted");
-            Ok(())
-        }
-        Cmd::CheckConfig(args) => {
-            let from_env_without_webhook = args.settings.is_none() && !webhook_configured();
-            check_config::run(&args).await.map_err(|e| {
-                if from_env_without_webhook {
-                    anyhow::anyhow!(
-                        "{e:#} (check-config reads the environment; to check a settings file \
-                         instead: aks-audit-forwarder check-config --settings local.settings.json)"
-                    )
-                } else {
-                    e
-                }
-            })
-        }
-        Cmd::Convert(args) => {
-            let report = convert::run(&args)?;
-            eprintln!(
-                "convert: {} record(s): {} Event(s) written, {} dropped by the Policy, {} unreadable by the Policy, {} other category, {} malformed record(s), {} malformed event(s)",
-                report.tally.records,
-                report.written,
-                report.policy_dropped,
-                report.policy_unreadable,
-                report.tally.skipped_total(),
-                report.tally.malformed_records,
-                report.tally.malformed_bodies
-            );
-            Ok(())
-        }
+        Cmd::Demo(args) => cli::demo(args).await,
+        Cmd::Receive(args) => cli::receive(args, shutdown_signal()).await,
+        Cmd::Resend(args) => cli::resend(args).await,
+        Cmd::Replay(args) => cli::replay(args).await,
+        Cmd::Backfill(args) => cli::backfill(args).await,
+        Cmd::CheckConfig(args) => cli::check_config(args).await,
+        Cmd::Convert(args) => cli::convert(&args),
     }
-}
-
-/// Whether a webhook is configured at all.
-fn webhook_configured() -> bool {
-    [vars::WEBHOOK_URL, vars::ROUTES]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|v| !v.trim().is_empty()))
 }
 
 /// The port the host gave us.
@@ -311,65 +143,4 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-}
-
-/// Events `receive` keeps in memory: counts and the last few only, however much arrives.
-const RECEIVE_KEEP: usize = 5;
-
-async fn receive(
-    listen: SocketAddr,
-    out: Option<PathBuf>,
-    quiet: bool,
-    script: Vec<Scripted>,
-) -> anyhow::Result<()> {
-    let mut receiver = Receiver::new().keep_last(RECEIVE_KEEP);
-    if !quiet {
-        receiver = receiver.print_events();
-    }
-    if let Some(path) = &out {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        receiver = receiver.with_output(file);
-    }
-    receiver.push_script(script);
-    let running = receiver
-        .start(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
-    println!(
-        "receiver: listening on {} (POST any path: /k8s_audit, /k8s-audit); Ctrl-C to stop",
-        running.url("")
-    );
-    if !quiet {
-        println!("{}", aks_audit_forwarder::tools::receiver::DESCRIBE_HEADER);
-    }
-    shutdown_signal().await;
-    println!("receiver: stopping");
-    running.stop().await;
-    let stats = receiver_stats_after_flush(&receiver, out.as_deref())?;
-    println!(
-        "receiver: {} POST(s), {} event(s), {} duplicate(s), {} refused",
-        stats.batches, stats.events, stats.duplicates, stats.refused
-    );
-    anyhow::ensure!(
-        stats.unwritten == 0,
-        "{} POST(s) were answered 500 because the --out file could not be written",
-        stats.unwritten
-    );
-    Ok(())
-}
-
-fn receiver_stats_after_flush(
-    receiver: &Receiver,
-    out: Option<&std::path::Path>,
-) -> anyhow::Result<aks_audit_forwarder::tools::receiver::ReceiverStats> {
-    if let Some(path) = out {
-        receiver
-            .flush()
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(receiver.stats())
 }

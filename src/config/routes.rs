@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
-use super::webhook::{clean_secret, load_pem, parse_headers};
+use super::webhook::{check_user_id, clean_secret, load_pem, parse_headers};
 use crate::audit::{Policy, WebhookFormat};
 use crate::delivery::{Bearer, ClientOptions, Destination, Matcher, RouteConfig, SecretPem};
 
@@ -78,7 +78,8 @@ struct WebhookDoc {
 /// `base`; `lookup` reads app settings named by `bearerTokenSetting`.
 ///
 /// # Errors
-/// A message naming the route and the problem.
+/// A message naming the route and the problem; two routes of one name are refused (dead
+/// letters, logs and what a failed try taught are keyed by the route's name).
 pub(super) fn parse_routes(
     text: &str,
     base: &Path,
@@ -90,80 +91,22 @@ pub(super) fn parse_routes(
     if doc.routes.is_empty() {
         return Err("no routes: add at least one under `routes:`".into());
     }
-    let mut out = Vec::new();
+    let mut out: Vec<RouteConfig> = Vec::new();
     for (i, r) in doc.routes.into_iter().enumerate() {
         let at = |m: String| format!("routes[{i}] ({}): {m}", r.name);
+        if let Some(first) = out.iter().position(|o| o.name == r.name) {
+            return Err(at(format!(
+                "the name is already used by routes[{first}]: route names must be unique \
+                 (dead letters, logs and what a failed try taught name the route)"
+            )));
+        }
         let destination = match (r.drop, r.webhook) {
             (true, Some(_)) => {
                 return Err(at("a route cannot both drop and have a webhook".into()))
             }
             (true, None) => None,
             (false, None) => return Err(at("needs a webhook (or drop: true)".into())),
-            (false, Some(w)) => {
-                let url = Url::parse(w.url.trim())
-                    .ok()
-                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-                    .ok_or_else(|| at("webhook.url is not an http(s) URL".into()))?;
-                let format = match w.format.as_deref().map(str::to_ascii_lowercase).as_deref() {
-                    None | Some("eventlist") => WebhookFormat::EventList,
-                    Some("event") => WebhookFormat::Event,
-                    Some(other) => {
-                        return Err(at(format!(
-                            "webhook.format {other:?}: expected eventlist or event"
-                        )))
-                    }
-                };
-                let setting = |name: &str, field: &str| {
-                    lookup(name)
-                        .filter(|v| !v.is_empty())
-                        .ok_or_else(|| at(format!("app setting {name} ({field}) is not set")))
-                };
-                let mut client = ClientOptions {
-                    insecure_skip_verify: w.insecure_skip_verify,
-                    ..Default::default()
-                };
-                if let Some(name) = &w.bearer_token_setting {
-                    let token = clean_secret(&setting(name, "bearerTokenSetting")?, true)
-                        .map_err(|e| at(format!("app setting {name}: {e}")))?;
-                    client.bearer = Some(Bearer(SecretString::from(token)));
-                }
-                if let Some(name) = &w.basic_auth_setting {
-                    let value = clean_secret(&setting(name, "basicAuthSetting")?, false)
-                        .map_err(|e| at(format!("app setting {name}: {e}")))?;
-                    let (user, password) = value
-                        .split_once(':')
-                        .ok_or_else(|| at(format!("app setting {name} must hold user:password")))?;
-                    client.basic =
-                        Some((user.to_string(), SecretString::from(password.to_string())));
-                }
-                if let Some(ca) = &w.ca {
-                    client.ca_pem = Some(load_pem(ca, base).map_err(|e| at(format!("ca: {e}")))?);
-                }
-                if let Some(name) = &w.client_certificate_setting {
-                    let pem = setting(name, "clientCertificateSetting")?;
-                    client.identity_pem = Some(SecretPem(SecretString::from(pem)));
-                }
-                if !w.headers.is_empty() {
-                    let json = serde_json::to_string(&w.headers).map_err(|e| at(e.to_string()))?;
-                    client.headers =
-                        parse_headers(&json).map_err(|e| at(format!("headers: {e}")))?;
-                }
-                client
-                    .validate()
-                    .map_err(|e| at(format!("webhook TLS: {e}")))?;
-                let policy = match r.policy_file {
-                    None => None,
-                    Some(file) => Some(Arc::new(
-                        Policy::from_file(&base.join(file)).map_err(|e| at(e.to_string()))?,
-                    )),
-                };
-                Some(Destination {
-                    url,
-                    format,
-                    policy,
-                    client,
-                })
-            }
+            (false, Some(w)) => Some(destination(w, r.policy_file, base, lookup).map_err(at)?),
         };
         let m = &r.matcher;
         out.push(RouteConfig {
@@ -179,6 +122,85 @@ pub(super) fn parse_routes(
         });
     }
     Ok(out)
+}
+
+/// A route's webhook, client settings and own Policy.
+fn destination(
+    w: WebhookDoc,
+    policy_file: Option<String>,
+    base: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Destination, String> {
+    let url = Url::parse(w.url.trim())
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .ok_or("webhook.url is not an http(s) URL")?;
+    let format = match w.format.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("eventlist") => WebhookFormat::EventList,
+        Some("event") => WebhookFormat::Event,
+        Some(other) => {
+            return Err(format!(
+                "webhook.format {other:?}: expected eventlist or event"
+            ))
+        }
+    };
+    let client = route_client(&w, base, lookup)?;
+    let policy = match policy_file {
+        None => None,
+        Some(file) => Some(Arc::new(
+            Policy::from_file(&base.join(file)).map_err(|e| e.to_string())?,
+        )),
+    };
+    Ok(Destination {
+        url,
+        format,
+        policy,
+        client,
+    })
+}
+
+/// A route's TLS, credentials (from the app settings it names) and headers.
+fn route_client(
+    w: &WebhookDoc,
+    base: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<ClientOptions, String> {
+    let setting = |name: &str, field: &str| {
+        lookup(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("app setting {name} ({field}) is not set"))
+    };
+    let mut client = ClientOptions {
+        insecure_skip_verify: w.insecure_skip_verify,
+        ..Default::default()
+    };
+    if let Some(name) = &w.bearer_token_setting {
+        let token = clean_secret(&setting(name, "bearerTokenSetting")?, true)
+            .map_err(|e| format!("app setting {name}: {e}"))?;
+        client.bearer = Some(Bearer(SecretString::from(token)));
+    }
+    if let Some(name) = &w.basic_auth_setting {
+        let value = clean_secret(&setting(name, "basicAuthSetting")?, false)
+            .map_err(|e| format!("app setting {name}: {e}"))?;
+        let (user, password) = value
+            .split_once(':')
+            .ok_or_else(|| format!("app setting {name} must hold user:password"))?;
+        check_user_id(user).map_err(|e| format!("app setting {name}: {e}"))?;
+        client.basic = Some((user.to_string(), SecretString::from(password.to_string())));
+    }
+    if let Some(ca) = &w.ca {
+        client.ca_pem = Some(load_pem(ca, base).map_err(|e| format!("ca: {e}"))?);
+    }
+    if let Some(name) = &w.client_certificate_setting {
+        let pem = setting(name, "clientCertificateSetting")?;
+        client.identity_pem = Some(SecretPem(SecretString::from(pem)));
+    }
+    if !w.headers.is_empty() {
+        let json = serde_json::to_string(&w.headers).map_err(|e| e.to_string())?;
+        client.headers = parse_headers(&json).map_err(|e| format!("headers: {e}"))?;
+    }
+    client.validate().map_err(|e| format!("webhook TLS: {e}"))?;
+    Ok(client)
 }
 
 /// An inline YAML or JSON document rather than a file name: it starts (after a byte order

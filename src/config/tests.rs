@@ -1,6 +1,7 @@
 //! Start-up validation: each setting's default, units, and the error naming each bad variable.
 
 use super::*;
+use crate::audit::WebhookFormat;
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -8,98 +8,120 @@ use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use secrecy::SecretString;
 use url::Url;
 
-use super::{parse_switch, vars, ConfigError};
+use super::routes::scrub;
+use super::values::Lookup;
+use super::vars::{self, def};
+use super::ConfigError;
 use crate::delivery::{Bearer, ClientOptions, SecretPem};
-use crate::redact::redact_url;
+
+/// What an error shows of a value that may be a credential.
+const NOT_SHOWN: &str = "<not shown>";
 
 /// The single webhook's TLS, credentials and headers, from the environment.
-pub(super) fn client_options(
-    get: &dyn Fn(&str) -> Option<String>,
-    base: &Path,
-) -> Result<ClientOptions, ConfigError> {
-    let invalid = |var: &'static str, value: &str, reason: String| ConfigError::Invalid {
-        var,
-        value: value.to_string(),
-        reason,
+pub(super) fn client_options(get: Lookup<'_>, base: &Path) -> Result<ClientOptions, ConfigError> {
+    let (bearer, basic) = credentials(get)?;
+    let ca_pem = ca(get, base)?;
+    let identity_pem = identity(get, base)?;
+    let insecure_skip_verify = def::WEBHOOK_INSECURE_SKIP_VERIFY.read(get)?;
+    let headers = match def::WEBHOOK_HEADERS.read(get) {
+        None => Vec::new(),
+        Some(text) => {
+            parse_headers(&text).map_err(|e| def::WEBHOOK_HEADERS.invalid(NOT_SHOWN, e))?
+        }
     };
-    let bearer = match get(vars::WEBHOOK_BEARER_TOKEN) {
+    Ok(ClientOptions {
+        ca_pem,
+        identity_pem,
+        insecure_skip_verify,
+        bearer,
+        basic,
+        headers,
+    })
+}
+
+/// Basic auth user name and password.
+type Basic = (String, SecretString);
+
+/// The bearer token, or basic auth from a user name and a password (not both). No value is
+/// ever shown, the user name included: it may hold a password pasted with it.
+fn credentials(get: Lookup<'_>) -> Result<(Option<Bearer>, Option<Basic>), ConfigError> {
+    let bearer = match def::WEBHOOK_BEARER_TOKEN.read(get) {
         None => None,
         Some(token) => Some(Bearer(SecretString::from(
             clean_secret(&token, true)
-                .map_err(|e| invalid(vars::WEBHOOK_BEARER_TOKEN, "<not shown>", e))?,
+                .map_err(|e| def::WEBHOOK_BEARER_TOKEN.invalid(NOT_SHOWN, e))?,
         ))),
     };
-    let mut client = ClientOptions {
-        bearer,
+    let password = match def::WEBHOOK_PASSWORD.read(get) {
+        None => None,
+        Some(p) => {
+            Some(clean_secret(&p, false).map_err(|e| def::WEBHOOK_PASSWORD.invalid(NOT_SHOWN, e))?)
+        }
+    };
+    let user = def::WEBHOOK_USERNAME
+        .read(get)
+        .map(|u| u.trim().to_string());
+    if let Some(user) = &user {
+        check_user_id(user).map_err(|e| def::WEBHOOK_USERNAME.invalid(NOT_SHOWN, e))?;
+    }
+    match (user, password) {
+        (Some(_), Some(_)) if bearer.is_some() => Err(def::WEBHOOK_USERNAME.invalid(
+            NOT_SHOWN,
+            format!("set {} or basic auth, not both", vars::WEBHOOK_BEARER_TOKEN),
+        )),
+        (Some(user), Some(password)) => Ok((None, Some((user, SecretString::from(password))))),
+        (None, None) => Ok((bearer, None)),
+        (Some(_), None) => Err(def::WEBHOOK_USERNAME
+            .invalid(NOT_SHOWN, format!("{} is not set", vars::WEBHOOK_PASSWORD))),
+        (None, Some(_)) => Err(ConfigError::Missing {
+            var: vars::WEBHOOK_USERNAME,
+        }),
+    }
+}
+
+/// A Basic auth user-id as RFC 7617 §2 allows it: no colon (the first colon ends the
+/// user-id, so the rest would be sent as part of the password) and no control character.
+///
+/// # Errors
+/// What is wrong, never quoting the value.
+pub(super) fn check_user_id(user: &str) -> Result<(), String> {
+    if user.contains(':') {
+        return Err(format!(
+            "a user name must not contain a colon (RFC 7617 §2: the first colon ends the \
+             user-id); set the password in {}",
+            vars::WEBHOOK_PASSWORD
+        ));
+    }
+    if user.chars().any(char::is_control) {
+        return Err("a user name must not contain control characters (RFC 7617 §2)".into());
+    }
+    Ok(())
+}
+
+/// `AUDIT_WEBHOOK_CA`, checked as the HTTP client will read it.
+fn ca(get: Lookup<'_>, base: &Path) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some(ca) = def::WEBHOOK_CA.read(get) else {
+        return Ok(None);
+    };
+    let invalid = |e: String| def::WEBHOOK_CA.invalid(shown_pem(&ca, base), e);
+    let pem = load_pem(&ca, base).map_err(invalid)?;
+    let probe = ClientOptions {
+        ca_pem: Some(pem.clone()),
         ..Default::default()
     };
-    let password = match get(vars::WEBHOOK_PASSWORD) {
-        None => None,
-        Some(p) => Some(
-            clean_secret(&p, false)
-                .map_err(|e| invalid(vars::WEBHOOK_PASSWORD, "<not shown>", e))?,
-        ),
-    };
-    let user = get(vars::WEBHOOK_USERNAME).map(|u| u.trim().to_string());
-    match (user, password) {
-        (Some(user), Some(password)) => {
-            if client.bearer.is_some() {
-                return Err(invalid(
-                    vars::WEBHOOK_USERNAME,
-                    &user,
-                    format!("set {} or basic auth, not both", vars::WEBHOOK_BEARER_TOKEN),
-                ));
-            }
-            client.basic = Some((user, SecretString::from(password)));
-        }
-        (None, None) => {}
-        (Some(user), None) => {
-            return Err(invalid(
-                vars::WEBHOOK_USERNAME,
-                &user,
-                format!("{} is not set", vars::WEBHOOK_PASSWORD),
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(ConfigError::Missing {
-                var: vars::WEBHOOK_USERNAME,
-            })
-        }
-    }
-    if let Some(ca) = get(vars::WEBHOOK_CA) {
-        let pem =
-            load_pem(&ca, base).map_err(|e| invalid(vars::WEBHOOK_CA, &shown_pem(&ca, base), e))?;
-        client.ca_pem = Some(pem);
-        let probe = ClientOptions {
-            ca_pem: client.ca_pem.clone(),
-            ..Default::default()
-        };
-        probe
-            .validate()
-            .map_err(|e| invalid(vars::WEBHOOK_CA, &shown_pem(&ca, base), e))?;
-    }
-    match (
-        get(vars::WEBHOOK_CLIENT_CERT),
-        get(vars::WEBHOOK_CLIENT_KEY),
+    probe.validate().map_err(invalid)?;
+    Ok(Some(pem))
+}
+
+/// `AUDIT_WEBHOOK_CLIENT_CERT` and `AUDIT_WEBHOOK_CLIENT_KEY` (both or neither), checked as
+/// the HTTP client will read them.
+fn identity(get: Lookup<'_>, base: &Path) -> Result<Option<SecretPem>, ConfigError> {
+    let (cert, key) = match (
+        def::WEBHOOK_CLIENT_CERT.read(get),
+        def::WEBHOOK_CLIENT_KEY.read(get),
     ) {
-        (Some(cert), Some(key)) => {
-            let cert_pem = load_pem(&cert, base)
-                .map_err(|e| invalid(vars::WEBHOOK_CLIENT_CERT, &shown_pem(&cert, base), e))?;
-            let key_pem = load_pem(&key, base)
-                .map_err(|e| invalid(vars::WEBHOOK_CLIENT_KEY, "<not shown>", e))?;
-            let mut both = String::from_utf8_lossy(&cert_pem).into_owned();
-            both.push('\n');
-            both.push_str(&String::from_utf8_lossy(&key_pem));
-            let probe = ClientOptions {
-                identity_pem: Some(SecretPem(SecretString::from(both.clone()))),
-                ..Default::default()
-            };
-            probe
-                .validate()
-                .map_err(|e| invalid(vars::WEBHOOK_CLIENT_CERT, &shown_pem(&cert, base), e))?;
-            client.identity_pem = Some(SecretPem(SecretString::from(both)));
-        }
-        (None, None) => {}
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) => return Ok(None),
         (Some(_), None) => {
             return Err(ConfigError::Missing {
                 var: vars::WEBHOOK_CLIENT_KEY,
@@ -110,17 +132,20 @@ pub(super) fn client_options(
                 var: vars::WEBHOOK_CLIENT_CERT,
             })
         }
-    }
-    client.insecure_skip_verify = parse_switch(
-        vars::WEBHOOK_INSECURE_SKIP_VERIFY,
-        get(vars::WEBHOOK_INSECURE_SKIP_VERIFY),
-        false,
-    )?;
-    if let Some(headers) = get(vars::WEBHOOK_HEADERS) {
-        client.headers = parse_headers(&headers)
-            .map_err(|e| invalid(vars::WEBHOOK_HEADERS, "<not shown>", e))?;
-    }
-    Ok(client)
+    };
+    let invalid_cert = |e: String| def::WEBHOOK_CLIENT_CERT.invalid(shown_pem(&cert, base), e);
+    let cert_pem = load_pem(&cert, base).map_err(invalid_cert)?;
+    let key_pem =
+        load_pem(&key, base).map_err(|e| def::WEBHOOK_CLIENT_KEY.invalid(NOT_SHOWN, e))?;
+    let mut both = String::from_utf8_lossy(&cert_pem).into_owned();
+    both.push('\n');
+    both.push_str(&String::from_utf8_lossy(&key_pem));
+    let probe = ClientOptions {
+        identity_pem: Some(SecretPem(SecretString::from(both.clone()))),
+        ..Default::default()
+    };
+    probe.validate().map_err(invalid_cert)?;
+    Ok(Some(SecretPem(SecretString::from(both))))
 }
 
 /// A PEM setting as it may be shown: the name of an existing file, else a placeholder. A value
@@ -176,28 +201,26 @@ fn is_plausible_path(value: &str) -> bool {
 }
 
 pub(super) fn parse_webhook_url(value: Option<String>) -> Result<Url, ConfigError> {
-    let var = vars::WEBHOOK_URL;
-    let raw = value.ok_or(ConfigError::Missing { var })?;
-    let invalid = |shown: String, reason: &str| ConfigError::Invalid {
-        var,
-        value: shown,
-        reason: reason.to_string(),
-    };
+    let setting = &def::WEBHOOK_URL;
+    let raw = value.ok_or(ConfigError::Missing { var: setting.name })?;
     // The raw text may hold a password: never echo it unparsed.
     let url = Url::parse(raw.trim()).map_err(|e| {
-        invalid(
-            "<unparsable URL, not shown>".into(),
-            &format!("not an absolute URL ({e})"),
+        setting.invalid(
+            "<unparsable URL, not shown>",
+            format!("not an absolute URL ({e})"),
         )
     })?;
+    // Only the scheme and host are shown: user-info, path and query may hold credentials.
+    let shown = format!(
+        "{}://{}/…",
+        url.scheme(),
+        url.host_str().unwrap_or_default()
+    );
     if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(invalid(
-            redact_url(&url),
-            "the scheme must be http or https",
-        ));
+        return Err(setting.invalid(shown, "the scheme must be http or https"));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid(redact_url(&url), "the URL has no host"));
+        return Err(setting.invalid(shown, "the URL has no host"));
     }
     Ok(url)
 }
@@ -256,16 +279,28 @@ const FRAMING_HEADERS: &[&str] = &[
 /// # Errors
 /// When the text is not such an object or a name or value is not a valid header.
 pub(super) fn parse_headers(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
-        .map_err(|e| format!("expected a JSON object of header names and values ({e})"))?;
+    // The parser's messages quote values, which may be keys: scrubbed.
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| {
+            format!(
+                "expected a JSON object of header names and values ({})",
+                scrub(&e.to_string())
+            )
+        })?;
     map.into_iter()
-        .map(|(name, value)| {
+        .enumerate()
+        .map(|(i, (name, value))| {
+            // A name that is no header name may be a whole `Name: value` line: not quoted.
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                format!(
+                    "header #{} has a name that is not a valid header field name (RFC 9110 §5.1)",
+                    i + 1
+                )
+            })?;
             let value = value
                 .as_str()
                 .ok_or_else(|| format!("header {name}: the value must be a string"))?
                 .to_string();
-            let header = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("{name:?} is not a valid header name"))?;
             if header == AUTHORIZATION {
                 return Err(
                     "set credentials with the bearer token or basic auth settings, not as a header"

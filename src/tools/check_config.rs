@@ -12,7 +12,9 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::config::Config;
+use crate::config::values::{show_duration, show_size, show_switch};
+use crate::config::vars::{self, def};
+use crate::config::{parse_duration_within, Config};
 use crate::delivery::{Delivery, RetrySettings, Webhook};
 use crate::pipeline::Forwarder;
 use crate::redact::redact_url;
@@ -27,9 +29,19 @@ pub struct CheckConfigArgs {
     /// Also POST one empty EventList to each webhook and report its status, TLS and latency.
     #[arg(long)]
     pub probe: bool,
-    /// Time limit of each probe, retries included.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// Time limit of each probe, retries included (the bounds of AUDIT_WEBHOOK_TIMEOUT).
+    #[arg(long, default_value = "10s", value_parser = probe_timeout)]
     pub probe_timeout: Duration,
+}
+
+/// `--probe-timeout`: within the bounds of one attempt (`AUDIT_WEBHOOK_TIMEOUT`), so the
+/// probe's deadline is always a time that exists.
+///
+/// # Errors
+/// A duration outside those bounds, or not a duration.
+pub fn probe_timeout(text: &str) -> Result<Duration, String> {
+    let bounds = &def::WEBHOOK_TIMEOUT.kind;
+    parse_duration_within(text, bounds.min, bounds.max)
 }
 
 /// The variables of a `local.settings.json` file (`Values`), as `func start` sets them.
@@ -85,13 +97,14 @@ pub fn load(args: &CheckConfigArgs) -> anyhow::Result<Config> {
     }
 }
 
-/// The effective configuration, one setting a line, secrets masked (URLs redacted, tokens,
-/// passwords and keys shown only as set or not).
+/// The effective configuration: a line per route with its webhook settings, then a line per
+/// other setting under its label ([`vars::Describe::label`]), in the order of the
+/// configuration reference; secrets masked (URLs redacted, tokens, passwords and keys shown
+/// only as set or not).
 pub fn describe(config: &Config) -> String {
-    let s = &config.forwarder;
     let mut out = String::new();
     let _ = writeln!(out, "routes:");
-    for route in &s.routes {
+    for route in &config.forwarder.routes {
         match &route.destination {
             None => {
                 let _ = writeln!(out, "  {:<12} -> drop", route.name);
@@ -115,51 +128,47 @@ pub fn describe(config: &Config) -> String {
             }
         }
     }
-    let categories: Vec<&str> = s.categories.iter().map(String::as_str).collect();
-    let lines = [
-        (
-            "policy",
-            match &s.policy {
-                Some(_) => "set (applied to routes without their own)".into(),
-                None => "none (every Event forwarded as written)".into(),
-            },
-        ),
-        ("categories", categories.join(",")),
-        ("cluster annotations", on_off(s.cluster_annotations)),
-        ("batch max events", s.batch_max_events.to_string()),
-        ("batch max bytes", s.batch_max_bytes.to_string()),
-        (
-            "delivery deadline",
-            humantime::format_duration(s.delivery_deadline).to_string(),
-        ),
-        ("webhook concurrency", s.concurrency.to_string()),
-        (
-            "webhook timeout",
-            humantime::format_duration(s.retry.attempt_timeout).to_string(),
-        ),
-        (
-            "retry backoff",
-            format!(
-                "{} .. {}",
-                humantime::format_duration(s.retry.initial_backoff),
-                humantime::format_duration(s.retry.max_backoff)
-            ),
-        ),
-        ("max records per event", s.max_records_per_event.to_string()),
-        ("max body bytes", config.host.max_body_bytes.to_string()),
-        (
-            "dead-letter binding",
-            config
-                .host
-                .deadletter_binding
-                .clone()
-                .unwrap_or_else(|| "none".into()),
-        ),
-    ];
-    for (name, value) in lines {
-        let _ = writeln!(out, "{name:<22} {value}");
+    for setting in vars::SETTINGS {
+        if let Some(value) = effective(config, setting.name()) {
+            let _ = writeln!(out, "{:<22} {value}", setting.label());
+        }
     }
     out
+}
+
+/// The value in effect of a setting that has a line of its own, as a user writes it; `None`
+/// for the settings shown on each route's line (webhook, format, credentials, TLS, headers)
+/// and `AUDIT_POLICY_FILE`, shown on the `policy` line.
+fn effective(config: &Config, name: &str) -> Option<String> {
+    let (s, host) = (&config.forwarder, &config.host);
+    Some(match name {
+        vars::CATEGORIES => {
+            let categories: Vec<&str> = s.categories.iter().map(String::as_str).collect();
+            categories.join(",")
+        }
+        vars::BATCH_MAX_EVENTS => s.batch_max_events.to_string(),
+        vars::BATCH_MAX_BYTES => show_size(s.batch_max_bytes),
+        vars::WEBHOOK_TIMEOUT => show_duration(s.retry.attempt_timeout),
+        vars::DELIVERY_DEADLINE => show_duration(s.delivery_deadline),
+        vars::WEBHOOK_CONCURRENCY => s.concurrency.to_string(),
+        vars::RETRY_INITIAL_BACKOFF => show_duration(s.retry.initial_backoff),
+        vars::RETRY_MAX_BACKOFF => show_duration(s.retry.max_backoff),
+        vars::ISOLATE_AFTER_RETRIES => s.isolate_after_retries.to_string(),
+        vars::BODY_READ_TIMEOUT => show_duration(host.body_read_timeout),
+        vars::SHUTDOWN_GRACE => show_duration(host.shutdown_grace),
+        vars::MAX_BODY_BYTES => show_size(host.max_body_bytes),
+        vars::MAX_RECORDS_PER_EVENT => s.max_records_per_event.to_string(),
+        vars::POLICY => match &s.policy {
+            Some(_) => "set (applied to routes without their own)".into(),
+            None => "none (every Event forwarded as written)".into(),
+        },
+        vars::CLUSTER_ANNOTATIONS => show_switch(s.cluster_annotations).into(),
+        vars::DEADLETTER_BINDING => host
+            .deadletter_binding
+            .clone()
+            .unwrap_or_else(|| "off".into()),
+        _ => return None,
+    })
 }
 
 fn set(yes: bool) -> &'static str {
@@ -168,10 +177,6 @@ fn set(yes: bool) -> &'static str {
     } else {
         "not set"
     }
-}
-
-fn on_off(yes: bool) -> String {
-    if yes { "on" } else { "off" }.into()
 }
 
 /// What one probe found.
@@ -278,4 +283,72 @@ pub async fn run(args: &CheckConfigArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(failed == 0, "{failed} webhook(s) did not accept the probe");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Settings shown on each route's line rather than on a line of their own.
+    const ON_ROUTE_LINES: &[&str] = &[
+        vars::WEBHOOK_URL,
+        vars::WEBHOOK_FORMAT,
+        vars::WEBHOOK_BEARER_TOKEN,
+        vars::WEBHOOK_USERNAME,
+        vars::WEBHOOK_PASSWORD,
+        vars::WEBHOOK_CA,
+        vars::WEBHOOK_CLIENT_CERT,
+        vars::WEBHOOK_CLIENT_KEY,
+        vars::WEBHOOK_INSECURE_SKIP_VERIFY,
+        vars::WEBHOOK_HEADERS,
+        vars::ROUTES,
+        vars::POLICY_FILE,
+    ];
+
+    /// Every declared setting is shown by `check-config`, and with nothing set but the
+    /// webhook, each line shows the default its declaration gives: a setting added without a
+    /// line here, or a default that differs from what the settings read, fails.
+    #[test]
+    fn shows_every_setting_at_its_declared_default() {
+        let config = Config::from_lookup(|name| {
+            (name == vars::WEBHOOK_URL).then(|| "http://127.0.0.1:9/k8s_audit".to_string())
+        })
+        .unwrap();
+        let shown = describe(&config);
+        for setting in vars::SETTINGS {
+            let name = setting.name();
+            let Some(value) = effective(&config, name) else {
+                assert!(
+                    ON_ROUTE_LINES.contains(&name),
+                    "check-config does not show {name}"
+                );
+                continue;
+            };
+            assert!(!ON_ROUTE_LINES.contains(&name), "{name} is shown twice");
+            if let Some(default) = setting.default_shown() {
+                assert_eq!(value, default, "{name}: check-config shows another default");
+            }
+            let line = format!("{:<22} {value}\n", setting.label());
+            assert!(shown.contains(&line), "{line:?} not in {shown}");
+        }
+        for part in [
+            "format",
+            "bearer token",
+            "basic auth",
+            "custom CA",
+            "client certificate",
+        ] {
+            assert!(shown.contains(part), "{part} not in {shown}");
+        }
+    }
+
+    /// Row 19: a probe timeout too long for a deadline to exist (it used to panic with exit
+    /// code 101) or too short for any answer is refused by the argument parser.
+    #[test]
+    fn probe_timeout_is_bounded() {
+        for bad in ["400000000000y", "1ns", "11m", "soon"] {
+            assert!(probe_timeout(bad).is_err(), "{bad}");
+        }
+        assert_eq!(probe_timeout("10s"), Ok(Duration::from_secs(10)));
+    }
 }

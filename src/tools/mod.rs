@@ -8,6 +8,7 @@ pub mod archive;
 pub mod backfill;
 pub mod check_config;
 pub mod checkpoint;
+pub mod cli;
 pub mod convert;
 pub mod counter;
 pub mod demo;
