@@ -13,6 +13,8 @@ pub mod vars;
 mod webhook;
 
 #[cfg(test)]
+mod refusals_tests;
+#[cfg(test)]
 mod tests;
 
 use std::cell::RefCell;
