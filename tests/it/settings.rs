@@ -208,3 +208,35 @@ fn duration_options_out_of_bounds_are_usage_errors_not_panics() {
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains("--retry-delay"), "{text}");
 }
+
+/// Issue 18 row 11, as a kind of fault, through the binary: a secret in each setting that can
+/// carry one, in a value that stops start-up, is in neither the start-up error nor
+/// check-config's. (`config::refusals_tests` covers every way each setting can fail.)
+#[test]
+fn no_start_up_or_check_config_error_shows_a_secret() {
+    let url = ("AUDIT_WEBHOOK_URL", "http://127.0.0.1:9/k8s_audit");
+    let routes = "routes:\n- name: a\n  webhook: {url: 'https://u:S3CRET@a/?sig=S3CRET', headers: {X-K: S3CRET}, format: xml}\n";
+    let cases: &[&[(&str, &str)]] = &[
+        &[("AUDIT_WEBHOOK_URL", "ftp://u:S3CRET@h/S3CRET?sig=S3CRET")],
+        &[("AUDIT_WEBHOOK_URL", "http://u:S3CRET@[::1")],
+        &[url, ("AUDIT_WEBHOOK_BEARER_TOKEN", "S3CRET S3CRET")],
+        &[url, ("AUDIT_WEBHOOK_USERNAME", "S3CRET")],
+        &[
+            url,
+            ("AUDIT_WEBHOOK_USERNAME", "u"),
+            ("AUDIT_WEBHOOK_PASSWORD", "S3CRET\u{1}"),
+        ],
+        &[url, ("AUDIT_WEBHOOK_CA", "S3CRET")],
+        &[
+            url,
+            ("AUDIT_WEBHOOK_CLIENT_CERT", "S3CRET"),
+            ("AUDIT_WEBHOOK_CLIENT_KEY", "S3CRET"),
+        ],
+        &[url, ("AUDIT_WEBHOOK_HEADERS", "\"S3CRET\"")],
+        &[url, ("AUDIT_WEBHOOK_HEADERS", "{\"X-K: S3CRET\":\"v\"}")],
+        &[("AUDIT_ROUTES", routes)],
+    ];
+    for settings in cases {
+        refused_everywhere(settings, &["AUDIT_"], &["S3CRET"]);
+    }
+}
