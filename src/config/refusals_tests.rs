@@ -1,6 +1,7 @@
 //! Settings refused at start-up for what they would do later: duplicate route names,
 //! categories that match nothing, degenerate or overflowing durations and sizes, a user name
-//! with a colon; and no secret in any configuration error, whatever the fault.
+//! with a colon; no secret in any configuration error, whatever the fault; and what a
+//! configuration without a webhook (a dry run) still checks.
 
 use std::time::Duration;
 
@@ -239,4 +240,33 @@ fn no_configuration_error_shows_a_secret() {
             "{case:?}: no variable named in {shown}"
         );
     }
+}
+
+/// `backfill --dry-run` sends nothing: [`super::Purpose::Count`] needs no webhook, and its
+/// catch-all route goes to a name that never resolves; the other settings are still checked.
+#[test]
+fn counting_needs_no_webhook_but_checks_the_rest() {
+    use super::{Purpose, NO_WEBHOOK};
+    let read = |pairs: &[(&str, &str)], purpose| {
+        Config::read(
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            purpose,
+        )
+    };
+    let config = read(&[], Purpose::Count).unwrap();
+    let routes = &config.forwarder.routes;
+    assert_eq!(routes.len(), 1);
+    let url = &routes[0].destination.as_ref().unwrap().url;
+    assert_eq!(url.as_str(), NO_WEBHOOK);
+    assert_eq!(
+        read(&[], Purpose::Deliver).unwrap_err(),
+        ConfigError::Missing {
+            var: vars::WEBHOOK_URL
+        }
+    );
+    let err = read(&[(vars::WEBHOOK_CA, "missing.pem")], Purpose::Count).unwrap_err();
+    assert!(err.to_string().starts_with(vars::WEBHOOK_CA), "{err}");
+    let config = read(&[URL], Purpose::Count).unwrap();
+    let url = &config.forwarder.routes[0].destination.as_ref().unwrap().url;
+    assert_eq!(url.as_str(), URL.1, "a configured webhook is kept");
 }
