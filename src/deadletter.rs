@@ -19,7 +19,7 @@ pub struct DeadLetter {
     /// Why it was set aside.
     pub reason: String,
     /// What was set aside: `poison`, `unrouted`, `policy-unreadable`, `malformed-record` or
-    /// `malformed-event` on the wire.
+    /// `malformed-event` or `undelivered` on the wire.
     pub kind: DeadLetterKind,
     /// The receiver's HTTP status, for poison Events.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -75,6 +75,9 @@ pub enum DeadLetterKind {
     MalformedRecord,
     /// An Event Hub event body that is not a diagnostic envelope.
     MalformedEvent,
+    /// An Event still undelivered on the host's last try of a finite retry policy (the host
+    /// checkpoints past it next).
+    Undelivered,
 }
 
 impl DeadLetterKind {
@@ -86,6 +89,7 @@ impl DeadLetterKind {
             Self::PolicyUnreadable => "policy-unreadable",
             Self::MalformedRecord => "malformed-record",
             Self::MalformedEvent => "malformed-event",
+            Self::Undelivered => "undelivered",
         }
     }
 }
@@ -242,6 +246,7 @@ mod tests {
             DeadLetterKind::PolicyUnreadable,
             DeadLetterKind::MalformedRecord,
             DeadLetterKind::MalformedEvent,
+            DeadLetterKind::Undelivered,
         ] {
             let line = to_json_lines(&[DeadLetter::new(kind, "r")]);
             assert_eq!(line, format!("{{\"reason\":\"r\",\"kind\":\"{kind}\"}}\n"));

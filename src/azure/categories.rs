@@ -2,14 +2,15 @@
 //! without `get` and `list`, so a diagnostic setting streaming both sends every other Event
 //! twice, and receivers such as Falco do not de-duplicate (their rules fire twice).
 //!
-//! Within an invocation the second copy (same cluster, `auditID` and `stage`) is dropped.
+//! Within an invocation the second copy (same cluster and the very same Event text, byte for
+//! byte) is dropped. Never by `auditID` and `stage` alone: a client sets `auditID` with its
+//! `Audit-ID` header (kube-apiserver takes it unvalidated), so two different requests can
+//! share them, and dropping one would hide it.
 //! Copies in different invocations or partitions cannot be seen together, so the lasting fix
 //! is to stream one category; the forwarder names it in a warning, once per cluster.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-
-use serde::Deserialize;
 
 use crate::audit::AuditEvent;
 
@@ -54,22 +55,14 @@ impl CategoriesSeen {
     }
 }
 
-#[derive(Deserialize)]
-struct Key<'a> {
-    #[serde(rename = "auditID", borrow)]
-    audit_id: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    stage: std::borrow::Cow<'a, str>,
-}
-
-/// Tells the later copies of an Event (same source, `auditID` and `stage`) from the sources
+/// Tells the later copies of an Event (same source, byte-equal Event text) from the sources
 /// that sent both categories in one invocation, Event by Event.
 #[derive(Debug, Default)]
 pub struct CategoryCopies {
     /// Sources that sent both categories.
     both: HashSet<Arc<str>>,
-    /// `(source, auditID, stage)` of every Event of those sources seen so far.
-    keys: HashSet<(String, String, String)>,
+    /// `(source, Event text)` of every Event of those sources seen so far.
+    keys: HashSet<(Arc<str>, Box<str>)>,
 }
 
 impl CategoryCopies {
@@ -81,28 +74,21 @@ impl CategoryCopies {
         }
     }
 
-    /// Whether `event` is a later copy of an Event seen before; the first copy is remembered.
-    /// An Event without a readable `auditID` and `stage` is never a copy.
+    /// Whether `event` is a later copy of an Event seen before (the same source and the very
+    /// same text); the first copy is remembered.
     pub fn is_later_copy(&mut self, event: &AuditEvent) -> bool {
         if self.both.is_empty() {
             return false;
         }
-        let source = event.source().map_or("", |s| &**s);
-        if !self.both.contains(source) {
+        let source = event.source().cloned().unwrap_or_else(|| Arc::from(""));
+        if !self.both.contains(&source) {
             return false;
         }
-        match serde_json::from_str::<Key<'_>>(event.json()) {
-            Ok(k) => !self.keys.insert((
-                source.to_string(),
-                k.audit_id.into_owned(),
-                k.stage.into_owned(),
-            )),
-            Err(_) => false,
-        }
+        !self.keys.insert((source, Box::from(event.json())))
     }
 }
 
-/// Drops every later copy of an Event (same source, `auditID` and `stage`) from the sources
+/// Drops every later copy of an Event (same source, byte-equal text) from the sources
 /// that sent both categories; returns how many were dropped. Order is kept.
 pub fn drop_category_duplicates(events: &mut Vec<AuditEvent>, seen: &CategoriesSeen) -> u64 {
     let mut copies = CategoryCopies::new(seen);
@@ -161,5 +147,24 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, [(&*a, true), (&*b, true), (&*b, true), (&*a, false)]);
+    }
+
+    /// Row 5 of the second adversarial review: two different Events sharing an `auditID` and
+    /// a stage (a client chose the `Audit-ID` header) are both kept; only a byte-equal copy
+    /// from the same source is dropped.
+    #[test]
+    fn r18_5_a_shared_audit_id_never_drops_a_different_event() {
+        let a: Arc<str> = Arc::from("/subscriptions/1/x/managedclusters/a");
+        let mut seen = CategoriesSeen::default();
+        seen.note(Some(&a), "kube-audit");
+        seen.note(Some(&a), "kube-audit-admin");
+        let harmless = event_json("same");
+        let destructive = harmless.replace(r#""verb":"create""#, r#""verb":"delete""#);
+        assert_ne!(harmless, destructive, "the fixture must differ");
+        let parse = |text: &str| AuditEvent::parse(text).unwrap().with_source(a.clone());
+        let mut events = vec![parse(&harmless), parse(&destructive), parse(&harmless)];
+        assert_eq!(drop_category_duplicates(&mut events, &seen), 1);
+        let texts: Vec<&str> = events.iter().map(AuditEvent::json).collect();
+        assert_eq!(texts, [harmless.as_str(), destructive.as_str()]);
     }
 }

@@ -66,7 +66,8 @@ pub struct Poisoned {
 #[derive(Debug)]
 struct Entry {
     key: InvocationKey,
-    routes: Vec<(String, RouteLearned)>,
+    /// By the route's place in the routes list: its identity, whatever its name.
+    routes: Vec<(usize, RouteLearned)>,
 }
 
 /// The bounded cache, shared by all invocations of the process.
@@ -76,20 +77,21 @@ pub struct Learned {
 }
 
 impl Learned {
-    /// What `route` learned in earlier tries of `key`, if its Event count matches.
-    pub fn get(&self, key: &InvocationKey, route: &str, events: usize) -> RouteLearned {
+    /// What the route at `route` (its place in the routes list, which identifies it whatever
+    /// its name) learned in earlier tries of `key`, if its Event count matches.
+    pub fn get(&self, key: &InvocationKey, route: usize, events: usize) -> RouteLearned {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .iter()
             .find(|e| &e.key == key)
-            .and_then(|e| e.routes.iter().find(|(name, _)| name == route))
+            .and_then(|e| e.routes.iter().find(|(r, _)| *r == route))
             .map(|(_, learned)| learned.clone())
             .filter(|l| l.events == events)
             .unwrap_or_default()
     }
 
-    /// Records what `route` knows now about `key`, replacing what it knew.
-    pub fn put(&self, key: &InvocationKey, route: &str, learned: RouteLearned) {
+    /// Records what the route at `route` knows now about `key`, replacing what it knew.
+    pub fn put(&self, key: &InvocationKey, route: usize, learned: RouteLearned) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let position = entries.iter().position(|e| &e.key == key);
         let entry = match position {
@@ -106,9 +108,9 @@ impl Learned {
                 &mut entries[last]
             }
         };
-        match entry.routes.iter_mut().find(|(name, _)| name == route) {
+        match entry.routes.iter_mut().find(|(r, _)| *r == route) {
             Some((_, old)) => *old = learned,
-            None => entry.routes.push((route.to_string(), learned)),
+            None => entry.routes.push((route, learned)),
         }
     }
 
@@ -142,16 +144,16 @@ mod tests {
             ..RouteLearned::default()
         };
         learned.delivered.extend([0, 1]);
-        cache.put(&key, "a", learned.clone());
-        assert_eq!(cache.get(&key, "a", 5), learned);
-        assert_eq!(cache.get(&key, "a", 6), RouteLearned::default());
-        assert_eq!(cache.get(&key, "b", 5), RouteLearned::default());
+        cache.put(&key, 0, learned.clone());
+        assert_eq!(cache.get(&key, 0, 5), learned);
+        assert_eq!(cache.get(&key, 0, 6), RouteLearned::default());
+        assert_eq!(cache.get(&key, 1, 5), RouteLearned::default());
         for p in 0..(REMEMBERED_INVOCATIONS + 10) {
             let k = InvocationKey::new(Some(&p.to_string()), &[1]).unwrap();
-            cache.put(&k, "a", RouteLearned::default());
+            cache.put(&k, 0, RouteLearned::default());
         }
         assert_eq!(cache.len(), REMEMBERED_INVOCATIONS);
-        assert_eq!(cache.get(&key, "a", 5), RouteLearned::default());
+        assert_eq!(cache.get(&key, 0, 5), RouteLearned::default());
         cache.forget(&InvocationKey::new(Some("70"), &[1]).unwrap());
         assert_eq!(cache.len(), REMEMBERED_INVOCATIONS - 1);
         assert!(InvocationKey::new(None, &[1]).is_none());

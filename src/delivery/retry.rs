@@ -135,8 +135,10 @@ pub fn classify_status(
             after: retry_after,
             throttled: status.as_u16() == 429,
         },
-        // Wrong credentials, wrong path, wrong method: no payload can pass.
-        401 | 403 | 404 | 405 | 407 | 421 | 501 => RetryAction::Halt { reason },
+        // Wrong credentials, wrong path, wrong method: no payload can pass. 410 (the URL is
+        // gone, RFC 9110 §15.5.11), 426 (another protocol, §15.5.22) and 431 (our header
+        // fields, RFC 6585 §5) are about the request, not the Events in it.
+        401 | 403 | 404 | 405 | 407 | 410 | 421 | 426 | 431 | 501 => RetryAction::Halt { reason },
         s if (500..600).contains(&s) => RetryAction::Retry {
             reason,
             after: retry_after,

@@ -22,23 +22,46 @@ pub(super) enum Next {
     GiveUp(String),
 }
 
-/// Classifies an answer; `isolating` once isolation is on and before the deadline,
-/// `others_passed` once any batch of the route was delivered.
+/// How far isolation goes on this try, before the deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Isolating {
+    /// Not isolating (or the deadline has passed): what fails is given up on.
+    No,
+    /// Transient failures (5xx, resets, timeouts) are isolated.
+    Transient,
+    /// The host has retried the invocation: statuses that usually mean a misconfigured
+    /// receiver (401, 403, 404…) are isolated too.
+    Everything,
+}
+
+/// Classifies an answer; `others_passed` once any batch of the route was delivered.
 pub(super) fn classify(
     delivery: Delivery,
     events: usize,
-    isolating: bool,
+    isolating: Isolating,
     others_passed: bool,
 ) -> Next {
-    match delivery {
-        Delivery::Delivered { .. } => Next::Delivered,
-        Delivery::Rejected { reason, .. } if events > 1 => Next::SplitRefused(reason.into()),
-        Delivery::Rejected { reason, status, .. } => Next::Poison(reason.into(), status),
-        Delivery::Halted { reason, .. } => Next::GiveUp(reason.into()),
-        Delivery::Failed { reason, .. } if !isolating => Next::GiveUp(reason.into()),
-        Delivery::Failed { reason, .. } if events == 1 => Next::Suspect(reason.into()),
-        Delivery::Failed { reason, .. } if others_passed => Next::SplitFailing(reason.into()),
-        Delivery::Failed { reason, .. } => Next::Defer(reason.into()),
+    let (reason, isolated) = match delivery {
+        Delivery::Delivered { .. } => return Next::Delivered,
+        Delivery::Rejected { reason, .. } if events > 1 => {
+            return Next::SplitRefused(reason.into())
+        }
+        Delivery::Rejected { reason, status, .. } => return Next::Poison(reason.into(), status),
+        // A status the route gives to every payload (401, 404…) is a route problem, but one it
+        // does not give to other payloads is a refusal of that content, whatever its code
+        // (a WAF's 403): once the host has retried, it is judged like a transient failure,
+        // and only an Event that fails alone while others pass is set aside.
+        Delivery::Halted { reason, .. } => (reason, isolating == Isolating::Everything),
+        Delivery::Failed { reason, .. } => (reason, isolating != Isolating::No),
+    };
+    if !isolated {
+        Next::GiveUp(reason.into())
+    } else if events == 1 {
+        Next::Suspect(reason.into())
+    } else if others_passed {
+        Next::SplitFailing(reason.into())
+    } else {
+        Next::Defer(reason.into())
     }
 }
 
@@ -63,15 +86,20 @@ mod tests {
         };
         let reason = || "HTTP 400".to_string();
         assert_eq!(
-            classify(Delivery::Delivered { attempts: 1 }, 5, true, false),
+            classify(
+                Delivery::Delivered { attempts: 1 },
+                5,
+                Isolating::Everything,
+                false
+            ),
             Next::Delivered
         );
         assert_eq!(
-            classify(refused.clone(), 5, false, false),
+            classify(refused.clone(), 5, Isolating::No, false),
             Next::SplitRefused(reason())
         );
         assert_eq!(
-            classify(refused, 1, false, false),
+            classify(refused, 1, Isolating::No, false),
             Next::Poison(reason(), Some(400))
         );
         let halted = Delivery::Halted {
@@ -79,13 +107,41 @@ mod tests {
             attempts: 1,
         };
         assert_eq!(
-            classify(halted, 1, true, true),
+            classify(halted.clone(), 1, Isolating::No, true),
             Next::GiveUp("HTTP 401".into())
         );
+        assert_eq!(
+            classify(halted.clone(), 1, Isolating::Everything, true),
+            Next::Suspect("HTTP 401".into())
+        );
+        assert_eq!(
+            classify(halted.clone(), 4, Isolating::Everything, false),
+            Next::Defer("HTTP 401".into())
+        );
+        assert_eq!(
+            classify(halted, 1, Isolating::Transient, true),
+            Next::GiveUp("HTTP 401".into())
+        );
+        assert_eq!(
+            classify(failed(), 1, Isolating::Transient, true),
+            Next::Suspect("HTTP 503".into())
+        );
         let r = || "HTTP 503".to_string();
-        assert_eq!(classify(failed(), 1, false, true), Next::GiveUp(r()));
-        assert_eq!(classify(failed(), 1, true, false), Next::Suspect(r()));
-        assert_eq!(classify(failed(), 4, true, true), Next::SplitFailing(r()));
-        assert_eq!(classify(failed(), 4, true, false), Next::Defer(r()));
+        assert_eq!(
+            classify(failed(), 1, Isolating::No, true),
+            Next::GiveUp(r())
+        );
+        assert_eq!(
+            classify(failed(), 1, Isolating::Everything, false),
+            Next::Suspect(r())
+        );
+        assert_eq!(
+            classify(failed(), 4, Isolating::Everything, true),
+            Next::SplitFailing(r())
+        );
+        assert_eq!(
+            classify(failed(), 4, Isolating::Everything, false),
+            Next::Defer(r())
+        );
     }
 }

@@ -4,13 +4,18 @@
 //! state machine in [`super::route_delivery`], isolating what a receiver refuses
 //! ([`super::isolation`]).
 
+use std::ops::Range;
+
 use tokio::time::Instant;
 
-use super::route_delivery::{Limits, RouteDelivery, Start};
-use super::routes::Routed;
+use super::isolation::Isolation;
+use super::route_delivery::RouteDelivery;
+use super::routes::{AuditWebhook, Route, Routed};
 use super::{DeliveryTally, Forwarder, InvocationMeta};
+use crate::audit::AuditEvent;
 use crate::deadletter::DeadLetter;
-use crate::delivery::learned::InvocationKey;
+use crate::delivery::learned::{InvocationKey, Learned, RouteLearned};
+use crate::delivery::{plan, BatchLimits};
 
 /// One route's delivery counts, by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,6 +40,45 @@ pub struct DeliveryOutcome {
     pub unsent: Vec<Vec<usize>>,
 }
 
+/// What one route's delivery did.
+#[derive(Debug, Default)]
+pub(super) struct RouteOutcome {
+    /// Its counts.
+    pub(super) tally: DeliveryTally,
+    /// Its poison Events as dead letters, in the Events' order.
+    pub(super) poison: Vec<DeadLetter>,
+    /// Indices of the Events still undelivered, ascending.
+    pub(super) unsent: Vec<usize>,
+}
+
+/// The batch limits and concurrency of one route's delivery.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// Maximum Events in one POST.
+    pub(super) max_events: usize,
+    /// Maximum bytes in one POST (lowered by a 413).
+    pub(super) max_bytes: usize,
+    /// POSTs in flight at once.
+    pub(super) concurrency: usize,
+}
+
+/// Where a route's delivery stands, and what it needs.
+pub(super) struct Start<'a> {
+    pub(super) route: &'a Route,
+    /// The route's place in the routes list: what identifies it in `memory`.
+    pub(super) route_index: usize,
+    /// The host's last try of a finite retry policy: what is undelivered at the end is
+    /// dead-lettered, since the host checkpoints past it.
+    pub(super) last_try: bool,
+    pub(super) target: &'a AuditWebhook,
+    pub(super) events: &'a [AuditEvent],
+    pub(super) deadline: Instant,
+    pub(super) isolation: Isolation,
+    pub(super) memory: &'a Learned,
+    pub(super) key: Option<&'a InvocationKey>,
+    pub(super) limits: Limits,
+}
+
 impl Forwarder {
     /// Delivers each route's Events, routes in parallel. Returns only once every batch has a
     /// final result. `meta` says which try of which invocation this is (what earlier tries
@@ -48,6 +92,11 @@ impl Forwarder {
     ) -> DeliveryOutcome {
         let key = InvocationKey::new(meta.partition_id.as_deref(), &meta.sequence_numbers);
         let isolation = self.isolation(meta);
+        // The last try of a finite retry policy: the host checkpoints past a failure.
+        let last_try = meta
+            .retry_count
+            .zip(meta.max_retry_count)
+            .is_some_and(|(count, max)| max >= 0 && count >= max);
         let limits = Limits {
             max_events: self.settings.batch_max_events,
             max_bytes: self.settings.batch_max_bytes,
@@ -57,6 +106,8 @@ impl Forwarder {
             let target = route.webhook()?;
             let start = Start {
                 route,
+                route_index: index,
+                last_try,
                 target,
                 events: routed.events(index),
                 deadline,
@@ -90,4 +141,40 @@ impl Forwarder {
         }
         outcome
     }
+}
+
+/// The batches of the Events not yet known (delivered or poison in an earlier try), each
+/// bounded by count and bytes, the first to send last.
+pub(super) fn plan_queue(
+    events: &[AuditEvent],
+    learned: &RouteLearned,
+    target: &AuditWebhook,
+    limits: Limits,
+) -> Vec<Range<usize>> {
+    let batch_limits = BatchLimits {
+        format: target.format,
+        max_events: limits.max_events,
+        max_bytes: limits.max_bytes,
+    };
+    let known =
+        |i: usize| learned.delivered.contains(&i) || learned.poison.iter().any(|p| p.index == i);
+    let mut queue: Vec<Range<usize>> = Vec::new();
+    let mut start = 0;
+    while start < events.len() {
+        if known(start) {
+            start += 1;
+            continue;
+        }
+        let end = (start..events.len())
+            .find(|&i| known(i))
+            .unwrap_or(events.len());
+        queue.extend(
+            plan(&events[start..end], batch_limits)
+                .into_iter()
+                .map(|r| r.start + start..r.end + start),
+        );
+        start = end;
+    }
+    queue.reverse();
+    queue
 }

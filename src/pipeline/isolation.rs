@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::routes::{AuditWebhook, Route};
 use super::{DeliveryTally, Forwarder, InvocationMeta};
-use crate::audit::{encode, AuditEvent};
+use crate::audit::{encode, AuditEvent, WebhookFormat};
 use crate::deadletter::{DeadLetter, DeadLetterKind};
 use crate::delivery::learned::RouteLearned;
 use crate::delivery::Delivery;
@@ -57,9 +57,11 @@ impl Forwarder {
     }
 }
 
-/// Whether the receiver takes an Event now: resends one Event already delivered (in this try
-/// or an earlier one), alone. A duplicate, which at-least-once delivery allows, is the price
-/// of never dead-lettering because a receiver is down.
+/// Whether the receiver takes a payload now: resends one Event already delivered (in this
+/// try or an earlier one), alone; when none was, an empty `EventList` (harmless, as
+/// `check-config --probe` sends). A duplicate, which at-least-once delivery allows, is the
+/// price of never dead-lettering because a receiver is down. With the bare `Event` format and
+/// nothing delivered there is no harmless payload: the answer is no.
 pub(super) async fn probe(
     target: &AuditWebhook,
     events: &[AuditEvent],
@@ -67,19 +69,59 @@ pub(super) async fn probe(
     deadline: Instant,
     tally: &mut DeliveryTally,
 ) -> bool {
-    let Some(&i) = learned.delivered.iter().next() else {
-        return false;
-    };
     if Instant::now() >= deadline {
         return false;
     }
-    let body = encode(target.format, std::slice::from_ref(&events[i]));
+    let body = match learned.delivered.iter().next() {
+        Some(&i) => encode(target.format, std::slice::from_ref(&events[i])),
+        None if target.format == WebhookFormat::EventList => encode(target.format, &[]),
+        None => return false,
+    };
     let outcome = target
         .webhook
         .deliver_limited(body, deadline, ISOLATION_FAILURES)
         .await;
     tally.attempts += u64::from(outcome.attempts());
     matches!(outcome, Delivery::Delivered { .. })
+}
+
+/// Times an Event that failed alone is sent alone again before it is judged: chance (a
+/// receiver failing at random) must not single out a healthy Event, an Event that causes its
+/// failure fails every time. With two attempts per POST, a receiver failing half the requests
+/// at random fails all of them with probability 4⁻⁶.
+pub(super) const SUSPECT_RETESTS: u32 = 5;
+
+/// How an Event's retests ended.
+pub(super) enum Retest {
+    Delivered,
+    FailedEveryTime,
+    /// The deadline came first: no verdict.
+    Unfinished,
+}
+
+/// Sends `event` alone up to [`SUSPECT_RETESTS`] times, until it is delivered; returns how
+/// that ended and the attempts made.
+pub(super) async fn retest(
+    target: &AuditWebhook,
+    event: &AuditEvent,
+    deadline: Instant,
+) -> (Retest, u32) {
+    let mut attempts = 0;
+    for _ in 0..SUSPECT_RETESTS {
+        if Instant::now() >= deadline {
+            return (Retest::Unfinished, attempts);
+        }
+        let body = encode(target.format, std::slice::from_ref(event));
+        let delivery = target
+            .webhook
+            .deliver_limited(body, deadline, ISOLATION_FAILURES)
+            .await;
+        attempts += delivery.attempts();
+        if let Delivery::Delivered { .. } = delivery {
+            return (Retest::Delivered, attempts);
+        }
+    }
+    (Retest::FailedEveryTime, attempts)
 }
 
 /// The dead letter of an Event a route's receiver will not take.
@@ -91,6 +133,13 @@ pub(super) fn poison_letter(
 ) -> DeadLetter {
     let mut item = DeadLetter::for_event(event, DeadLetterKind::Poison, reason);
     item.status = status;
+    item.route = Some(route.name.clone());
+    item
+}
+
+/// The dead letter of an Event still undelivered on the host's last try.
+pub(super) fn undelivered_letter(route: &Route, event: &AuditEvent, reason: String) -> DeadLetter {
+    let mut item = DeadLetter::for_event(event, DeadLetterKind::Undelivered, reason);
     item.route = Some(route.name.clone());
     item
 }

@@ -24,36 +24,17 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 
-use super::classify::{classify, Next};
-use super::isolation::{poison_letter, probe, Isolation, ISOLATION_FAILURES};
+use super::classify::{classify, Isolating, Next};
+use super::deliver::{plan_queue, Limits, RouteOutcome, Start};
+use super::isolation::{
+    poison_letter, probe, retest, undelivered_letter, Isolation, Retest, ISOLATION_FAILURES,
+};
 use super::routes::{AuditWebhook, Route};
 use super::DeliveryTally;
 use crate::audit::{encode, encoded_len, AuditEvent};
 use crate::deadletter::DeadLetter;
 use crate::delivery::learned::{InvocationKey, Learned, Poisoned, RouteLearned};
-use crate::delivery::{plan, BatchLimits, Delivery};
-
-/// What one route's delivery did.
-#[derive(Debug, Default)]
-pub(super) struct RouteOutcome {
-    /// Its counts.
-    pub(super) tally: DeliveryTally,
-    /// Its poison Events as dead letters, in the Events' order.
-    pub(super) poison: Vec<DeadLetter>,
-    /// Indices of the Events still undelivered, ascending.
-    pub(super) unsent: Vec<usize>,
-}
-
-/// The batch limits and concurrency of one route's delivery.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Limits {
-    /// Maximum Events in one POST.
-    pub(super) max_events: usize,
-    /// Maximum bytes in one POST (lowered by a 413).
-    pub(super) max_bytes: usize,
-    /// POSTs in flight at once.
-    pub(super) concurrency: usize,
-}
+use crate::delivery::Delivery;
 
 /// A batch that is not delivered (yet), and the last reason.
 #[derive(Debug)]
@@ -89,6 +70,8 @@ fn push_halves(stack: &mut Vec<Range<usize>>, range: Range<usize>) {
 /// The state of one route's delivery of one invocation.
 pub(super) struct RouteDelivery<'a> {
     route: &'a Route,
+    route_index: usize,
+    last_try: bool,
     target: &'a AuditWebhook,
     events: &'a [AuditEvent],
     deadline: Instant,
@@ -127,23 +110,13 @@ pub(super) struct RouteDelivery<'a> {
     isolation_logged: bool,
 }
 
-/// Where a route's delivery stands, and what it needs.
-pub(super) struct Start<'a> {
-    pub(super) route: &'a Route,
-    pub(super) target: &'a AuditWebhook,
-    pub(super) events: &'a [AuditEvent],
-    pub(super) deadline: Instant,
-    pub(super) isolation: Isolation,
-    pub(super) memory: &'a Learned,
-    pub(super) key: Option<&'a InvocationKey>,
-    pub(super) limits: Limits,
-}
-
 impl<'a> RouteDelivery<'a> {
     /// Plans the batches, skipping what earlier tries delivered or isolated.
     pub(super) fn new(start: Start<'a>) -> Self {
         let Start {
             route,
+            route_index,
+            last_try,
             target,
             events,
             deadline,
@@ -154,7 +127,7 @@ impl<'a> RouteDelivery<'a> {
         } = start;
         let now = Instant::now();
         let mut learned = key
-            .map(|k| memory.get(k, &route.name, events.len()))
+            .map(|k| memory.get(k, route_index, events.len()))
             .unwrap_or_default();
         learned.events = events.len();
         let mut tally = DeliveryTally::default();
@@ -169,6 +142,8 @@ impl<'a> RouteDelivery<'a> {
         let planned = queue.iter().map(|r| (r.start, r.end)).collect();
         Self {
             route,
+            route_index,
+            last_try,
             target,
             events,
             deadline,
@@ -281,7 +256,12 @@ impl<'a> RouteDelivery<'a> {
                 self.sizing = true;
             }
         }
-        let isolating = self.isolation != Isolation::Off && Instant::now() < self.deadline;
+        let isolating = match self.isolation {
+            _ if Instant::now() >= self.deadline => Isolating::No,
+            Isolation::Off => Isolating::No,
+            Isolation::AfterHalfTheDeadline => Isolating::Transient,
+            Isolation::Immediate => Isolating::Everything,
+        };
         let next = classify(
             delivery,
             range.len(),
@@ -371,18 +351,40 @@ impl<'a> RouteDelivery<'a> {
         probe(target, events, &self.learned, deadline, &mut self.tally).await
     }
 
-    /// An Event that failed alone is poison only if the receiver took other Events after its
-    /// failure began; otherwise one resent, already-delivered Event must pass now. The rest
+    /// An Event that failed alone is sent alone again a few times ([`SUSPECT_RETESTS`]); if
+    /// it passes once it is delivered. If it fails every time, it is poison only if the
+    /// receiver took other Events after its failure began, or a probe passes now. The rest
     /// are given up on.
     async fn judge_suspects(&mut self) {
-        let last_success = self.last_success;
-        let (mut judged, mut still): (Vec<Suspect>, Vec<Suspect>) =
-            std::mem::take(&mut self.suspects)
-                .into_iter()
-                .partition(|s| last_success.is_some_and(|t| t > s.began));
-        if !still.is_empty() && self.probe().await {
-            judged.append(&mut still);
+        let suspects = std::mem::take(&mut self.suspects);
+        let (target, events, deadline) = (self.target, self.events, self.deadline);
+        let retests = suspects
+            .iter()
+            .map(|s| retest(target, &events[s.index], deadline));
+        let results = futures::future::join_all(retests).await;
+        let mut failing = Vec::new();
+        let mut still = Vec::new();
+        for (suspect, (result, attempts)) in suspects.into_iter().zip(results) {
+            self.tally.attempts += u64::from(attempts);
+            match result {
+                Retest::Delivered => {
+                    self.tally.delivered_batches += 1;
+                    self.tally.delivered_events += 1;
+                    self.learned.delivered.insert(suspect.index);
+                    self.last_success = Some(Instant::now());
+                }
+                Retest::FailedEveryTime => failing.push(suspect),
+                Retest::Unfinished => still.push(suspect),
+            }
         }
+        let last_success = self.last_success;
+        let (mut judged, mut unproven): (Vec<Suspect>, Vec<Suspect>) = failing
+            .into_iter()
+            .partition(|s| last_success.is_some_and(|t| t > s.began));
+        if !unproven.is_empty() && self.probe().await {
+            judged.append(&mut unproven);
+        }
+        still.append(&mut unproven);
         for s in judged {
             let reason = format!(
                 "failed alone ({}) while other Events to this route were delivered",
@@ -405,6 +407,23 @@ impl<'a> RouteDelivery<'a> {
         }
     }
 
+    /// On the host's last try, what is still undelivered is dead-lettered (the host would
+    /// checkpoint past it): each Event, with the last reason.
+    fn dead_letter_the_rest(&mut self) {
+        for unfinished in std::mem::take(&mut self.failed) {
+            for index in unfinished.range {
+                let reason = format!(
+                    "undelivered on the host's last try of the invocation: {}",
+                    unfinished.reason
+                );
+                let letter = undelivered_letter(self.route, &self.events[index], reason);
+                self.poison.push((index, letter));
+                self.tally.rejected_batches += 1;
+                self.tally.rejected_events += 1;
+            }
+        }
+    }
+
     /// Dead-letters the Event at `index` as poison and remembers it for later tries.
     fn set_aside(&mut self, index: usize, reason: String, status: Option<u16>) {
         self.tally.rejected_batches += 1;
@@ -421,6 +440,9 @@ impl<'a> RouteDelivery<'a> {
     /// Counts what was given up on, keeps what was learned when the invocation will be tried
     /// again, and puts the dead letters in the Events' order.
     fn finish(mut self) -> RouteOutcome {
+        if self.last_try {
+            self.dead_letter_the_rest();
+        }
         for unfinished in &self.failed {
             self.tally.failed_batches += 1;
             self.tally.failed_events += unfinished.range.len() as u64;
@@ -442,7 +464,7 @@ impl<'a> RouteDelivery<'a> {
         unsent.sort_unstable();
         if let Some(key) = self.key {
             if !unsent.is_empty() {
-                self.memory.put(key, &self.route.name, self.learned);
+                self.memory.put(key, self.route_index, self.learned);
             }
         }
         RouteOutcome {
@@ -451,40 +473,4 @@ impl<'a> RouteDelivery<'a> {
             unsent,
         }
     }
-}
-
-/// The batches of the Events not yet known (delivered or poison in an earlier try), each
-/// bounded by count and bytes, the first to send last.
-fn plan_queue(
-    events: &[AuditEvent],
-    learned: &RouteLearned,
-    target: &AuditWebhook,
-    limits: Limits,
-) -> Vec<Range<usize>> {
-    let batch_limits = BatchLimits {
-        format: target.format,
-        max_events: limits.max_events,
-        max_bytes: limits.max_bytes,
-    };
-    let known =
-        |i: usize| learned.delivered.contains(&i) || learned.poison.iter().any(|p| p.index == i);
-    let mut queue: Vec<Range<usize>> = Vec::new();
-    let mut start = 0;
-    while start < events.len() {
-        if known(start) {
-            start += 1;
-            continue;
-        }
-        let end = (start..events.len())
-            .find(|&i| known(i))
-            .unwrap_or(events.len());
-        queue.extend(
-            plan(&events[start..end], batch_limits)
-                .into_iter()
-                .map(|r| r.start + start..r.end + start),
-        );
-        start = end;
-    }
-    queue.reverse();
-    queue
 }

@@ -17,6 +17,7 @@ mod helpers;
 mod hostile;
 mod invoke;
 mod limits;
+mod no_loss;
 mod process;
 mod properties;
 mod rogue;
