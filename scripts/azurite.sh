@@ -6,13 +6,64 @@
 #   scripts/azurite.sh --check  start it, prove blob, queue and table storage work with the
 #                               Azure SDK (as the host's checkpoint store would), then stop
 #   scripts/azurite.sh --install only install it (the storage tests start their own)
+#   scripts/azurite.sh --upload-archive [FILE]
+#                               put an archive blob (default samples/PT1H.json: the sample
+#                               cluster's kube-audit records) into the Azurite started above,
+#                               where Azure Monitor would write it, for `backfill` to read:
+#                               insights-logs-<category>/resourceId=<id>/y=/m=/d=/h=/m=00/PT1H.json
+#                               from the first record's category, resourceId and time
 #
-# Needs: Node.js with npm (installs azurite under target/azurite); --check also needs python3.
+# Needs: Node.js with npm (installs azurite under target/azurite); --check and --upload-archive
+# also need python3 (they install the Azure Storage SDK into target/azurite-venv).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
+UPLOAD=""
+if [ "${1:-}" = "--upload-archive" ]; then
+  UPLOAD="${2:-}"
+  case "$UPLOAD" in /* | "") ;; *) UPLOAD="$PWD/$UPLOAD" ;; esac
+  UPLOAD="${UPLOAD:-$(cd "$(dirname "$0")/.." && pwd)/samples/PT1H.json}"
+fi
+cd "$(dirname "$0")/.."
 PREFIX="target/azurite"
 DATA="${AZURITE_DATA:-.azurite}"
+VENV="${AZURITE_VENV:-target/azurite-venv}"
+
+sdk() {
+  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import azure.storage.blob, azure.storage.queue, azure.data.tables' 2>/dev/null; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet azure-storage-blob azure-storage-queue azure-data-tables
+  fi
+}
+
+if [ -n "$UPLOAD" ]; then
+  [ -f "$UPLOAD" ] || { echo "azurite: no archive file $UPLOAD" >&2; exit 2; }
+  sdk
+  "$VENV/bin/python" - "$UPLOAD" <<'PY'
+import json, sys
+from azure.core.exceptions import ResourceExistsError, ServiceRequestError
+from azure.storage.blob import BlobServiceClient
+
+path = sys.argv[1]
+data = open(path, "rb").read()
+first = json.loads(data.splitlines()[0])
+category, resource, time = first["category"], first["resourceId"].upper(), first["time"]
+day, clock = time.split("T")
+y, m, d = day.split("-")
+blob = f"resourceId={resource}/y={y}/m={m}/d={d}/h={clock[:2]}/m=00/PT1H.json"
+container = f"insights-logs-{category}"
+try:
+    service = BlobServiceClient.from_connection_string("UseDevelopmentStorage=true")
+    try:
+        service.create_container(container)
+    except ResourceExistsError:
+        pass
+    service.get_blob_client(container, blob).upload_blob(data, overwrite=True)
+except ServiceRequestError:
+    sys.exit("azurite: nothing answers on 127.0.0.1:10000; start it first, in another terminal: scripts/azurite.sh")
+print(f"azurite: {container}/{blob} ({len(data.splitlines())} records)")
+PY
+  exit 0
+fi
 if [ ! -x "$PREFIX/node_modules/.bin/azurite" ]; then
   mkdir -p "$PREFIX"
   npm install --silent --no-audit --no-fund --prefix "$PREFIX" azurite >/dev/null
@@ -36,11 +87,7 @@ ARGS[4]="$DATA"
 PID=$!
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$DATA"' EXIT
 
-VENV="${AZURITE_VENV:-target/azurite-venv}"
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import azure.storage.blob, azure.storage.queue, azure.data.tables' 2>/dev/null; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet azure-storage-blob azure-storage-queue azure-data-tables
-fi
+sdk
 "$VENV/bin/python" - <<'PY'
 import time
 from azure.core.exceptions import ServiceRequestError

@@ -86,9 +86,15 @@ pub struct ReceiveArgs {
     /// Print only the counts when stopped, not a line per Event.
     #[arg(long)]
     quiet: bool,
-    /// Canned failures to answer first: e.g. `503,429:2,sleep:40s`.
+    /// Canned answers to serve first, in order: a status (`503`), a status with Retry-After in
+    /// seconds (`429:2`), or a delay before normal service (`sleep:40s`).
     #[arg(long, value_delimiter = ',')]
     script: Vec<Scripted>,
+    /// Refuse with 400, for good, every POST holding an Event with this auditID (repeatable or
+    /// comma-separated), as Sysdig refuses a payload with an Event it cannot use: the forwarder
+    /// isolates that Event and dead-letters it, which makes dead letters to try `resend` on.
+    #[arg(long, value_delimiter = ',', value_name = "AUDIT_ID")]
+    refuse: Vec<String>,
 }
 
 /// Options of `replay`.
@@ -237,6 +243,7 @@ pub async fn receive(args: ReceiveArgs, stop: impl Future<Output = ()>) -> anyho
         receiver = receiver.with_output(file);
     }
     receiver.push_script(args.script);
+    receiver.refuse_audit_ids(args.refuse);
     let listen = args.listen;
     let running = receiver
         .start(listen)
@@ -254,8 +261,8 @@ pub async fn receive(args: ReceiveArgs, stop: impl Future<Output = ()>) -> anyho
     running.stop().await;
     let stats = stats_after_flush(&receiver, args.out.as_deref())?;
     println!(
-        "receiver: {} POST(s), {} event(s), {} duplicate(s), {} refused",
-        stats.batches, stats.events, stats.duplicates, stats.refused
+        "receiver: {} POST(s), {} event(s), {} duplicate(s), {} refused, {} scripted answer(s)",
+        stats.batches, stats.events, stats.duplicates, stats.refused, stats.scripted_failures
     );
     anyhow::ensure!(
         stats.unwritten == 0,

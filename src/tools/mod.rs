@@ -17,6 +17,7 @@ pub mod floor;
 pub mod hostsim;
 pub mod progress;
 pub mod receiver;
+mod receiving;
 pub mod replay;
 pub mod resend;
 pub mod resend_storage;

@@ -5,26 +5,21 @@
 //! Events, on any path), refuses what they refuse (a body that is not JSON, a non-JSON content
 //! type, an Event without `stageTimestamp`: the whole payload, as Sysdig does), and keeps every
 //! accepted Event. A script of canned answers (`503`, `429` with `Retry-After`, a hang) can be
-//! queued ahead of normal service to exercise the forwarder's retries.
+//! queued ahead of normal service to exercise the forwarder's retries, and chosen Events
+//! refused for good (`--refuse`) to make dead letters. How one POST is served is in
+//! `receiving.rs`.
 //!
 //! The `receive` command runs it with [`Receiver::keep_last`]: Events go to the `--out` file
 //! as they arrive, exact bytes, and memory holds only counts and the last few Events, however
 //! much is received.
 
 use std::collections::{HashSet, VecDeque};
-use std::hash::{Hash as _, Hasher as _};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -65,22 +60,24 @@ pub struct ReceiverStats {
 }
 
 #[derive(Default)]
-struct Inner {
-    refuse_ids: HashSet<String>,
-    max_body: Option<usize>,
-    batches: Vec<ReceivedBatch>,
+pub(super) struct Inner {
+    pub(super) refuse_ids: HashSet<String>,
+    pub(super) max_body: Option<usize>,
+    pub(super) batches: Vec<ReceivedBatch>,
     /// With `keep_last`: the most recent Events only, instead of `batches`.
-    recent: Option<(usize, VecDeque<Value>)>,
+    pub(super) recent: Option<(usize, VecDeque<Value>)>,
     /// A 64-bit hash of each `(auditID, stage)` seen: 8 bytes an Event, for duplicates.
-    seen: HashSet<u64>,
-    stats: ReceiverStats,
-    script: VecDeque<Scripted>,
-    out: Option<std::io::BufWriter<std::fs::File>>,
+    pub(super) seen: HashSet<u64>,
+    pub(super) stats: ReceiverStats,
+    pub(super) script: VecDeque<Scripted>,
+    pub(super) out: Option<std::io::BufWriter<std::fs::File>>,
+    /// With `keep_raw`: every accepted Event's exact text, in arrival order.
+    pub(super) raw: Option<Vec<String>>,
 }
 
 /// How much the receiver prints.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum Verbosity {
+pub(super) enum Verbosity {
     #[default]
     Quiet,
     /// One line per accepted POST.
@@ -93,7 +90,7 @@ enum Verbosity {
 #[derive(Clone, Default)]
 pub struct Receiver {
     inner: Arc<Mutex<Inner>>,
-    verbosity: Verbosity,
+    pub(super) verbosity: Verbosity,
 }
 
 impl Receiver {
@@ -131,6 +128,18 @@ impl Receiver {
         self
     }
 
+    /// Also keeps the exact text of every accepted Event, as sent (see [`Receiver::raw_events`]).
+    pub fn keep_raw(self) -> Self {
+        self.lock().raw = Some(Vec::new());
+        self
+    }
+
+    /// The exact text of every accepted Event so far, in arrival order (empty without
+    /// [`Receiver::keep_raw`]).
+    pub fn raw_events(&self) -> Vec<String> {
+        self.lock().raw.clone().unwrap_or_default()
+    }
+
     /// Flushes the output file.
     ///
     /// # Errors
@@ -142,7 +151,7 @@ impl Receiver {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain data behind; keep serving it.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -195,7 +204,7 @@ impl Receiver {
     /// The router, to mount on any listener.
     pub fn router(&self) -> Router {
         Router::new()
-            .fallback(any(receive))
+            .fallback(any(super::receiving::receive))
             .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
             .with_state(self.clone())
     }
@@ -254,205 +263,4 @@ impl Drop for RunningReceiver {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// The Events of a body the receiver accepted, as their exact text.
-fn raw_items(body: &[u8], shape: &str) -> Vec<String> {
-    #[derive(Deserialize)]
-    struct List<'a> {
-        #[serde(borrow)]
-        items: Vec<&'a RawValue>,
-    }
-    let text = std::str::from_utf8(body).unwrap_or_default();
-    match shape {
-        "array" => serde_json::from_str::<Vec<&RawValue>>(text)
-            .map(|v| v.iter().map(|r| r.get().to_string()).collect())
-            .unwrap_or_default(),
-        "EventList" => serde_json::from_str::<List<'_>>(text)
-            .map(|l| l.items.iter().map(|r| r.get().to_string()).collect())
-            .unwrap_or_default(),
-        _ => vec![text.trim().to_string()],
-    }
-}
-
-/// Appends one line per item and flushes: what is acknowledged is in the file.
-fn write_lines(out: &mut std::io::BufWriter<std::fs::File>, raw: &[String]) -> std::io::Result<()> {
-    for item in raw {
-        out.write_all(item.as_bytes())?;
-        out.write_all(b"\n")?;
-    }
-    out.flush()
-}
-
-fn key_hash(event: &Value) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    event["auditID"].as_str().unwrap_or_default().hash(&mut h);
-    event["stage"].as_str().unwrap_or_default().hash(&mut h);
-    h.finish()
-}
-
-fn refuse(receiver: &Receiver, message: String) -> Response {
-    receiver.lock().stats.refused += 1;
-    if receiver.verbosity != Verbosity::Quiet {
-        println!("receiver: refused a POST: {message}");
-    }
-    (StatusCode::BAD_REQUEST, message).into_response()
-}
-
-async fn receive(
-    State(receiver): State<Receiver>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let next = receiver.lock().script.pop_front();
-    match next {
-        Some(Scripted::Status(code)) => return scripted(&receiver, code, None),
-        Some(Scripted::RetryAfter(code, secs)) => return scripted(&receiver, code, Some(secs)),
-        Some(Scripted::Delay(d)) => tokio::time::sleep(d).await,
-        None => {}
-    }
-
-    let max_body = receiver.lock().max_body;
-    if max_body.is_some_and(|max| body.len() > max) {
-        receiver.lock().stats.refused += 1;
-        return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
-    }
-    let json_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/json"));
-    if !json_type {
-        return refuse(&receiver, "Content-Type must be application/json".into());
-    }
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return refuse(&receiver, format!("Malformed JSON: {e}")),
-    };
-    let (shape, events) = match value {
-        Value::Array(items) => ("array", items),
-        Value::Object(ref o) if o.get("kind").and_then(Value::as_str) == Some("EventList") => {
-            match o.get("items") {
-                Some(Value::Array(items)) => ("EventList", items.clone()),
-                _ => return refuse(&receiver, "EventList without items".into()),
-            }
-        }
-        Value::Object(_) => ("Event", vec![value]),
-        _ => {
-            return refuse(
-                &receiver,
-                "expected an Event, an EventList or an array".into(),
-            )
-        }
-    };
-    for (i, event) in events.iter().enumerate() {
-        if event.get("kind").and_then(Value::as_str) != Some("Event") {
-            return refuse(&receiver, format!("item {i}: kind is not Event"));
-        }
-        if event
-            .get("stageTimestamp")
-            .and_then(Value::as_str)
-            .is_none()
-        {
-            return refuse(&receiver, format!("item {i}: no stageTimestamp"));
-        }
-        let id = event
-            .get("auditID")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if receiver.lock().refuse_ids.contains(id) {
-            return refuse(&receiver, format!("item {i}: event {id} refused"));
-        }
-    }
-
-    let raw = if receiver.lock().out.is_some() {
-        raw_items(&body, shape)
-    } else {
-        Vec::new()
-    };
-    let mut inner = receiver.lock();
-    if let Some(out) = inner.out.as_mut() {
-        if let Err(e) = write_lines(out, &raw) {
-            // Drop what is still buffered: the sender sends these Events again.
-            if let Some(out) = inner.out.take() {
-                inner.out = Some(std::io::BufWriter::new(out.into_parts().0));
-            }
-            inner.stats.unwritten += 1;
-            drop(inner);
-            eprintln!(
-                "receiver: cannot write the output file ({e}); answering 500 so that the sender \
-                 keeps these Events and sends them again"
-            );
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the receiver cannot store the Events: {e}"),
-            )
-                .into_response();
-        }
-    }
-    for event in &events {
-        if !inner.seen.insert(key_hash(event)) {
-            inner.stats.duplicates += 1;
-        }
-        if receiver.verbosity == Verbosity::Events {
-            println!("{}", describe(event));
-        }
-    }
-    inner.stats.batches += 1;
-    inner.stats.events += events.len() as u64;
-    if let Some((n, recent)) = inner.recent.as_mut() {
-        let n = *n;
-        for event in events {
-            if recent.len() == n {
-                recent.pop_front();
-            }
-            if n > 0 {
-                recent.push_back(event);
-            }
-        }
-        return StatusCode::OK.into_response();
-    }
-    if receiver.verbosity == Verbosity::Batches {
-        println!(
-            "receiver: {} {} with {} event(s) on {}",
-            shape,
-            if shape == "EventList" {
-                "batch"
-            } else {
-                "payload"
-            },
-            events.len(),
-            uri.path()
-        );
-    }
-    inner.batches.push(ReceivedBatch {
-        path: uri.path().to_string(),
-        shape,
-        events,
-        headers: headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    v.to_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect(),
-    });
-    StatusCode::OK.into_response()
-}
-
-fn scripted(receiver: &Receiver, code: u16, retry_after: Option<u64>) -> Response {
-    receiver.lock().stats.scripted_failures += 1;
-    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if receiver.verbosity != Verbosity::Quiet {
-        println!("receiver: answering {status} as scripted");
-    }
-    let mut response = (status, format!("scripted {code}")).into_response();
-    if let Some(secs) = retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, secs.into());
-    }
-    response
 }

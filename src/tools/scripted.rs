@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse as _, Response};
+
 /// A canned answer, served in queue order before normal service resumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scripted {
@@ -12,6 +15,26 @@ pub enum Scripted {
     RetryAfter(u16, u64),
     /// Wait this long, then serve normally (a receiver slower than the forwarder's timeout).
     Delay(Duration),
+}
+
+impl Scripted {
+    /// The answer a status (with `Retry-After`) is served as; a delay is no answer, and a
+    /// status the HTTP library cannot send becomes a 500.
+    pub fn response(&self) -> Response {
+        let (code, retry_after) = match self {
+            Self::Status(code) => (*code, None),
+            Self::RetryAfter(code, secs) => (*code, Some(*secs)),
+            Self::Delay(_) => return StatusCode::OK.into_response(),
+        };
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, format!("scripted {code}")).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, secs.into());
+        }
+        response
+    }
 }
 
 impl std::str::FromStr for Scripted {
@@ -29,7 +52,12 @@ impl std::str::FromStr for Scripted {
             t.parse::<u16>()
                 .ok()
                 .filter(|c| (100..=599).contains(c))
-                .ok_or_else(|| format!("{s:?}: expected an HTTP status such as 503"))
+                .ok_or_else(|| {
+                    format!(
+                        "{s:?}: expected an HTTP status (503), a status with Retry-After seconds \
+                         (429:2) or a delay before serving (sleep:40s)"
+                    )
+                })
         };
         match s.split_once(':') {
             Some((code, secs)) => Ok(Self::RetryAfter(

@@ -20,10 +20,15 @@ use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 /// Where the tools find a storage account.
 #[derive(Debug, clap::Args)]
 pub struct StorageArgs {
-    /// The storage account name; signs in with the Azure CLI login (`az login`) or, where
-    /// there is none, the managed identity (AZURE_CLIENT_ID picks a user-assigned one).
+    /// The storage account name; signs in with the Azure CLI login (`az login`), or with the
+    /// managed identity on an Azure host (App Service and Functions are recognised; elsewhere
+    /// pass --managed-identity; AZURE_CLIENT_ID picks a user-assigned one).
     #[arg(long, conflicts_with = "connection_string")]
     pub account: Option<String>,
+    /// With --account: sign in with the managed identity of the Azure VM or container this
+    /// runs on, not the Azure CLI login.
+    #[arg(long, requires = "account")]
+    pub managed_identity: bool,
     /// A storage connection string; `UseDevelopmentStorage=true` is Azurite on 127.0.0.1.
     #[arg(long, env = "AZURE_STORAGE_CONNECTION_STRING", hide_env_values = true, value_parser = secret)]
     pub connection_string: Option<SecretString>,
@@ -87,12 +92,22 @@ pub fn open(args: &StorageArgs, container: &str) -> anyhow::Result<Arc<dyn Objec
     let mut builder = MicrosoftAzureBuilder::new().with_container_name(container);
     if let Some(account) = &args.account {
         builder = builder.with_account(account);
-        let identity = std::env::var_os("IDENTITY_ENDPOINT").is_some()
+        let identity = args.managed_identity
+            || std::env::var_os("IDENTITY_ENDPOINT").is_some()
             || std::env::var_os("MSI_ENDPOINT").is_some();
         if !identity && on_path("az") {
             builder = builder.with_use_azure_cli(true);
         } else if let Ok(id) = std::env::var("AZURE_CLIENT_ID") {
             builder = builder.with_client_id(id);
+        } else if !identity {
+            // Without this, the client would ask the instance metadata endpoint, which only
+            // Azure hosts have: on a laptop that is a wait and an unreadable token error.
+            bail!(
+                "no way to sign in to storage account {account}: the Azure CLI (az) is not on \
+                 PATH. Run `az login` (install the Azure CLI first), or set \
+                 AZURE_STORAGE_CONNECTION_STRING, or pass --managed-identity on an Azure VM or \
+                 container with a managed identity"
+            );
         }
     } else if let Some(text) = &args.connection_string {
         let p = parse_connection_string(text.expose_secret())?;

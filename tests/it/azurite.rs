@@ -37,7 +37,9 @@ fn install_once(bin: &std::path::Path) {
     assert!(
         matches!(status, Ok(s) if s.success()) && bin.exists(),
         "the storage tests need Azurite, installed from npm by `bash scripts/azurite.sh --install` \
-         (it failed: is Node.js with npm installed?); expected {}",
+         (it failed: is Node.js with npm installed?); expected {}. Without npm, run the other \
+         tests with `cargo test --locked -- --skip azurite::` (the storage tests are then \
+         reported as filtered out, not passed)",
         bin.display()
     );
 }

@@ -321,9 +321,14 @@ impl Drop for Receiving {
 }
 
 fn receive(out: &str) -> (Receiving, String) {
+    receive_with(&["--quiet", "--out", out])
+}
+
+fn receive_with(args: &[&str]) -> (Receiving, String) {
     let listen = format!("127.0.0.1:{}", free_port());
     let child = Command::new(BIN)
-        .args(["receive", "--quiet", "--listen", &listen, "--out", out])
+        .args(["receive", "--listen", &listen])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -370,4 +375,76 @@ async fn receive_refuses_events_it_cannot_store() {
     assert!(!output.status.success(), "{out}");
     assert!(out.contains("0 POST(s), 0 event(s)"), "{out}");
     assert!(out.contains("could not be written"), "{out}");
+}
+
+/// `receive --refuse`: the chosen Event's POST is refused for good (what makes dead letters to
+/// try `resend` on), scripted answers come first and are counted, an empty `EventList` (a
+/// probe) is printed as such, and a GET is answered 405, not 400.
+#[tokio::test(flavor = "multi_thread")]
+async fn receive_refuses_chosen_events_and_counts_what_it_answered() {
+    let (child, url) = receive_with(&["--refuse", "bad-1,bad-2", "--script", "503"]);
+    let list = |id: &str| {
+        let event = super::helpers::audit_event(id, 0);
+        format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{event}]}}"#)
+    };
+    assert_eq!(
+        post_when_listening(&url, &list("good-1")).await,
+        503,
+        "scripted"
+    );
+    assert_eq!(
+        post_when_listening(&url, &list("bad-2")).await,
+        400,
+        "refused"
+    );
+    assert_eq!(post_when_listening(&url, &list("good-1")).await, 200);
+    let probe = r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[]}"#;
+    assert_eq!(post_when_listening(&url, probe).await, 200, "probe");
+    let get = reqwest::get(&url).await.unwrap();
+    assert_eq!(get.status().as_u16(), 405);
+    assert_eq!(get.headers()["allow"], "POST");
+    let output = interrupt(child);
+    let out = text(&output);
+    assert!(output.status.success(), "{out}");
+    assert!(out.contains("item 0: event bad-2 refused"), "{out}");
+    assert!(out.contains("an empty EventList on /k8s_audit"), "{out}");
+    assert!(
+        out.contains("2 POST(s), 1 event(s), 0 duplicate(s), 1 refused, 1 scripted answer(s)"),
+        "{out}"
+    );
+}
+
+/// `backfill --account` on a machine without the Azure CLI stops at once and says how to sign
+/// in, instead of asking the instance metadata endpoint only Azure hosts have.
+#[test]
+fn backfill_without_a_cli_login_says_how_to_sign_in() {
+    let empty = tempfile::tempdir().unwrap();
+    let mut command = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AUDIT_") || key.starts_with("AZURE_") || key.ends_with("_ENDPOINT") {
+            command.env_remove(key);
+        }
+    }
+    let started = std::time::Instant::now();
+    let output = command
+        .env("PATH", empty.path())
+        .env("AUDIT_WEBHOOK_URL", "http://127.0.0.1:9/k8s_audit")
+        .args([
+            "backfill",
+            "--account",
+            "stauditarchive",
+            "--cluster",
+            "prod-weu",
+        ])
+        .args(["--since", "2026-11-01", "--dry-run"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(out.contains("az login"), "{out}");
+    assert!(out.contains("AZURE_STORAGE_CONNECTION_STRING"), "{out}");
+    assert!(out.contains("--managed-identity"), "{out}");
+    assert!(!out.contains("metadata"), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{out}");
 }
