@@ -1,22 +1,29 @@
 //! The end-to-end demo: the real handler binary, started as the Functions host starts it, fed
-//! the bundled samples as host-shaped invocations, delivering to a real receiver.
+//! the bundled samples as host-shaped invocations, delivering to a real receiver. It checks
+//! what arrived against what the samples hold, read here without the handler's converter, and
+//! ends with the pipeline drawn with its counts.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal as _;
 use std::net::{Ipv4Addr, SocketAddr};
-
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
 use super::hostsim::HostSim;
-use super::receiver::{describe, Receiver, Scripted, DESCRIBE_HEADER};
-use super::replay::{replay, ReplayOptions};
-use crate::azure::{convert_body, BodyOrigin, Conversion, ConvertTally, DEFAULT_CATEGORIES};
+use super::receiver::{Receiver, Scripted};
+use super::replay::{replay, ReplayOptions, ReplayReport};
 
 /// How the host would wait for a handler to come up (`customHandler.initializationTimeout`).
 const STARTUP_LIMIT: Duration = Duration::from_secs(30);
+/// The widest line the demo prints itself (the handler's own unexpected lines are not cut).
+const WIDTH: usize = 100;
+/// The categories whose records are audit Events (`AUDIT_CATEGORIES`' default).
+const AUDIT_CATEGORIES: [&str; 2] = ["kube-audit", "kube-audit-admin"];
 
 /// Demo settings.
 #[derive(Debug, Clone)]
@@ -28,12 +35,13 @@ pub struct DemoOptions {
 }
 
 /// Runs the demo. Returns an error when what the receiver got differs from what the input
-/// holds.
+/// holds: an audit Event missing, arriving twice or changed, or anything else arriving.
 ///
 /// # Errors
-/// When a step fails or the counts disagree.
+/// When a step fails or the check finds a difference.
 pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
-    let receiver = Receiver::new();
+    let style = Style::detect();
+    let receiver = Receiver::new().keep_raw();
     receiver.push_script(options.script.clone());
     let running = receiver
         .start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
@@ -41,12 +49,78 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         .context("starting the local audit receiver")?;
     let webhook = running.url("/k8s_audit");
     println!("demo: audit receiver listening on {webhook} (stands in for Sysdig / Falco)");
+    let samples = options.replay.input.is_none();
+    let (report, relayed) = run_handler(&options, &webhook, samples, style).await?;
+    let (_, bodies) = options.replay.load()?;
+    let expected = Expectation::of(&bodies);
+    let stats = receiver.stats();
+    running.stop().await;
 
+    println!();
+    if stats.scripted_failures > 0 {
+        println!(
+            "demo: the receiver answered {} scripted failure(s) first; the handler retried",
+            stats.scripted_failures
+        );
+    }
+    println!(
+        "demo: the receiver took {} Event(s) in {} POST(s):",
+        stats.events, stats.batches
+    );
+    println!("  {}", style.bold(&row(&HEADER.map(str::to_string))));
+    for event in receiver.events() {
+        println!("  {}", row(&columns(&event)));
+    }
+    let mut problems = expected.compare(&receiver.raw_events());
+    if report.succeeded != report.invocations {
+        problems.push(format!(
+            "{} of {} invocation(s) failed",
+            report.invocations - report.succeeded,
+            report.invocations
+        ));
+    }
+    // A script's failures make the handler warn about its retries: expected too.
+    if samples && options.script.is_empty() && relayed.unexpected_warnings > 0 {
+        problems.push(format!(
+            "{} warning(s) nobody expected",
+            relayed.unexpected_warnings
+        ));
+    }
+    println!();
+    print_picture(&expected, &report, stats.events, style);
+    println!();
+    if !problems.is_empty() {
+        for problem in &problems {
+            println!("demo: {} {problem}", style.red("FAILED"));
+        }
+        bail!("the receiver did not get exactly the audit Events of the input, once each");
+    }
+    println!(
+        "demo: {} the receiver got each of the {} audit Event(s) of the input once, byte for byte,",
+        style.green("OK"),
+        expected.events.len()
+    );
+    println!("      and nothing else");
+    Ok(())
+}
+
+/// Starts the handler as the host does, replays the input to it, stops it; its log lines are
+/// relayed, the expected warnings tagged.
+async fn run_handler(
+    options: &DemoOptions,
+    webhook: &str,
+    samples: bool,
+    style: Style,
+) -> anyhow::Result<(ReplayReport, Relayed)> {
     let port = free_port()?;
-    let mut handler = spawn_handler(port, &webhook)?;
+    let mut handler = spawn_handler(port, webhook)?;
+    let expected = Expected {
+        samples,
+        retries: !options.script.is_empty(),
+    };
+    let relay = relay_logs(&mut handler, expected, style);
     let base = format!("http://127.0.0.1:{port}");
-    let ready = HostSim::new(&base).wait_ready(STARTUP_LIMIT).await;
-    let ready = match ready {
+    let ready = match HostSim::new(&base).wait_ready(STARTUP_LIMIT).await {
         Ok(d) => d,
         Err(e) => {
             let _ = handler.kill().await;
@@ -57,13 +131,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         "demo: handler started with FUNCTIONS_CUSTOMHANDLER_PORT={port}; answered GET / after {} ms",
         ready.as_millis()
     );
-
-    if options.replay.input.is_none() {
+    println!("demo: AUDIT_CLUSTER_ANNOTATIONS=off: Events arrive as the API server wrote them");
+    if samples {
         println!(
-        "demo: the samples hold a truncated record, an event body that is not JSON and both audit \
-         categories of one cluster on purpose: the three warnings about them below are expected \
-         (the first two become dead letters)"
+            "demo: the samples hold, on purpose, a truncated record, an event body that is not"
         );
+        println!(
+            "      JSON and one cluster streaming both audit categories: the handler warns about"
+        );
+        println!("      each, and the demo tags those three warnings as expected");
     }
     let replay_options = ReplayOptions {
         echo_logs: false,
@@ -71,61 +147,367 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     };
     let result = replay(&base, &replay_options).await;
     stop_handler(&mut handler).await;
-    let report = result?;
-
-    // What the input holds, computed independently of the handler.
-    let (_, bodies) = options.replay.load()?;
-    let expected = expected_tally(&bodies);
-    let stats = receiver.stats();
-    let events = receiver.events();
-    println!(
-        "demo: the receiver got {} POST(s) with {} event(s):",
-        stats.batches, stats.events
-    );
-    println!("  {DESCRIBE_HEADER}");
-    for event in &events {
-        println!("  {}", describe(event));
-    }
-    println!(
-        "demo: input: {} Event Hub event(s), {} record(s): {} audit event(s), {} skipped by category, {} malformed record(s), {} malformed event(s)",
-        expected.bodies,
-        expected.records,
-        expected.converted,
-        expected.skipped_total(),
-        expected.malformed_records,
-        expected.malformed_bodies
-    );
-    println!(
-        "demo: delivered {} of {} audit event(s) in {} POST(s); {} invocation(s), {} POST(s) to the handler; receiver refused {}, answered {} scripted failure(s)",
-        stats.events,
-        expected.converted,
-        stats.batches,
-        report.invocations,
-        report.posts,
-        stats.refused,
-        stats.scripted_failures
-    );
-    running.stop().await;
-    if stats.events != expected.converted || report.succeeded != report.invocations {
-        bail!("the receiver did not get exactly the audit events of the input");
-    }
-    println!("demo: OK — every audit event arrived once, nothing else did");
-    Ok(())
+    let relayed = relay.await.unwrap_or_default();
+    Ok((result?, relayed))
 }
 
-fn expected_tally(bodies: &[Vec<u8>]) -> ConvertTally {
-    let categories: BTreeSet<String> = DEFAULT_CATEGORIES.split(',').map(str::to_owned).collect();
-    let mut conversion = Conversion::default();
-    // The demo's own check: silence the converter's warnings, the handler already printed them.
-    let _quiet = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
-    for (index, body) in bodies.iter().enumerate() {
-        let origin = BodyOrigin {
-            index,
-            sequence_number: None,
-        };
-        convert_body(body, origin, &categories, &mut conversion);
+/// Which of the handler's warnings the demo expects.
+#[derive(Debug, Clone, Copy)]
+struct Expected {
+    /// The bundled samples' three.
+    samples: bool,
+    /// Retries after the receiver's scripted failures (`--script`).
+    retries: bool,
+}
+
+/// What the relay of the handler's log saw.
+#[derive(Debug, Default, Clone, Copy)]
+struct Relayed {
+    unexpected_warnings: u64,
+}
+
+/// Relays the handler's standard output and error line by line until it exits.
+fn relay_logs(
+    handler: &mut Child,
+    expected: Expected,
+    style: Style,
+) -> tokio::task::JoinHandle<Relayed> {
+    let out = handler.stdout.take();
+    let err = handler.stderr.take();
+    tokio::spawn(async move {
+        let (a, b) = tokio::join!(relay(out, expected, style), relay(err, expected, style));
+        Relayed {
+            unexpected_warnings: a + b,
+        }
+    })
+}
+
+/// Prints each line of `stream` as [`shown`] says; returns the warnings not expected.
+async fn relay(stream: Option<impl AsyncRead + Unpin>, expected: Expected, style: Style) -> u64 {
+    let Some(stream) = stream else { return 0 };
+    let mut lines = BufReader::new(stream).lines();
+    let mut unexpected = 0;
+    while let Ok(Some(line)) = lines.next_line().await {
+        let (text, tagged) = shown(&line, expected, style);
+        if line.contains(" WARN ") && !tagged {
+            unexpected += 1;
+        }
+        println!("{text}");
     }
-    conversion.tally
+    unexpected
+}
+
+/// Why each warning the samples cause is expected: (what the message contains, the reason).
+const EXPECTED_WARNINGS: [(&str, &str); 3] = [
+    (
+        "not a diagnostic-settings envelope",
+        "the sample event body that is plain text: a dead letter",
+    ),
+    (
+        "malformed diagnostic records",
+        "the sample's truncated record: its event is a dead letter",
+    ),
+    (
+        "streams both kube-audit and kube-audit-admin",
+        "the sample cluster streams both categories; each Event is sent once",
+    ),
+];
+
+/// One handler log line as the demo shows it, and whether it is an expected warning. The
+/// samples' warnings become their first sentence and the reason they are expected; the
+/// summary line keeps its counts, other information its first sentence; warnings and errors
+/// nobody expected are shown whole.
+fn shown(line: &str, expected: Expected, style: Style) -> (String, bool) {
+    let Some((level, message)) = parse_log_line(line) else {
+        return (line.to_string(), false);
+    };
+    let sentence = message
+        .split(". ")
+        .next()
+        .unwrap_or(message)
+        .trim_end_matches('.');
+    let retry = (
+        "retrying",
+        "the receiver's scripted failure (--script): the handler retries",
+    );
+    let why = EXPECTED_WARNINGS
+        .iter()
+        .filter(|_| expected.samples)
+        .chain(std::iter::once(&retry).filter(|_| expected.retries))
+        .find(|(m, _)| message.contains(m))
+        .map(|(_, why)| why);
+    if level == "WARN" {
+        if let Some(why) = why {
+            let head = fit(&format!("  WARN (expected) {sentence}"), WIDTH);
+            return (
+                format!(
+                    "{}\n{}",
+                    style.yellow(&head),
+                    fit(&format!("                  {why}"), WIDTH)
+                ),
+                true,
+            );
+        }
+    }
+    if level == "INFO" && message.contains("Invocation delivered") {
+        let counts: Vec<&str> = ["events=", "records=", "delivered=", "dead_lettered="]
+            .iter()
+            .filter_map(|key| {
+                message
+                    .split_whitespace()
+                    .find(|w| w.starts_with(key) && !w.ends_with(')'))
+            })
+            .collect();
+        let text = format!("  handler: Invocation delivered: {}", counts.join(" "));
+        return (fit(&text, WIDTH), false);
+    }
+    if level == "INFO" {
+        return (fit(&format!("  handler: {sentence}"), WIDTH), false);
+    }
+    (line.to_string(), false)
+}
+
+/// `(level, the rest)` of a line in the handler's log format: `<time> <LEVEL> <message>`, with
+/// the span (`invocation{…}: `) left out.
+fn parse_log_line(line: &str) -> Option<(&str, &str)> {
+    let mut parts = line.splitn(2, char::is_whitespace);
+    let time = parts.next()?;
+    if !time.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let rest = parts.next()?.trim_start();
+    let (level, message) = rest.split_once(' ')?;
+    if !["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&level) {
+        return None;
+    }
+    let message = message.trim_start();
+    let message = match message.split_once("}: ") {
+        Some((span, after)) if !span.contains(' ') || span.starts_with("invocation{") => after,
+        _ => message,
+    };
+    Some((level, message))
+}
+
+/// `text` cut to `width` characters, with `…` where it was cut.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// The table's columns and widths: 2 + 97 characters.
+const HEADER: [&str; 6] = [
+    "STAGE",
+    "VERB",
+    "RESOURCE",
+    "NAMESPACE/NAME",
+    "USER",
+    "CODE",
+];
+const WIDTHS: [usize; 6] = [16, 8, 14, 26, 23, 4];
+
+fn row(cells: &[String; 6]) -> String {
+    let padded: Vec<String> = cells
+        .iter()
+        .zip(WIDTHS)
+        .map(|(cell, width)| format!("{:<width$}", fit(cell, width)))
+        .collect();
+    padded.join(" ").trim_end().to_string()
+}
+
+fn columns(event: &Value) -> [String; 6] {
+    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let obj = &event["objectRef"];
+    let mut resource = s(&obj["resource"]);
+    if let Some(sub) = obj["subresource"].as_str() {
+        resource = format!("{resource}/{sub}");
+    }
+    let target = match (obj["namespace"].as_str(), obj["name"].as_str()) {
+        (Some(ns), Some(n)) => format!("{ns}/{n}"),
+        (None, Some(n)) => n.to_string(),
+        (Some(ns), None) => format!("{ns}/*"),
+        (None, None) => s(&event["requestURI"]),
+    };
+    [
+        s(&event["stage"]),
+        s(&event["verb"]),
+        resource,
+        target,
+        s(&event["user"]["username"]),
+        event["responseStatus"]["code"].to_string(),
+    ]
+}
+
+/// The pipeline of the README, with this run's counts.
+fn print_picture(expected: &Expectation, report: &ReplayReport, delivered: u64, style: Style) {
+    let head = format!(
+        "  input ── {} event(s), {} record(s) ──▶ handler ── {delivered} Event(s) ──▶ receiver",
+        expected.bodies, expected.records
+    );
+    let column = head
+        .find("handler")
+        .map_or(0, |at| head[..at].chars().count());
+    let at = |mark: &str, text: String| format!("{}{mark} {text}", " ".repeat(column));
+    let mut lines = vec![
+        head.clone(),
+        at(
+            "├",
+            format!(
+                "{} record(s) of other categories, skipped",
+                expected.other_categories
+            ),
+        ),
+    ];
+    if expected.copies > 0 {
+        lines.push(at(
+            "├",
+            format!(
+                "{} Event(s) streamed in both categories, sent once",
+                expected.copies
+            ),
+        ));
+    }
+    lines.push(at(
+        "└",
+        format!(
+            "{} dead letter(s): {} malformed record(s), {} not JSON",
+            report.dead_letters, expected.malformed_records, expected.malformed_bodies
+        ),
+    ));
+    for line in lines {
+        println!("{}", style.bold(&fit(&line, WIDTH)));
+    }
+}
+
+/// What the input holds, read with `serde_json` alone, not with the handler's converter: the
+/// exact text of each audit Event by `(auditID, stage)`, and the counts the picture shows.
+#[derive(Debug, Default)]
+struct Expectation {
+    /// `(auditID, stage)` → every text the input holds for it (copies in both categories).
+    events: BTreeMap<(String, String), BTreeSet<String>>,
+    bodies: usize,
+    records: usize,
+    other_categories: usize,
+    copies: usize,
+    malformed_records: usize,
+    malformed_bodies: usize,
+}
+
+impl Expectation {
+    fn of(bodies: &[Vec<u8>]) -> Self {
+        let mut e = Self {
+            bodies: bodies.len(),
+            ..Self::default()
+        };
+        for body in bodies {
+            let parsed: Option<Value> = serde_json::from_slice(body).ok();
+            let Some(records) = parsed.as_ref().and_then(|v| v["records"].as_array()) else {
+                e.malformed_bodies += 1;
+                continue;
+            };
+            e.records += records.len();
+            for record in records {
+                e.record(record);
+            }
+        }
+        e
+    }
+
+    fn record(&mut self, record: &Value) {
+        let category = record["category"].as_str().unwrap_or_default();
+        if !AUDIT_CATEGORIES.contains(&category) {
+            self.other_categories += 1;
+            return;
+        }
+        // The Event is the JSON object: the API server's line ends in a newline, which is
+        // not part of it.
+        let log = record["properties"]["log"]
+            .as_str()
+            .unwrap_or_default()
+            .trim();
+        let event: Option<Value> = serde_json::from_str(log).ok();
+        let key = event.as_ref().and_then(|v| {
+            let id = v["auditID"].as_str()?;
+            let stage = v["stage"].as_str()?;
+            (v["kind"] == "Event").then(|| (id.to_string(), stage.to_string()))
+        });
+        let Some(key) = key else {
+            self.malformed_records += 1;
+            return;
+        };
+        let texts = self.events.entry(key).or_default();
+        if !texts.is_empty() {
+            self.copies += 1;
+        }
+        texts.insert(log.to_string());
+    }
+
+    /// What differs between the Events received (their exact text) and the input.
+    fn compare(&self, received: &[String]) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut seen = BTreeSet::new();
+        for text in received {
+            let event: Value = serde_json::from_str(text).unwrap_or_default();
+            let id = event["auditID"].as_str().unwrap_or("?").to_string();
+            let stage = event["stage"].as_str().unwrap_or("?").to_string();
+            let key = (id, stage);
+            match self.events.get(&key) {
+                None => problems.push(format!("an Event the input does not hold: {key:?}")),
+                Some(texts) if !texts.contains(text) => {
+                    problems.push(format!("{key:?} arrived with other bytes than the input's"));
+                }
+                Some(_) => {}
+            }
+            if !seen.insert(key.clone()) {
+                problems.push(format!("{key:?} arrived more than once"));
+            }
+        }
+        for key in self.events.keys().filter(|k| !seen.contains(*k)) {
+            problems.push(format!("{key:?} never arrived"));
+        }
+        problems
+    }
+}
+
+/// ANSI colours on a terminal (and without `NO_COLOR`), plain text otherwise.
+#[derive(Debug, Clone, Copy)]
+struct Style {
+    colour: bool,
+}
+
+impl Style {
+    fn detect() -> Self {
+        Self {
+            colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    fn paint(self, code: &str, text: &str) -> String {
+        if self.colour {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn bold(self, text: &str) -> String {
+        self.paint("1", text)
+    }
+
+    fn green(self, text: &str) -> String {
+        self.paint("1;32", text)
+    }
+
+    fn yellow(self, text: &str) -> String {
+        self.paint("33", text)
+    }
+
+    fn red(self, text: &str) -> String {
+        self.paint("1;31", text)
+    }
 }
 
 /// A port nobody listens on now, picked as the host picks one.
@@ -142,7 +524,11 @@ fn spawn_handler(port: u16, webhook: &str) -> anyhow::Result<Child> {
         .env("AUDIT_WEBHOOK_URL", webhook)
         .env("AUDIT_DELIVERY_DEADLINE", "20s")
         .env("AUDIT_RETRY_INITIAL_BACKOFF", "200ms")
+        .env("AUDIT_CLUSTER_ANNOTATIONS", "off")
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .context("starting the handler")
@@ -170,15 +556,81 @@ mod tests {
     use crate::tools::hostsim::load_bodies;
     use crate::tools::SAMPLES;
 
-    /// The bundled samples hold every case the demo claims to show.
+    /// The bundled samples hold every case the demo claims to show, read without the
+    /// converter.
     #[test]
     fn samples_cover_each_case() {
         let bodies = load_bodies(SAMPLES, 50).unwrap();
-        let t = expected_tally(&bodies);
-        assert_eq!(t.bodies, 3);
-        assert_eq!(t.converted, 8);
-        assert_eq!(t.skipped_total(), 2);
-        assert_eq!(t.malformed_records, 1);
-        assert_eq!(t.malformed_bodies, 1);
+        let e = Expectation::of(&bodies);
+        assert_eq!((e.bodies, e.records), (3, 11));
+        assert_eq!(e.events.len(), 8);
+        assert_eq!(e.copies, 0);
+        assert_eq!(e.other_categories, 2);
+        assert_eq!((e.malformed_records, e.malformed_bodies), (1, 1));
+    }
+
+    /// The check fails on a lost, a repeated, a changed and a foreign Event, and passes on
+    /// exactly the input's Events.
+    #[test]
+    fn the_check_catches_each_difference() {
+        let bodies = load_bodies(SAMPLES, 50).unwrap();
+        let e = Expectation::of(&bodies);
+        let all: Vec<String> = e
+            .events
+            .values()
+            .map(|t| t.iter().next().unwrap().clone())
+            .collect();
+        assert!(e.compare(&all).is_empty());
+        let lost = &all[1..];
+        assert!(e.compare(lost)[0].contains("never arrived"));
+        let mut twice = all.clone();
+        twice[0].clone_from(&all[1]);
+        let found = e.compare(&twice).join("\n");
+        assert!(
+            found.contains("more than once") && found.contains("never arrived"),
+            "{found}"
+        );
+        let mut changed = all.clone();
+        changed[0] = changed[0].replacen("{\"kind\"", "{ \"kind\"", 1);
+        assert!(e.compare(&changed)[0].contains("other bytes"));
+        let mut foreign = all.clone();
+        foreign.push(all[0].replace(&e.events.keys().next().unwrap().0, "foreign-id"));
+        assert!(e.compare(&foreign)[0].contains("does not hold"));
+    }
+
+    const SAMPLES_ONLY: Expected = Expected {
+        samples: true,
+        retries: false,
+    };
+    const NONE: Expected = Expected {
+        samples: false,
+        retries: false,
+    };
+
+    /// Expected warnings are tagged and shortened to their first sentence, with no fix for
+    /// a sample cluster; other lines are shown whole.
+    #[test]
+    fn expected_warnings_are_tagged() {
+        let style = Style { colour: false };
+        let line = "2026-11-23T07:00:00.000001Z  WARN This cluster streams both kube-audit and \
+                    kube-audit-admin, so every Event but get and list arrives twice. Fix: stream \
+                    one category. cluster=AKS-DEMO";
+        let (text, expected) = shown(line, SAMPLES_ONLY, style);
+        assert!(expected);
+        assert!(
+            text.starts_with("  WARN (expected) This cluster streams both"),
+            "{text}"
+        );
+        assert!(!text.contains("Fix"), "{text}");
+        assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
+        let other = "2026-11-23T07:00:00.000001Z  WARN Something else happened. x=1";
+        assert_eq!(
+            shown(other, SAMPLES_ONLY, style),
+            (other.to_string(), false)
+        );
+        assert!(
+            !shown(line, NONE, style).1,
+            "only the bundled samples' warnings are expected"
+        );
     }
 }

@@ -43,20 +43,43 @@ fn help_lists_the_environment() {
     }
 }
 
-/// The demo prints a table with headers, says how many warnings are expected — as many as it
-/// prints — and prints the handler's summary line once.
+/// The demo prints a table with headers within 100 columns, tags exactly the three warnings the
+/// samples cause as expected (and tells no one to fix the sample cluster), prints the handler's
+/// summary once, no colour when not on a terminal, and ends with the pipeline and its counts.
 #[test]
 fn demo_output_reads_well() {
     let output = run(&["demo"], &[]);
     let out = text(&output);
     assert!(output.status.success(), "{out}");
-    assert!(out.contains("STAGE            VERB    RESOURCE"), "{out}");
+    assert!(out.contains("STAGE            VERB     RESOURCE"), "{out}");
     assert!(
-        out.contains("the three warnings about them below are expected"),
+        out.contains("tags those three warnings as expected"),
         "{out}"
     );
     assert_eq!(out.matches(" WARN ").count(), 3, "{out}");
+    assert_eq!(out.matches("WARN (expected)").count(), 3, "{out}");
+    assert!(!out.contains("Fix:"), "{out}");
+    assert!(!out.contains('\x1b'), "colour without a terminal: {out}");
     assert_eq!(out.matches("Invocation delivered").count(), 1, "{out}");
+    for line in out.lines().filter(|l| !l.starts_with("replay:")) {
+        assert!(line.chars().count() <= 100, "{line}");
+    }
+    assert!(
+        out.contains("3 event(s), 11 record(s) ──▶ handler ── 8 Event(s) ──▶ receiver"),
+        "{out}"
+    );
+    assert!(
+        out.contains("2 dead letter(s): 1 malformed record(s), 1 not JSON"),
+        "{out}"
+    );
+    assert!(
+        out.contains("2 record(s) of other categories, skipped"),
+        "{out}"
+    );
+    assert!(
+        out.contains("demo: OK the receiver got each of the 8 audit Event(s)"),
+        "{out}"
+    );
 }
 
 #[test]
