@@ -3,27 +3,23 @@
 //! what arrived against what the samples hold, read here without the handler's converter, and
 //! ends with the pipeline drawn with its counts.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::IsTerminal as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
+use super::demo_check::Expectation;
+use super::demo_view::{columns, fit, print_picture, row, Style, HEADER};
 use super::hostsim::HostSim;
 use super::receiver::{Receiver, Scripted};
 use super::replay::{replay, ReplayOptions, ReplayReport};
 
 /// How the host would wait for a handler to come up (`customHandler.initializationTimeout`).
 const STARTUP_LIMIT: Duration = Duration::from_secs(30);
-/// The widest line the demo prints itself (the handler's own unexpected lines are not cut).
-const WIDTH: usize = 100;
-/// The categories whose records are audit Events (`AUDIT_CATEGORIES`' default).
-const AUDIT_CATEGORIES: [&str; 2] = ["kube-audit", "kube-audit-admin"];
+use super::demo_view::WIDTH;
 
 /// Demo settings.
 #[derive(Debug, Clone)]
@@ -288,228 +284,6 @@ fn parse_log_line(line: &str) -> Option<(&str, &str)> {
     Some((level, message))
 }
 
-/// `text` cut to `width` characters, with `…` where it was cut.
-fn fit(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
-        return text.to_string();
-    }
-    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
-}
-
-/// The table's columns and widths: 2 + 97 characters.
-const HEADER: [&str; 6] = [
-    "STAGE",
-    "VERB",
-    "RESOURCE",
-    "NAMESPACE/NAME",
-    "USER",
-    "CODE",
-];
-const WIDTHS: [usize; 6] = [16, 8, 14, 26, 23, 4];
-
-fn row(cells: &[String; 6]) -> String {
-    let padded: Vec<String> = cells
-        .iter()
-        .zip(WIDTHS)
-        .map(|(cell, width)| format!("{:<width$}", fit(cell, width)))
-        .collect();
-    padded.join(" ").trim_end().to_string()
-}
-
-fn columns(event: &Value) -> [String; 6] {
-    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
-    let obj = &event["objectRef"];
-    let mut resource = s(&obj["resource"]);
-    if let Some(sub) = obj["subresource"].as_str() {
-        resource = format!("{resource}/{sub}");
-    }
-    let target = match (obj["namespace"].as_str(), obj["name"].as_str()) {
-        (Some(ns), Some(n)) => format!("{ns}/{n}"),
-        (None, Some(n)) => n.to_string(),
-        (Some(ns), None) => format!("{ns}/*"),
-        (None, None) => s(&event["requestURI"]),
-    };
-    [
-        s(&event["stage"]),
-        s(&event["verb"]),
-        resource,
-        target,
-        s(&event["user"]["username"]),
-        event["responseStatus"]["code"].to_string(),
-    ]
-}
-
-/// The pipeline of the README, with this run's counts.
-fn print_picture(expected: &Expectation, report: &ReplayReport, delivered: u64, style: Style) {
-    let head = format!(
-        "  input ── {} event(s), {} record(s) ──▶ handler ── {delivered} Event(s) ──▶ receiver",
-        expected.bodies, expected.records
-    );
-    let column = head
-        .find("handler")
-        .map_or(0, |at| head[..at].chars().count());
-    let at = |mark: &str, text: String| format!("{}{mark} {text}", " ".repeat(column));
-    let mut lines = vec![
-        head.clone(),
-        at(
-            "├",
-            format!(
-                "{} record(s) of other categories, skipped",
-                expected.other_categories
-            ),
-        ),
-    ];
-    if expected.copies > 0 {
-        lines.push(at(
-            "├",
-            format!(
-                "{} Event(s) streamed in both categories, sent once",
-                expected.copies
-            ),
-        ));
-    }
-    lines.push(at(
-        "└",
-        format!(
-            "{} dead letter(s): {} malformed record(s), {} not JSON",
-            report.dead_letters, expected.malformed_records, expected.malformed_bodies
-        ),
-    ));
-    for line in lines {
-        println!("{}", style.bold(&fit(&line, WIDTH)));
-    }
-}
-
-/// What the input holds, read with `serde_json` alone, not with the handler's converter: the
-/// exact text of each audit Event by `(auditID, stage)`, and the counts the picture shows.
-#[derive(Debug, Default)]
-struct Expectation {
-    /// `(auditID, stage)` → every text the input holds for it (copies in both categories).
-    events: BTreeMap<(String, String), BTreeSet<String>>,
-    bodies: usize,
-    records: usize,
-    other_categories: usize,
-    copies: usize,
-    malformed_records: usize,
-    malformed_bodies: usize,
-}
-
-impl Expectation {
-    fn of(bodies: &[Vec<u8>]) -> Self {
-        let mut e = Self {
-            bodies: bodies.len(),
-            ..Self::default()
-        };
-        for body in bodies {
-            let parsed: Option<Value> = serde_json::from_slice(body).ok();
-            let Some(records) = parsed.as_ref().and_then(|v| v["records"].as_array()) else {
-                e.malformed_bodies += 1;
-                continue;
-            };
-            e.records += records.len();
-            for record in records {
-                e.record(record);
-            }
-        }
-        e
-    }
-
-    fn record(&mut self, record: &Value) {
-        let category = record["category"].as_str().unwrap_or_default();
-        if !AUDIT_CATEGORIES.contains(&category) {
-            self.other_categories += 1;
-            return;
-        }
-        // The Event is the JSON object: the API server's line ends in a newline, which is
-        // not part of it.
-        let log = record["properties"]["log"]
-            .as_str()
-            .unwrap_or_default()
-            .trim();
-        let event: Option<Value> = serde_json::from_str(log).ok();
-        let key = event.as_ref().and_then(|v| {
-            let id = v["auditID"].as_str()?;
-            let stage = v["stage"].as_str()?;
-            (v["kind"] == "Event").then(|| (id.to_string(), stage.to_string()))
-        });
-        let Some(key) = key else {
-            self.malformed_records += 1;
-            return;
-        };
-        let texts = self.events.entry(key).or_default();
-        if !texts.is_empty() {
-            self.copies += 1;
-        }
-        texts.insert(log.to_string());
-    }
-
-    /// What differs between the Events received (their exact text) and the input.
-    fn compare(&self, received: &[String]) -> Vec<String> {
-        let mut problems = Vec::new();
-        let mut seen = BTreeSet::new();
-        for text in received {
-            let event: Value = serde_json::from_str(text).unwrap_or_default();
-            let id = event["auditID"].as_str().unwrap_or("?").to_string();
-            let stage = event["stage"].as_str().unwrap_or("?").to_string();
-            let key = (id, stage);
-            match self.events.get(&key) {
-                None => problems.push(format!("an Event the input does not hold: {key:?}")),
-                Some(texts) if !texts.contains(text) => {
-                    problems.push(format!("{key:?} arrived with other bytes than the input's"));
-                }
-                Some(_) => {}
-            }
-            if !seen.insert(key.clone()) {
-                problems.push(format!("{key:?} arrived more than once"));
-            }
-        }
-        for key in self.events.keys().filter(|k| !seen.contains(*k)) {
-            problems.push(format!("{key:?} never arrived"));
-        }
-        problems
-    }
-}
-
-/// ANSI colours on a terminal (and without `NO_COLOR`), plain text otherwise.
-#[derive(Debug, Clone, Copy)]
-struct Style {
-    colour: bool,
-}
-
-impl Style {
-    fn detect() -> Self {
-        Self {
-            colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-        }
-    }
-
-    fn paint(self, code: &str, text: &str) -> String {
-        if self.colour {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_string()
-        }
-    }
-
-    fn bold(self, text: &str) -> String {
-        self.paint("1", text)
-    }
-
-    fn green(self, text: &str) -> String {
-        self.paint("1;32", text)
-    }
-
-    fn yellow(self, text: &str) -> String {
-        self.paint("33", text)
-    }
-
-    fn red(self, text: &str) -> String {
-        self.paint("1;31", text)
-    }
-}
-
 /// A port nobody listens on now, picked as the host picks one.
 fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
@@ -553,50 +327,6 @@ async fn stop_handler(child: &mut Child) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tools::hostsim::load_bodies;
-    use crate::tools::SAMPLES;
-
-    /// The bundled samples hold every case the demo claims to show, read without the
-    /// converter.
-    #[test]
-    fn samples_cover_each_case() {
-        let bodies = load_bodies(SAMPLES, 50).unwrap();
-        let e = Expectation::of(&bodies);
-        assert_eq!((e.bodies, e.records), (3, 11));
-        assert_eq!(e.events.len(), 8);
-        assert_eq!(e.copies, 0);
-        assert_eq!(e.other_categories, 2);
-        assert_eq!((e.malformed_records, e.malformed_bodies), (1, 1));
-    }
-
-    /// The check fails on a lost, a repeated, a changed and a foreign Event, and passes on
-    /// exactly the input's Events.
-    #[test]
-    fn the_check_catches_each_difference() {
-        let bodies = load_bodies(SAMPLES, 50).unwrap();
-        let e = Expectation::of(&bodies);
-        let all: Vec<String> = e
-            .events
-            .values()
-            .map(|t| t.iter().next().unwrap().clone())
-            .collect();
-        assert!(e.compare(&all).is_empty());
-        let lost = &all[1..];
-        assert!(e.compare(lost)[0].contains("never arrived"));
-        let mut twice = all.clone();
-        twice[0].clone_from(&all[1]);
-        let found = e.compare(&twice).join("\n");
-        assert!(
-            found.contains("more than once") && found.contains("never arrived"),
-            "{found}"
-        );
-        let mut changed = all.clone();
-        changed[0] = changed[0].replacen("{\"kind\"", "{ \"kind\"", 1);
-        assert!(e.compare(&changed)[0].contains("other bytes"));
-        let mut foreign = all.clone();
-        foreign.push(all[0].replace(&e.events.keys().next().unwrap().0, "foreign-id"));
-        assert!(e.compare(&foreign)[0].contains("does not hold"));
-    }
 
     const SAMPLES_ONLY: Expected = Expected {
         samples: true,

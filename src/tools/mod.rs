@@ -12,6 +12,8 @@ pub mod cli;
 pub mod convert;
 pub mod counter;
 pub mod demo;
+mod demo_check;
+mod demo_view;
 pub mod describe;
 pub mod floor;
 pub mod hostsim;
