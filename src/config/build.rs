@@ -92,6 +92,7 @@ pub(super) fn host(get: Lookup<'_>) -> Result<HostSettings, ConfigError> {
         body_read_timeout: def::BODY_READ_TIMEOUT.read(get)?,
         shutdown_grace: def::SHUTDOWN_GRACE.read(get)?,
         max_body_bytes: def::MAX_BODY_BYTES.read(get)?,
+        max_bytes_in_flight: def::MAX_BYTES_IN_FLIGHT.read(get)?,
         deadletter_binding: deadletter_binding(get)?,
     })
 }

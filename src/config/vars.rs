@@ -193,6 +193,11 @@ settings! {
     Size { default: 256 * MIB, min: 64 * KIB, max: 2 * GIB }
     because "100 events of 1 MiB are about 140 MiB base64-encoded; a body is held in memory, \
              and Flex Consumption instances have at most 4 GB";
+    /// Bytes of invocation bodies held at once, all invocations together.
+    pub const MAX_BYTES_IN_FLIGHT: &str = "AUDIT_MAX_BYTES_IN_FLIGHT";
+    Size { default: 512 * MIB, min: 64 * KIB, max: 64 * GIB }
+    because "with the oldest invocation allowed one body past it, at most 768 MiB of bodies by \
+             default: what the template's 2 GB instance holds with room for the rest";
     /// Most records one Event Hub event may hold.
     pub const MAX_RECORDS_PER_EVENT: &str = "AUDIT_MAX_RECORDS_PER_EVENT";
     Count { default: 50_000, min: 1, max: 10_000_000 }

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod client;
+pub mod connections;
 pub mod learned;
 pub mod retry;
 pub mod routes;

@@ -1,6 +1,7 @@
 //! The audit webhook client: one shared connection pool, one POST per batch, retried.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -9,6 +10,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::delivery::client::{header_names, ClientOptions};
+use crate::delivery::connections::{ConnectionBudget, IdleClaim};
 use crate::delivery::retry::RetrySettings;
 use crate::delivery::retry::{
     self, classify_error, classify_status, parse_retry_after, Delivery, RetryAction,
@@ -32,6 +34,8 @@ pub struct Webhook {
     headers: Vec<(HeaderName, HeaderValue)>,
     /// The credential and header values this client sends, masked in quoted answers.
     secrets: Vec<String>,
+    /// The kept-alive connections this client may hold ([`ConnectionBudget`]).
+    _idle: Arc<IdleClaim>,
 }
 
 impl fmt::Debug for Webhook {
@@ -58,6 +62,10 @@ impl Webhook {
             // credentials to another origin (307/308): none is followed, a 3xx fails loudly.
             .redirect(reqwest::redirect::Policy::none())
             .referer(false);
+        // Idle connections count against the process's descriptors: each client keeps only
+        // what it could claim from the shared allowance.
+        let idle = ConnectionBudget::global().claim_idle();
+        let builder = builder.pool_max_idle_per_host(idle.connections());
         let client = options
             .apply_tls(builder)
             .map_err(anyhow::Error::msg)?
@@ -75,6 +83,7 @@ impl Webhook {
             retry,
             headers,
             secrets,
+            _idle: Arc::new(idle),
         })
     }
 
@@ -85,6 +94,9 @@ impl Webhook {
 
     /// POSTs `body` until it is delivered, refused for good, or `deadline` comes.
     pub async fn deliver(&self, body: Bytes, deadline: Instant) -> Delivery {
+        let Some(_turn) = turn(deadline).await else {
+            return no_turn();
+        };
         retry::run(&self.retry, deadline, || self.attempt(body.clone())).await
     }
 
@@ -95,6 +107,9 @@ impl Webhook {
         deadline: Instant,
         max_failures: u32,
     ) -> Delivery {
+        let Some(_turn) = turn(deadline).await else {
+            return no_turn();
+        };
         retry::run_limited(&self.retry, deadline, max_failures, || {
             self.attempt(body.clone())
         })
@@ -167,6 +182,27 @@ impl Webhook {
         let masked = mask(&String::from_utf8_lossy(&head), &self.secrets);
         let detail = excerpt(masked.as_bytes(), ERROR_BODY_CHARS);
         classify_status(status, retry_after, &detail)
+    }
+}
+
+/// Waits, until `deadline` at most, for a delivery's turn in the process-wide connection
+/// budget; held for the whole delivery, retries included, so waiting for it never counts as
+/// an attempt that failed.
+async fn turn(deadline: Instant) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    tokio::time::timeout_at(deadline, ConnectionBudget::global().delivery())
+        .await
+        .ok()
+        .flatten()
+}
+
+fn no_turn() -> Delivery {
+    Delivery::Failed {
+        reason: format!(
+            "no webhook connection was free before the delivery deadline (at most {} at once, from the open-files limit)",
+            ConnectionBudget::global().deliveries()
+        )
+        .into(),
+        attempts: 0,
     }
 }
 

@@ -18,6 +18,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 
 use super::answer::Answer;
+use super::limits::{BodyBudget, Reservation};
 use super::wire::decode_invocation;
 use super::HostSettings;
 use crate::pipeline::Forwarder;
@@ -32,6 +33,8 @@ const INVOCATION_ID: &str = "x-azure-functions-invocationid";
 struct Handler {
     forwarder: Arc<Forwarder>,
     settings: HostSettings,
+    /// Bytes of bodies in flight, all invocations together.
+    budget: Arc<BodyBudget>,
 }
 
 /// The router, ready to serve.
@@ -43,6 +46,7 @@ pub fn router(forwarder: Arc<Forwarder>, settings: HostSettings) -> Router {
     )
     .with_state(Arc::new(Handler {
         forwarder,
+        budget: BodyBudget::new(settings.max_bytes_in_flight),
         settings,
     }))
 }
@@ -110,12 +114,21 @@ async fn run_invocation(
     let started = Instant::now();
     let settings = &handler.settings;
     let limit = settings.max_body_bytes;
-    let bytes = match tokio::time::timeout(settings.body_read_timeout, read_body(body, limit)).await
-    {
+    // Held until the invocation is answered: its share of AUDIT_MAX_BYTES_IN_FLIGHT.
+    let mut reservation = handler.budget.admit();
+    let read = read_body(body, limit, &mut reservation);
+    let bytes = match tokio::time::timeout(settings.body_read_timeout, read).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(error)) if too_large(&error) => return Answer::BodyTooLarge(limit),
         Ok(Err(error)) => return Answer::BodyUnreadable(error.to_string()),
-        Err(_) => return Answer::BodyTimeout(settings.body_read_timeout),
+        Err(_) => {
+            if reservation.waited() {
+                tracing::warn!(
+                    "The body waited for memory: AUDIT_MAX_BYTES_IN_FLIGHT was spent by other invocations."
+                );
+            }
+            return Answer::BodyTimeout(settings.body_read_timeout);
+        }
     };
     let invocation = match tokio::task::spawn_blocking(move || decode_invocation(bytes)).await {
         Ok(Ok(invocation)) => invocation,
@@ -144,12 +157,18 @@ async fn run_invocation(
 /// The request body, appended chunk by chunk to one buffer as it arrives, up to `limit` bytes.
 /// (`axum::body::to_bytes` keeps every chunk until the end and then copies them into one
 /// buffer: twice the request at its peak.)
-async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, axum::Error> {
+/// Each chunk is reserved from the process-wide budget before it is kept.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    reservation: &mut Reservation,
+) -> Result<Vec<u8>, axum::Error> {
     use http_body_util::BodyExt as _;
     let mut limited = http_body_util::Limited::new(body, limit);
     let mut buffer = Vec::new();
     while let Some(frame) = limited.frame().await {
         if let Ok(data) = frame.map_err(axum::Error::new)?.into_data() {
+            reservation.grow(data.len()).await;
             buffer.extend_from_slice(&data);
         }
     }

@@ -4,6 +4,7 @@
 mod answer;
 pub mod app;
 mod inplace;
+pub mod limits;
 mod metadata;
 pub mod server;
 pub mod wire;
@@ -16,6 +17,9 @@ pub use wire::{decode_invocation, HostError, InvocationResult};
 pub struct HostSettings {
     /// Largest invocation body accepted, in bytes (`AUDIT_MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// Bytes of invocation bodies held at once, all invocations together
+    /// (`AUDIT_MAX_BYTES_IN_FLIGHT`); see [`limits`].
+    pub max_bytes_in_flight: usize,
     /// The blob output binding that receives dead letters (`AUDIT_DEADLETTER_BINDING`);
     /// `None` logs them instead.
     pub deadletter_binding: Option<String>,

@@ -157,6 +157,7 @@ fn effective(config: &Config, name: &str) -> Option<String> {
         vars::BODY_READ_TIMEOUT => show_duration(host.body_read_timeout),
         vars::SHUTDOWN_GRACE => show_duration(host.shutdown_grace),
         vars::MAX_BODY_BYTES => show_size(host.max_body_bytes),
+        vars::MAX_BYTES_IN_FLIGHT => show_size(host.max_bytes_in_flight),
         vars::MAX_RECORDS_PER_EVENT => s.max_records_per_event.to_string(),
         vars::POLICY => match &s.policy {
             Some(_) => "set (applied to routes without their own)".into(),

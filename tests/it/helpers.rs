@@ -104,8 +104,13 @@ pub fn free_port() -> u16 {
 /// (it does right after binding), and a handler that could not bind is started again on
 /// another port.
 pub async fn spawn_handler(settings: &[(&str, &str)]) -> Handler {
+    spawn_handler_with(settings, None).await
+}
+
+/// [`spawn_handler`] under a limit of `open_files` descriptors (`ulimit -n`), when given.
+pub async fn spawn_handler_with(settings: &[(&str, &str)], open_files: Option<u64>) -> Handler {
     for _ in 0..5 {
-        let mut handler = spawn_on(free_port(), settings).await;
+        let mut handler = spawn_on(free_port(), settings, open_files).await;
         let waiting = std::time::Instant::now();
         while waiting.elapsed() < Duration::from_secs(10) {
             if handler.log().contains("Handler ready.") {
@@ -129,9 +134,16 @@ pub async fn spawn_handler(settings: &[(&str, &str)]) -> Handler {
     panic!("the handler could not bind a free port in 5 tries");
 }
 
-async fn spawn_on(port: u16, settings: &[(&str, &str)]) -> Handler {
+async fn spawn_on(port: u16, settings: &[(&str, &str)], open_files: Option<u64>) -> Handler {
     let log = tempfile::NamedTempFile::new().expect("temp file");
-    let mut command = Command::new(BIN);
+    let mut command = match open_files {
+        None => Command::new(BIN),
+        Some(n) => {
+            let mut shell = Command::new("bash");
+            shell.args(["-c", &format!("ulimit -n {n} && exec \"$0\""), BIN]);
+            shell
+        }
+    };
     for (key, _) in std::env::vars() {
         if key.starts_with("AUDIT_") || key.starts_with("FUNCTIONS_") {
             command.env_remove(key);
