@@ -1,23 +1,38 @@
 //! Chaos: a receiver that picks a random behaviour for every request (2xx, a redirect, 400,
 //! 500, 429 with a random `Retry-After`, a reset, a 200 that stalls, no answer at all) and
-//! random invocations (valid Events, malformed records, bad bytes, other categories, bodies
-//! that are not envelopes), retried as the host retries. For every seed: each answer is 200 or
-//! 500, never a 4xx; a 200 accounts for every valid Event, delivered or dead-lettered; and once
-//! the receiver recovers, the invocation succeeds with nothing lost. Seeds are fixed so a
-//! failure replays; `CHAOS_SEED` runs one seed of your choice.
+//! random invocations (valid Events among malformed records, Events with a bad stage, bad
+//! bytes, other categories, bodies that are not envelopes), sent as the host sends them: a
+//! failed invocation is retried, a delivered one is followed by the next. For every seed the
+//! receiver misbehaves for the first [`CHAOTIC_TRIES`] tries and then recovers, so every seed
+//! reaches the recovery; a few valid Events are poison, refused with 400 even after it.
+//! Invariants: every answer is 200 or 500, never a 4xx; a 200 accounts for every valid Event
+//! of its invocation, delivered or dead-lettered, and every poison Event dead-lettered; nothing but valid
+//! Events reaches the receiver and nothing reaches a redirect's target; the first try after
+//! the recovery succeeds. The test prints how many answers and Events each invariant checked
+//! and fails when the run checked too few.
+//!
+//! Each request's behaviour is drawn from the seed and the request's first Event, so a seed
+//! replays the same way as long as the handler sends the same batches. `CHAOS_SEED=n` runs
+//! seed n alone; `CHAOS_SEEDS=n` runs seeds 1 to n (a local soak; CI runs [`CI_SEEDS`]).
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aks_audit_forwarder::tools::hostsim::SimPartition;
+use futures::StreamExt as _;
 
 use crate::helpers::*;
 use crate::hostile::dead_letters;
-use crate::rogue::{ok, status, Act, Rogue};
+use crate::rogue::{ok, status, Act, Request, Rogue};
 
-/// Tries the receiver misbehaves for before it recovers.
-const CHAOTIC_TRIES: i64 = 4;
+/// Tries the receiver misbehaves for, over all of a seed's invocations, before it recovers.
+const CHAOTIC_TRIES: i64 = 5;
+/// Seeds run by default (CI).
+const CI_SEEDS: u64 = 48;
+/// Seeds running at once, each with its own handler and receivers.
+const PARALLEL: usize = 16;
 
 fn random_act(rng: &mut fastrand::Rng, elsewhere: &str) -> Act {
     match rng.u8(0..12) {
@@ -41,51 +56,129 @@ fn random_act(rng: &mut fastrand::Rng, elsewhere: &str) -> Act {
     }
 }
 
-/// A random invocation: its bodies and the `auditID`s of its valid Events.
-fn random_input(rng: &mut fastrand::Rng, seed: u64) -> (Vec<Vec<u8>>, BTreeSet<String>) {
-    let mut bodies = Vec::new();
-    let mut valid = BTreeSet::new();
-    for b in 0..rng.usize(1..4) {
-        if rng.u8(0..8) == 0 {
-            bodies.push(b"not an envelope \xff".to_vec());
+/// One invocation: its bodies, the `auditID`s of its valid Events (poison ones included), and
+/// how many records in it carry an `auditID` but must not be delivered.
+struct Input {
+    bodies: Vec<Vec<u8>>,
+    valid: BTreeSet<String>,
+    invalid: u64,
+}
+
+/// Marks the `auditID` of a valid Event the receiver refuses with 400, always.
+const POISON: &str = "-poison";
+
+/// A random invocation: 1–3 bodies, each an envelope of 1–29 records starting with a valid
+/// Event (or, now and then, text that is no envelope, never all of them).
+fn random_input(rng: &mut fastrand::Rng, prefix: &str) -> Input {
+    let mut input = Input {
+        bodies: Vec::new(),
+        valid: BTreeSet::new(),
+        invalid: 0,
+    };
+    let count = rng.usize(1..4);
+    for b in 0..count {
+        if rng.u8(0..8) == 0 && (b + 1 < count || !input.valid.is_empty()) {
+            input.bodies.push(b"not an envelope \xff".to_vec());
             continue;
         }
         let mut records = Vec::new();
         for r in 0..rng.usize(1..30) {
-            match rng.u8(0..10) {
-                0 => records.push(record("kube-audit", "{\"kind\":\"Event\"")),
-                1 => records.push(record("kube-apiserver", "I1130 plain text")),
-                2 if rng.bool() => records.push(record("kube-audit", "BAD-BYTE-HERE")),
-                _ => {
-                    let id = format!("chaos-{seed}-{b}-{r}");
-                    records.push(record("kube-audit", &audit_event(&id, rng.usize(0..2000))));
-                    valid.insert(id);
-                }
+            let poison = if r == 0 && b == 0 {
+                rng.u8(..3) == 0
+            } else {
+                rng.u8(..40) == 0
+            };
+            let id = format!("{prefix}-{b}-{r}{}", if poison { POISON } else { "" });
+            let event = audit_event(&id, rng.usize(0..2000));
+            let (category, log, valid) = match if r == 0 { 9 } else { rng.u8(0..10) } {
+                0 => ("kube-audit", "{\"kind\":\"Event\"".to_string(), false),
+                1 => ("kube-apiserver", event, false),
+                2 => (
+                    "kube-audit",
+                    event.replace("ResponseComplete", "Done"),
+                    false,
+                ),
+                3 => (
+                    "kube-audit",
+                    event.replace("kubectl/", "BAD-BYTE-HERE"),
+                    false,
+                ),
+                _ => ("kube-audit", event, true),
+            };
+            if valid {
+                input.valid.insert(id);
+            } else if log.contains(&id) {
+                input.invalid += 1;
             }
+            records.push(record(category, &log));
         }
         let mut body = envelope(records);
         // A record holding an invalid UTF-8 byte: only that record is set aside.
         while let Some(at) = body.windows(13).position(|w| w == b"BAD-BYTE-HERE") {
             body[at] = 0xff;
         }
-        bodies.push(body);
+        input.bodies.push(body);
     }
-    (bodies, valid)
+    input
 }
 
-async fn run_seed(seed: u64) {
-    let rng = Arc::new(Mutex::new(fastrand::Rng::with_seed(seed)));
+/// What the invariants checked, over all seeds.
+#[derive(Default)]
+struct Checked {
+    answers: AtomicU64,
+    events_accounted: AtomicU64,
+    dead_lettered: AtomicU64,
+    poison: AtomicU64,
+    invalid_offered: AtomicU64,
+    events_kept: AtomicU64,
+    redirects: AtomicU64,
+    recovered: AtomicU64,
+    recovered_after_failure: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A receiver whose behaviour for each request is drawn from `seed`, the request's first
+/// Event and how often that batch was seen; a plain 200 once `healed`.
+async fn chaotic_receiver(
+    seed: u64,
+    healed: Arc<AtomicBool>,
+    elsewhere: String,
+    checked: Arc<Checked>,
+) -> Rogue {
+    let seen: Mutex<HashMap<(String, usize), u64>> = Mutex::default();
+    Rogue::start(move |request: &Request, _| {
+        if request.ids.iter().any(|id| id.ends_with(POISON)) {
+            return Act::Answer(400, Vec::new(), "this Event is refused".into());
+        }
+        if healed.load(Ordering::SeqCst) {
+            return ok();
+        }
+        let key = (
+            request.ids.first().cloned().unwrap_or_default(),
+            request.ids.len(),
+        );
+        let mut seen = seen.lock().unwrap();
+        let times = seen.entry(key.clone()).or_default();
+        *times += 1;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (seed, key, *times).hash(&mut hasher);
+        let act = random_act(&mut fastrand::Rng::with_seed(hasher.finish()), &elsewhere);
+        if matches!(&act, Act::Answer(302, ..)) {
+            add(&checked.redirects, 1);
+        }
+        act
+    })
+    .await
+}
+
+async fn run_seed(seed: u64, checked: Arc<Checked>) {
     let healed = Arc::new(AtomicBool::new(false));
     let elsewhere = Rogue::start(|_, _| ok()).await;
-    let (rng_r, healed_r, other) = (rng.clone(), healed.clone(), elsewhere.url("/k8s_audit"));
-    let rogue = Rogue::start(move |_, _| {
-        if healed_r.load(Ordering::SeqCst) {
-            ok()
-        } else {
-            random_act(&mut rng_r.lock().unwrap(), &other)
-        }
-    })
-    .await;
+    let target = elsewhere.url("/k8s_audit");
+    let rogue = chaotic_receiver(seed, healed.clone(), target, checked.clone()).await;
     let handler = spawn_handler(&[
         ("AUDIT_WEBHOOK_URL", &rogue.url("/k8s_audit")),
         ("AUDIT_WEBHOOK_TIMEOUT", "400ms"),
@@ -93,68 +186,139 @@ async fn run_seed(seed: u64) {
         ("AUDIT_BATCH_MAX_EVENTS", "8"),
     ])
     .await;
-    let (bodies, valid) = random_input(&mut rng.lock().unwrap(), seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let mut partition = SimPartition::new(seed.to_string());
-    for count in 0..=CHAOTIC_TRIES {
-        if count == CHAOTIC_TRIES {
-            healed.store(true, Ordering::SeqCst);
+    let mut all_valid = BTreeSet::new();
+    let (mut invocation, mut retry, mut first) = (0, 0, 0);
+    let mut input = random_input(&mut rng, &format!("chaos-{seed}-0"));
+    for tries in 0.. {
+        let healing = tries == CHAOTIC_TRIES;
+        healed.store(healing, Ordering::SeqCst);
+        if retry == 0 {
+            all_valid.extend(input.valid.iter().cloned());
+            add(&checked.invalid_offered, input.invalid);
         }
-        partition.next_sequence = 0;
+        partition.next_sequence = first;
         let answer = handler
-            .invoke_as(&bodies, &mut partition, Some(count))
+            .invoke_as(&input.bodies, &mut partition, Some(retry))
             .await;
+        add(&checked.answers, 1);
+        let context = format!("seed {seed}, invocation {invocation}, try {retry}");
         assert!(
             answer.status == 200 || answer.status == 500,
-            "seed {seed}: {} {}",
+            "{context}: {} {}",
             answer.status,
             answer.body
         );
-        eprintln!("chaos seed {seed}: try {count} answered {}", answer.status);
-        if answer.status == 200 {
-            let kept: BTreeSet<String> = rogue.kept_unique().into_iter().collect();
-            let dead: BTreeSet<String> = dead_letters(&answer)
-                .iter()
-                .filter_map(|d| d.event.as_ref())
-                .map(|e| {
-                    let v: serde_json::Value = serde_json::from_str(e.get()).unwrap();
-                    v["auditID"].as_str().unwrap().to_string()
-                })
-                .collect();
-            let missing: Vec<&String> = valid
-                .iter()
-                .filter(|id| !kept.contains(*id) && !dead.contains(*id))
-                .collect();
-            let logs = answer
-                .result
-                .as_ref()
-                .map(|r| r.logs.clone())
-                .unwrap_or_default();
-            assert!(
-                missing.is_empty(),
-                "seed {seed}: lost {missing:?}\n{logs:?}"
-            );
-            assert!(
-                elsewhere.requests().is_empty(),
-                "seed {seed}: followed a redirect"
-            );
-            return;
+        if answer.status != 200 {
+            if healing {
+                let log = handler.log();
+                let tail = &log[log.len().saturating_sub(4000)..];
+                panic!("{context}: still failing after the receiver recovered\n{tail}");
+            }
+            retry += 1;
+            continue;
         }
+        let kept: BTreeSet<String> = rogue.kept_unique().into_iter().collect();
+        let dead: BTreeSet<String> = dead_letters(&answer)
+            .iter()
+            .filter_map(|d| audit_id(d.event.as_ref()?.get()))
+            .collect();
+        let lost: Vec<&String> = input
+            .valid
+            .iter()
+            .filter(|id| !kept.contains(*id) && !dead.contains(*id))
+            .collect();
+        assert!(lost.is_empty(), "{context}: lost {lost:?}\n{}", answer.body);
+        let poison: Vec<&String> = input
+            .valid
+            .iter()
+            .filter(|id| id.ends_with(POISON))
+            .collect();
+        for id in &poison {
+            assert!(
+                dead.contains(*id),
+                "{context}: poison {id} not dead-lettered"
+            );
+        }
+        add(&checked.events_accounted, input.valid.len() as u64);
+        add(&checked.poison, poison.len() as u64);
+        add(&checked.dead_lettered, dead.len() as u64);
+        if healing {
+            add(&checked.recovered, 1);
+            if retry > 0 {
+                add(&checked.recovered_after_failure, 1);
+            }
+            break;
+        }
+        first = partition.next_sequence;
+        invocation += 1;
+        retry = 0;
+        input = random_input(&mut rng, &format!("chaos-{seed}-{invocation}"));
     }
-    let log = handler.log();
-    let tail = &log[log.len().saturating_sub(4000)..];
-    panic!("seed {seed}: still failing after the receiver recovered\n{tail}");
+    let kept = rogue.kept_unique();
+    let strangers: Vec<&String> = kept.iter().filter(|id| !all_valid.contains(*id)).collect();
+    assert!(strangers.is_empty(), "seed {seed}: delivered {strangers:?}");
+    add(&checked.events_kept, kept.len() as u64);
+    assert!(
+        elsewhere.requests().is_empty(),
+        "seed {seed}: followed a redirect"
+    );
 }
 
 #[tokio::test]
 async fn chaos_receiver_and_input_never_lose_an_event() {
-    let seeds: Vec<u64> = match std::env::var("CHAOS_SEED") {
-        Ok(seed) => vec![seed.parse().unwrap()],
-        Err(_) => (1..=24).collect(),
+    let seeds: Vec<u64> = match (std::env::var("CHAOS_SEED"), std::env::var("CHAOS_SEEDS")) {
+        (Ok(seed), _) => vec![seed.parse().expect("CHAOS_SEED is a number")],
+        (_, Ok(n)) => (1..=n.parse().expect("CHAOS_SEEDS is a number")).collect(),
+        _ => (1..=CI_SEEDS).collect(),
     };
-    let runs = seeds.into_iter().map(|seed| tokio::spawn(run_seed(seed)));
-    for run in futures::future::join_all(runs).await {
+    let checked = Arc::new(Checked::default());
+    let runs = futures::stream::iter(seeds.iter().map(|&seed| {
+        let checked = checked.clone();
+        tokio::spawn(run_seed(seed, checked))
+    }))
+    .buffer_unordered(PARALLEL)
+    .collect::<Vec<_>>()
+    .await;
+    for run in runs {
         if let Err(e) = run {
             std::panic::resume_unwind(e.into_panic());
         }
     }
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let n = seeds.len() as u64;
+    eprintln!(
+        "chaos: {n} seeds; {} answers, each 200 or 500; {} valid Events accounted for on a 200 \
+         ({} of them dead-lettered, {} poison ones among them); {} Events kept by the receiver, all valid, with {} \
+         invalid records offered; {} redirects answered, none followed; {n} recoveries reached, \
+         {} succeeded, {} of them on a retried invocation",
+        get(&checked.answers),
+        get(&checked.events_accounted),
+        get(&checked.dead_lettered),
+        get(&checked.poison),
+        get(&checked.events_kept),
+        get(&checked.invalid_offered),
+        get(&checked.redirects),
+        get(&checked.recovered),
+        get(&checked.recovered_after_failure),
+    );
+    assert_eq!(get(&checked.recovered), n, "every seed recovers");
+    assert!(
+        get(&checked.events_accounted) >= n * 10,
+        "too few Events checked"
+    );
+    assert!(
+        get(&checked.invalid_offered) >= n,
+        "too few invalid records offered"
+    );
+    assert!(get(&checked.redirects) >= n, "too few redirects offered");
+    assert!(
+        get(&checked.poison) * 2 >= n,
+        "too few poison Events offered"
+    );
+    assert!(
+        get(&checked.recovered_after_failure) * 4 >= n,
+        "too few recoveries of a failed invocation"
+    );
 }
