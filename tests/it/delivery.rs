@@ -279,11 +279,18 @@ async fn event_format_and_batch_bounds() {
 }
 
 /// The largest batch the host sends: 100 Event Hub events of about 1 MiB each (≈140 MiB
-/// once base64-encoded), all delivered in batches under the byte bound.
+/// once base64-encoded), all delivered once in batches under the byte bound. Attempts and
+/// the deadline are long, so that a loaded test machine does not cut an attempt the
+/// receiver then takes (a duplicate, which at-least-once allows, but not this count).
 #[tokio::test]
 async fn hundred_one_mib_events() {
     let receiver = start_receiver().await;
-    let handler = spawn_handler(&[("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit"))]).await;
+    let handler = spawn_handler(&[
+        ("AUDIT_WEBHOOK_URL", &receiver.url("/k8s_audit")),
+        ("AUDIT_WEBHOOK_TIMEOUT", "60s"),
+        ("AUDIT_DELIVERY_DEADLINE", "120s"),
+    ])
+    .await;
     // 10 records of ~100 KiB per event: ~1 MiB per event.
     let (bodies, expected) = audit_bodies("mib", 100, 10, 100 * 1024);
     let total: usize = bodies.iter().map(Vec::len).sum();
@@ -303,7 +310,7 @@ async fn hundred_one_mib_events() {
         .await
         .unwrap();
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(receiver.receiver.stats().events, 1000);
+    assert_eq!(receiver.receiver.stats().events, 1000, "{}", answer.body);
     assert!(receiver.receiver.stats().batches >= 10);
     assert_same_events(receiver.receiver.events(), &expected);
 }
