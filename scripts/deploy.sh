@@ -78,6 +78,12 @@ template_of() {
 }
 TEMPLATE="$(template_of "$PARAMS")"
 echo "ok   parameter file $PARAMS deploys $TEMPLATE"
+command -v az >/dev/null 2>&1 ||
+  die "the Azure CLI (az) is not on PATH: install it (https://aka.ms/azure-cli), then az login"
+if [ "${DEPLOY_SKIP_PUBLISH:-0}" != 1 ]; then
+  command -v func >/dev/null 2>&1 ||
+    die "the Azure Functions Core Tools v4 (func) are not on PATH: they publish the package (https://aka.ms/func-core-tools); DEPLOY_SKIP_PUBLISH=1 deploys the infrastructure only"
+fi
 
 # The value a parameter will have: the last override, else the parameter file, else empty.
 param_value() {

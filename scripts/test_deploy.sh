@@ -151,6 +151,15 @@ run "Key Vault without public network access is refused" 1 STUB_VAULT_PUBLIC=Dis
 run "a restricted vault deploys when asked to" 0 STUB_VAULT_PUBLIC=Disabled DEPLOY_ALLOW_RESTRICTED_VAULT=1 -- rg-test keyVaultName=kv-private &&
   { expect_log "vault forced" "deployment group create"; }
 
+mkdir -p "$WORK/bare"
+for tool in sed head tail tr grep dirname cat env bash; do ln -sf "$(command -v "$tool")" "$WORK/bare/$tool"; done
+ln -sf "$(python3 -c 'import sys; print(sys.executable)')" "$WORK/bare/python3"
+run "no az on PATH: stops before anything, saying what to install" 1 PATH="$WORK/bare" -- rg-test &&
+  { expect_out "no az" "the Azure CLI (az) is not on PATH"; }
+cp "$WORK/bin/az" "$WORK/bare/az"
+run "no func on PATH: stops before anything, saying what to install" 1 PATH="$WORK/bare" -- rg-test &&
+  { expect_out "no func" "Core Tools v4 (func) are not on PATH"; refute_log "no func" "deployment group create"; }
+
 rm "$WORK/repo/dist/app/local.settings.json"
 run "publish folder without local.settings.json is refused before publishing" 1 DEPLOY_SKIP_PREFLIGHT=1 -- rg-test &&
   { expect_out "no settings" "Worker runtime is not set"; refute_log "no settings" "func azure functionapp publish"; }
