@@ -265,6 +265,9 @@ param auditIsolateAfterRetries int = 2
 @description('AUDIT_MAX_BODY_BYTES: largest invocation body accepted.')
 param auditMaxBodyBytes string = '256MiB'
 
+@description('AUDIT_MAX_BYTES_IN_FLIGHT: bytes of invocation bodies held at once, all invocations of an instance together; raise it with instanceMemoryMB (docs/functions-host.md).')
+param auditMaxBytesInFlight string = '512MiB'
+
 @description('AUDIT_BODY_READ_TIMEOUT: longest time to receive one invocation body (at most 10m).')
 param auditBodyReadTimeout string = '60s'
 
@@ -555,6 +558,7 @@ var auditSettings = {
   AUDIT_RETRY_MAX_BACKOFF: auditRetryMaxBackoff
   AUDIT_ISOLATE_AFTER_RETRIES: string(auditIsolateAfterRetries)
   AUDIT_MAX_BODY_BYTES: auditMaxBodyBytes
+  AUDIT_MAX_BYTES_IN_FLIGHT: auditMaxBytesInFlight
   AUDIT_BODY_READ_TIMEOUT: auditBodyReadTimeout
   AUDIT_SHUTDOWN_GRACE: auditShutdownGrace
   AUDIT_MAX_RECORDS_PER_EVENT: string(auditMaxRecordsPerEvent)
