@@ -58,23 +58,30 @@ impl Forwarder {
 }
 
 /// Whether the receiver takes a payload now: resends one Event already delivered (in this
-/// try or an earlier one), alone; when none was, an empty `EventList` (harmless, as
-/// `check-config --probe` sends). A duplicate, which at-least-once delivery allows, is the
-/// price of never dead-lettering because a receiver is down. With the bare `Event` format and
-/// nothing delivered there is no harmless payload: the answer is no.
+/// try or an earlier one), alone. A duplicate, which at-least-once delivery allows, is the
+/// price of never dead-lettering because a receiver is down.
+///
+/// When none was delivered and `empty_allowed` (the Event judged is the only one of its route
+/// still undelivered: there is no other to resend), an empty `EventList` (harmless, as
+/// `check-config --probe` sends) is the probe. It is not used otherwise: a receiver that takes
+/// empty lists while refusing every Event would make every Event look guilty. With the bare
+/// `Event` format there is no harmless payload: the answer is no.
 pub(super) async fn probe(
     target: &AuditWebhook,
     events: &[AuditEvent],
     learned: &RouteLearned,
     deadline: Instant,
     tally: &mut DeliveryTally,
+    empty_allowed: bool,
 ) -> bool {
     if Instant::now() >= deadline {
         return false;
     }
     let body = match learned.delivered.iter().next() {
         Some(&i) => encode(target.format, std::slice::from_ref(&events[i])),
-        None if target.format == WebhookFormat::EventList => encode(target.format, &[]),
+        None if empty_allowed && target.format == WebhookFormat::EventList => {
+            encode(target.format, &[])
+        }
         None => return false,
     };
     let outcome = target

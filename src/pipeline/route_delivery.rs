@@ -330,7 +330,7 @@ impl<'a> RouteDelivery<'a> {
         }
         if self.progress == self.progress_at_resume && !self.probed {
             self.probed = true;
-            if self.probe().await {
+            if self.probe(false).await {
                 self.progress += 1;
                 self.last_success = Some(Instant::now());
             }
@@ -346,9 +346,18 @@ impl<'a> RouteDelivery<'a> {
         true
     }
 
-    async fn probe(&mut self) -> bool {
+    async fn probe(&mut self, empty_allowed: bool) -> bool {
         let (target, events, deadline) = (self.target, self.events, self.deadline);
-        probe(target, events, &self.learned, deadline, &mut self.tally).await
+        let tally = &mut self.tally;
+        probe(
+            target,
+            events,
+            &self.learned,
+            deadline,
+            tally,
+            empty_allowed,
+        )
+        .await
     }
 
     /// An Event that failed alone is sent alone again a few times ([`SUSPECT_RETESTS`]); if
@@ -381,7 +390,10 @@ impl<'a> RouteDelivery<'a> {
         let (mut judged, mut unproven): (Vec<Suspect>, Vec<Suspect>) = failing
             .into_iter()
             .partition(|s| last_success.is_some_and(|t| t > s.began));
-        if !unproven.is_empty() && self.probe().await {
+        // The empty probe only for an Event alone on its route (see `probe`).
+        let known = self.learned.delivered.len() + self.learned.poison.len();
+        let alone = unproven.len() == 1 && self.events.len() == known + 1;
+        if !unproven.is_empty() && self.probe(alone).await {
             judged.append(&mut unproven);
         }
         still.append(&mut unproven);

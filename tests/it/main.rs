@@ -6,6 +6,7 @@
 
 mod azurite;
 mod chaos;
+mod chaos_delivery;
 mod delivery;
 mod edit_properties;
 mod faults;
