@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use super::bad_input::parseable_text;
 pub use super::bad_input::WARNINGS_IN_FULL;
-use super::categories::{canonical, CategoriesSeen};
+use super::categories::{canonical, CategoriesSeen, KUBE_AUDIT};
 use super::onepass;
 use crate::audit::{AuditEvent, EventError};
 use crate::deadletter::{DeadLetter, DeadLetterKind, RecordProblem, MAX_RECORD_PROBLEMS};
@@ -101,8 +101,10 @@ struct Record<'a> {
     category: Option<Cow<'a, str>>,
     #[serde(borrow, default, rename = "resourceId")]
     resource_id: Option<Cow<'a, str>>,
+    /// Read only once the category says the record is an audit one: other services put
+    /// strings or pseudo-JSON here (Function App logs).
     #[serde(borrow, default)]
-    properties: Option<Properties<'a>>,
+    properties: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -171,6 +173,9 @@ pub fn convert_body(
     };
     let envelope: Envelope<'_> = match parsed {
         Ok(envelope) => envelope,
+        // Another service's output on a shared hub (a PostgreSQL log line, pseudo-JSON): it
+        // cannot hold an audit record, so it is another category, not a dead letter.
+        Err(_) if !holds_audit_category(body) => return not_an_envelope(conversion),
         Err(error) => {
             if conversion.warn_in_full() {
                 tracing::warn!(
@@ -209,7 +214,11 @@ pub fn convert_body(
         let start = raw.get().as_ptr() as usize - base;
         let span = start..start + raw.get().len();
         let outcome = if bad_bytes.iter().any(|b| span.contains(b)) {
-            Err(Malformed(RecordError::Bytes, None))
+            // Bad bytes in a record whose category is readable and not an audit one.
+            match other_category(raw, categories) {
+                Some(category) => Err(Skip(category)),
+                None => Err(Malformed(RecordError::Bytes, None)),
+            }
         } else {
             convert_record(raw, categories)
         };
@@ -334,6 +343,39 @@ pub(super) struct RecordEvent<'a> {
     pub(super) category: &'static str,
 }
 
+/// What [`ConvertTally::skipped`] counts a body under when it is not a diagnostic-settings
+/// envelope and holds no audit category's name.
+pub const NOT_AN_ENVELOPE: &str = "(not an envelope)";
+
+/// Whether `body` holds the bytes of an audit category's name (`kube-audit`, in any case):
+/// only such a body can hold an audit record.
+fn holds_audit_category(body: &[u8]) -> bool {
+    const NAME: &[u8] = KUBE_AUDIT.as_bytes();
+    body.windows(NAME.len())
+        .any(|w| w.eq_ignore_ascii_case(NAME))
+}
+
+/// Counts a body that cannot hold an audit record under [`NOT_AN_ENVELOPE`].
+fn not_an_envelope(conversion: &mut Conversion) {
+    *conversion
+        .tally
+        .skipped
+        .entry(NOT_AN_ENVELOPE.into())
+        .or_default() += 1;
+}
+
+/// The category of a record, lower-cased, when it can be read and is not an audit one.
+fn other_category(raw: &RawValue, categories: &BTreeSet<String>) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Category<'a> {
+        #[serde(borrow)]
+        category: Cow<'a, str>,
+    }
+    let category: Category<'_> = serde_json::from_str(raw.get()).ok()?;
+    let category = category.category.trim();
+    (!category.is_empty() && !wanted(categories, category)).then(|| category.to_ascii_lowercase())
+}
+
 fn convert_record<'a>(
     raw: &'a RawValue,
     categories: &BTreeSet<String>,
@@ -353,10 +395,14 @@ fn convert_record<'a>(
     if !wanted(categories, category) {
         return Err(Skip(category.to_ascii_lowercase()));
     }
-    let log = record
-        .properties
-        .as_ref()
-        .and_then(|p| p.log)
+    let properties = match record.properties.filter(|p| p.get() != "null") {
+        Some(raw) => serde_json::from_str::<Properties<'a>>(raw.get())
+            .map_err(|e| Malformed(RecordError::Shape(e.to_string()), None))?,
+        None => return Err(Malformed(RecordError::NoLog, None)),
+    };
+    let log = properties
+        .log
+        .filter(|l| l.get() != "null")
         .ok_or(Malformed(RecordError::NoLog, None))?;
     let event = convert_log(log)?;
     Ok(RecordEvent {

@@ -145,6 +145,8 @@ fn records_per_event_limit() {
     assert_eq!(item.raw_bytes().unwrap(), body.to_string().into_bytes());
 }
 
+/// A body that is not an envelope is malformed (and dead-lettered) only when it holds an
+/// audit category's name; anything else is another service's output, counted as skipped.
 #[test]
 fn bodies_that_are_not_envelopes_are_counted() {
     for body in [
@@ -156,7 +158,18 @@ fn bodies_that_are_not_envelopes_are_counted() {
     ] {
         let (events, tally) = convert(body);
         assert!(events.is_empty());
+        assert_eq!((tally.bodies, tally.malformed_bodies), (1, 0), "{body:?}");
+        assert_eq!(tally.skipped.get(NOT_AN_ENVELOPE), Some(&1), "{body:?}");
+    }
+    for body in [
+        &b"{\"records\":[{\"category\":\"kube-audit\""[..],
+        b"{\"records\":5,\"category\":\"KUBE-AUDIT-ADMIN\"}",
+        b"kube-audit \xff",
+    ] {
+        let (events, tally) = convert(body);
+        assert!(events.is_empty());
         assert_eq!((tally.bodies, tally.malformed_bodies), (1, 1), "{body:?}");
+        assert_eq!(tally.skipped_total(), 0, "{body:?}");
     }
     let (_, tally) = convert(br#"{"records":[]}"#);
     assert_eq!(

@@ -170,7 +170,9 @@ impl Batch {
                     DeadLetterKind::MalformedRecord,
                     format!("{blob} line {}: not a JSON record", line.number),
                 );
-                item.raw = Some(String::from_utf8_lossy(&line.text).into_owned());
+                // Exact bytes: text, or base64 when not UTF-8 or when escaping would
+                // inflate it (a line of control bytes would grow six-fold as JSON).
+                item.keep_raw(&line.text);
                 dead.push(item);
                 continue;
             };

@@ -18,7 +18,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::archive::{Batch, LineSplitter};
-use super::checkpoint::{BlobProgress, Checkpoint};
+use super::checkpoint::{BlobHead, BlobProgress, Checkpoint, HEAD_BYTES};
 use super::progress::Progress;
 use super::storage::{
     check_container, cluster_prefix, open, storage_error, ArchivePath, StorageArgs,
@@ -164,7 +164,9 @@ pub async fn run(args: &BackfillArgs, settings: Settings) -> anyhow::Result<Back
                 break;
             }
             let done = checkpoint.get(path.as_ref());
-            if done.bytes >= *size {
+            // Done only at exactly its size: an offset past the end is no checkpoint of this
+            // blob, and reading it refuses the checkpoint (`Checkpoint::bind`).
+            if done.bytes == *size {
                 run.report.blobs_done_before += 1;
                 run.progress.blob_done();
                 continue;
@@ -311,6 +313,7 @@ impl Run<'_> {
         checkpoint: &mut Checkpoint,
         stop: &AtomicBool,
     ) -> anyhow::Result<()> {
+        checkpoint.bind(path.as_ref(), blob_head(store, path).await?)?;
         let options = GetOptions {
             range: (done.bytes > 0).then_some(GetRange::Offset(done.bytes)),
             ..GetOptions::default()
@@ -426,6 +429,23 @@ impl Run<'_> {
         self.progress.advance(batch.bytes(), events);
         Ok(())
     }
+}
+
+/// The blob's size and first bytes, to check a checkpoint against.
+async fn blob_head(
+    store: &dyn ObjectStore,
+    path: &object_store::path::Path,
+) -> anyhow::Result<BlobHead> {
+    let size = store
+        .head(path)
+        .await
+        .with_context(|| format!("reading {path}"))?
+        .size;
+    let bytes = match size.min(HEAD_BYTES) {
+        0 => Vec::new(),
+        n => store.get_range(path, 0..n).await?.to_vec(),
+    };
+    Ok(BlobHead { size, bytes })
 }
 
 impl BackfillReport {

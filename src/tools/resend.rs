@@ -65,6 +65,8 @@ pub struct ResendReport {
 /// `line N is not UTF-8 text` or `line N is not a dead-letter item (…)` for the first bad
 /// line: an operator fixes or removes it and runs again.
 pub fn parse_items(bytes: &[u8]) -> anyhow::Result<Vec<DeadLetter>> {
+    // A byte order mark some editors write at the start is not part of the first item.
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let mut items = Vec::new();
     for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
         let n = n + 1;
@@ -264,5 +266,15 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    /// Issue 18 row 20: a dead-letter file an editor saved with a byte order mark is read
+    /// (the docs promise it), and only a leading one is skipped.
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped() {
+        let good = r#"{"reason":"r","kind":"poison"}"#;
+        let items = parse_items(format!("\u{feff}{good}\n{good}\n").as_bytes()).unwrap();
+        assert_eq!(items.len(), 2);
+        assert!(parse_items(format!("{good}\n\u{feff}{good}\n").as_bytes()).is_err());
     }
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod azurite;
+mod backfill_exact;
 mod chaos;
 mod chaos_delivery;
 mod delivery;
@@ -25,6 +26,7 @@ mod rogue;
 mod routing;
 mod secrets;
 mod settings;
+mod shared_hub;
 mod tls;
 mod tool_cli;
 mod tools;

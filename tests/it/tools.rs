@@ -20,10 +20,10 @@ use super::helpers::{
     assert_same_events, audit_event, cluster_id, free_port, record_from, start_receiver, BIN,
 };
 
-const CONTAINER: &str = "insights-logs-kube-audit";
+pub const CONTAINER: &str = "insights-logs-kube-audit";
 
 /// The binary with a clean `AUDIT_*` environment, fast retries, and `settings`.
-fn tool(args: &[&str], settings: &[(&str, &str)]) -> Command {
+pub fn tool(args: &[&str], settings: &[(&str, &str)]) -> Command {
     let mut command = Command::new(BIN);
     for (key, _) in std::env::vars() {
         if key.starts_with("AUDIT_") || key.starts_with("AZURE_") {
@@ -42,7 +42,7 @@ fn tool(args: &[&str], settings: &[(&str, &str)]) -> Command {
     command
 }
 
-fn text(output: &Output) -> String {
+pub fn text(output: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -51,7 +51,7 @@ fn text(output: &Output) -> String {
 }
 
 /// A record line as Azure Monitor archives it, at `time`.
-fn line(resource_id: &str, category: &str, log: &str, time: &str) -> String {
+pub fn line(resource_id: &str, category: &str, log: &str, time: &str) -> String {
     let mut record = record_from(resource_id, category, log);
     record["time"] = Value::String(time.into());
     record.to_string()
