@@ -19,7 +19,7 @@ pub use cluster::{
     CLUSTER_TYPE_ANNOTATION, KNOWN_TYPES, MANAGED_CLUSTER_TYPE,
 };
 pub use diagnostics::{
-    convert_body, BodyOrigin, Conversion, ConvertTally, TooManyRecords, UTF8_BOM,
+    convert_body, BodyOrigin, Conversion, ConvertTally, TooManyRecords, NOT_AN_ENVELOPE, UTF8_BOM,
 };
 
 /// Default diagnostic categories that carry audit Events (`AUDIT_CATEGORIES`).

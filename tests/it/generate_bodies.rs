@@ -133,10 +133,12 @@ pub fn record(rng: &mut Rng, id: &str, notes: &mut Vec<&'static str>) -> (String
     if !event.edits.is_empty() && event.valid {
         notes.push("changed Events still valid");
     }
+    // A record whose category is readable and not an audit one is skipped, bad bytes or not.
     let expect = match name {
-        _ if malformed || bad_byte => Expect::Malformed,
+        _ if malformed => Expect::Malformed,
         None => Expect::Malformed,
         Some(c) if !audit(&c) => Expect::Skip(c.to_ascii_lowercase()),
+        _ if bad_byte => Expect::Malformed,
         Some(_) if !has_log || trimmed.is_none() || !event.valid => Expect::Malformed,
         Some(_) => Expect::Event(trimmed.unwrap_or_default()),
     };
