@@ -233,13 +233,24 @@ pub fn event(rng: &mut Rng, id: &str, max_edits: usize) -> GenEvent {
     let mut edits = Vec::new();
     let mut touched = std::collections::BTreeSet::new();
     for _ in 0..rng.usize(..=max_edits) {
-        let at = rng.usize(..members.len());
+        // Half the edits go to a member every Event must have, each refused some way.
+        let required_at: Vec<usize> = (0..members.len())
+            .filter(|i| REQUIRED.contains(&members[*i].name().as_str()))
+            .collect();
+        let at = match rng.bool() {
+            true if !required_at.is_empty() => required_at[rng.usize(..required_at.len())],
+            _ => rng.usize(..members.len()),
+        };
         let name = members[at].name();
         if !touched.insert(name.clone()) {
             continue;
         }
         let required = REQUIRED.contains(&name.as_str());
-        let edit = rng.u8(..9);
+        let edit = if required && rng.bool() {
+            3
+        } else {
+            rng.u8(..9)
+        };
         edits.push(format!("{name}: edit {edit}"));
         match edit {
             0 => {
