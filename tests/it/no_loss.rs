@@ -302,3 +302,52 @@ async fn r18_8_the_last_try_of_a_finite_policy_dead_letters_what_is_undelivered(
     assert!(dead.iter().all(|d| d.kind == "undelivered"), "{dead:?}");
     assert!(dead[0].reason.contains("last try"), "{}", dead[0].reason);
 }
+
+/// Row 3: one Event makes the receiver reset and stay down for 3 s (an agent that crashes and
+/// restarts) among 401. Resets that follow that Event each time are evidence against it: it is
+/// isolated after a bounded number of host retries and the 400 others are delivered.
+///
+/// Not yet true: every try fails with 500 (12 tries here). Each crash takes the receiver down
+/// longer than the isolating POSTs wait, so no half gets through and the probe fails. What is
+/// missing: send the halves of a deferred batch one at a time once the receiver answers again,
+/// and judge an Event that fails alone only by failures that follow a passing probe, counted
+/// across the host's tries.
+#[tokio::test]
+#[ignore = "issue row 3 is not fixed yet: run with --ignored to reproduce"]
+async fn r18_3_an_event_that_crashes_its_receiver_is_isolated() {
+    let down_until = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
+    let state = down_until.clone();
+    let rogue = Rogue::start(move |r, _| {
+        let mut down = state.lock().unwrap();
+        if down.is_some_and(|t| std::time::Instant::now() < t) {
+            return Act::Reset;
+        }
+        if r.ids.iter().any(|id| id == "crash-0-200") {
+            *down = Some(std::time::Instant::now() + std::time::Duration::from_secs(3));
+            return Act::Reset;
+        }
+        ok()
+    })
+    .await;
+    let handler = spawn_handler(&[
+        ("AUDIT_WEBHOOK_URL", &rogue.url("/k8s_audit")),
+        ("AUDIT_DELIVERY_DEADLINE", "5s"),
+    ])
+    .await;
+    let (bodies, events) = audit_bodies("crash", 1, 401, 0);
+    let mut done = None;
+    for count in 0..12 {
+        let answer = try_as(&handler, &bodies, count, -1).await;
+        if answer.status == 200 {
+            done = Some(answer);
+            break;
+        }
+    }
+    let answer = done.expect("the partition stays blocked");
+    let dead = dead_letters(&answer);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let event: serde_json::Value =
+        serde_json::from_str(dead[0].event.as_ref().unwrap().get()).unwrap();
+    assert_eq!(event["auditID"], "crash-0-200");
+    assert_eq!(rogue.kept_unique().len(), events.len() - 1);
+}
