@@ -26,10 +26,11 @@ LONG_FUNCTIONS_BEING_SPLIT = {
 # Which top-level modules each may import (the edge first, the domain last).
 ALLOWED = {
     "main": {"config", "host", "pipeline", "tools", "telemetry"},
-    "tools": {"config", "host", "pipeline", "delivery", "azure", "deadletter", "audit", "redact"},
-    "config": {"host", "pipeline", "delivery", "azure", "audit", "redact"},
+    "tools": {"config", "host", "pipeline", "alerts", "delivery", "azure", "deadletter", "audit", "redact"},
+    "config": {"host", "pipeline", "alerts", "delivery", "azure", "audit", "redact"},
     "host": {"pipeline", "deadletter", "redact"},
-    "pipeline": {"delivery", "azure", "deadletter", "audit", "redact"},
+    "pipeline": {"alerts", "delivery", "azure", "deadletter", "audit", "redact"},
+    "alerts": {"delivery", "azure", "deadletter", "audit", "redact"},
     "delivery": {"azure", "audit", "redact"},
     "azure": {"deadletter", "audit", "redact"},
     "deadletter": {"audit", "redact"},

@@ -18,8 +18,8 @@ use crate::audit::AuditEvent;
 pub struct DeadLetter {
     /// Why it was set aside.
     pub reason: String,
-    /// What was set aside: `poison`, `unrouted`, `policy-unreadable`, `malformed-record` or
-    /// `malformed-event` or `undelivered` on the wire.
+    /// What was set aside: `poison`, `unrouted`, `policy-unreadable`, `malformed-record`,
+    /// `malformed-event`, `undelivered` or `alert` on the wire.
     pub kind: DeadLetterKind,
     /// The receiver's HTTP status, for poison Events.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -27,6 +27,12 @@ pub struct DeadLetter {
     /// The route that refused it.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub route: Option<String>,
+    /// The alert rule, for `alert` items.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rule: Option<String>,
+    /// The notifier's name (never its URL), for `alert` items.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub notifier: Option<String>,
     /// The source cluster's resource id.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cluster: Option<String>,
@@ -39,7 +45,7 @@ pub struct DeadLetter {
     /// The host's invocation id.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub invocation_id: Option<String>,
-    /// The audit Event, for poison and unrouted items: ready to resend.
+    /// The audit Event, for poison, unrouted and alert items: ready to resend.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub event: Option<Box<RawValue>>,
     /// The Event Hub event body, exactly as received, for malformed items: as text when it
@@ -78,6 +84,9 @@ pub enum DeadLetterKind {
     /// An Event still undelivered on the host's last try of a finite retry policy (the host
     /// checkpoints past it next).
     Undelivered,
+    /// An alert card that could not be sent to its notifier (the rule, the notifier's name
+    /// and the Event are kept).
+    Alert,
 }
 
 impl DeadLetterKind {
@@ -90,6 +99,7 @@ impl DeadLetterKind {
             Self::MalformedRecord => "malformed-record",
             Self::MalformedEvent => "malformed-event",
             Self::Undelivered => "undelivered",
+            Self::Alert => "alert",
         }
     }
 }
@@ -126,6 +136,8 @@ impl DeadLetter {
             kind,
             status: None,
             route: None,
+            rule: None,
+            notifier: None,
             cluster: None,
             partition: None,
             sequence_number: None,

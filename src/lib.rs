@@ -8,7 +8,7 @@
 //! The folders follow the data, one representation per layer:
 //! host request → event bodies → diagnostic records → audit Events → webhook batches.
 //! Dependencies point one way: the edge ([`host`], the binary, [`tools`]) → [`pipeline`] →
-//! [`delivery`] → [`azure`] → [`deadletter`] → [`audit`]. Only the binary and its tools read
+//! [`alerts`] → [`delivery`] → [`azure`] → [`deadletter`] → [`audit`]. Only the binary and its tools read
 //! [`config`]. `scripts/check_layout.py` checks the direction.
 //!
 //! - [`config`]: environment → the typed settings each part owns ([`pipeline::Settings`],
@@ -22,6 +22,10 @@
 //!   de-duplication, route, Policy, annotations) at its [`pipeline::Route`], offer copies to
 //!   [`pipeline::CopyDestination`]s, deliver (one route's delivery is a state machine that
 //!   isolates what a receiver refuses); its [`Summary`].
+//! - [`alerts`]: alert rules (`AUDIT_ALERTS`) matched on each Event with the Policy's own
+//!   decision code, cards for Teams, Slack or a webhook, grouped per window, sent with
+//!   retries beside delivery (a copy destination); cards that cannot be sent become `alert`
+//!   dead letters.
 //! - [`delivery`]: route configuration per cluster, batches bounded by count and bytes, the
 //!   webhook client (TLS, credentials, headers), the retry loop and what a failed try taught.
 //! - [`azure`]: diagnostic-settings envelopes → audit Events, by category (one copy of an
@@ -36,6 +40,7 @@
 //!   `backfill`, `check-config`, `convert` and the benchmark baselines; never used by the
 //!   code above.
 
+pub mod alerts;
 pub mod audit;
 pub mod azure;
 pub mod config;

@@ -5,6 +5,7 @@
 //! leave this module: [`Config`] holds the typed, validated settings each part of the crate
 //! owns, and no other module reads the environment.
 
+mod alerts;
 mod build;
 mod environment;
 mod routes;
@@ -209,6 +210,7 @@ impl Config {
                 max_records_per_event,
                 isolate_after_retries,
                 routes,
+                alerts: alerts::read_alerts(get, &base)?,
                 policy,
                 cluster_annotations,
                 categories,

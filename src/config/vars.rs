@@ -218,6 +218,10 @@ settings! {
     pub const ROUTES: &str = "AUDIT_ROUTES";
     Text { default: None, secret: true }
     because "an inline document holds webhook URLs and header values, which may be credentials";
+    /// Alert rules and notifiers (YAML or JSON): a file name, or the document inline.
+    pub const ALERTS: &str = "AUDIT_ALERTS";
+    Text { default: None, secret: true }
+    because "no alerts; an inline document may hold notifier URLs, which carry their credential";
     /// Cluster annotations on every Event.
     pub const CLUSTER_ANNOTATIONS: &str = "AUDIT_CLUSTER_ANNOTATIONS";
     Switch { default: true }

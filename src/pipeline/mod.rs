@@ -25,6 +25,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::alerts::AlertRules;
 use crate::audit::Policy;
 use crate::delivery::learned::Learned;
 use crate::delivery::{RetrySettings, RouteConfig};
@@ -44,6 +45,8 @@ pub struct Settings {
     /// Where Events go: the routes from `AUDIT_ROUTES`, or one catch-all route to
     /// `AUDIT_WEBHOOK_URL`. `Debug` shows URLs redacted and tokens hidden.
     pub routes: Vec<RouteConfig>,
+    /// Alert rules (`AUDIT_ALERTS`): cards to Teams, Slack or webhooks for matching Events.
+    pub alerts: Option<Arc<AlertRules>>,
     /// The Policy applied to routes that have none of their own.
     pub policy: Option<Arc<Policy>>,
     /// Whether every Event gets its cluster's annotations.

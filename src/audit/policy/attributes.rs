@@ -84,27 +84,42 @@ impl Attributes<'_> {
     /// `requestURI` (the URL then says nothing); the recorded `verb` stands in for the HTTP
     /// method, which Events do not record.
     pub fn request_info(&self) -> RequestInfo {
-        let verb = self.verb.as_deref().unwrap_or("");
-        match self.request_uri.as_deref() {
-            Some(uri) if !uri.trim().is_empty() => resolve(uri.trim(), verb),
-            _ => {
-                let text = |v: &Option<Cow<'_, str>>| v.as_deref().unwrap_or("").to_string();
-                match &self.object_ref {
-                    Some(o) => RequestInfo {
-                        is_resource_request: true,
-                        verb: verb.to_string(),
-                        api_group: text(&o.api_group),
-                        namespace: text(&o.namespace),
-                        resource: text(&o.resource),
-                        subresource: text(&o.subresource),
-                        name: text(&o.name),
-                        ..RequestInfo::default()
-                    },
-                    None => RequestInfo {
-                        verb: verb.to_string(),
-                        ..RequestInfo::default()
-                    },
-                }
+        request_info_of(
+            self.verb.as_deref(),
+            self.request_uri.as_deref(),
+            self.object_ref.as_ref(),
+        )
+    }
+}
+
+/// The `RequestInfo` of a recorded request from its `verb`, `requestURI` and `objectRef`, as
+/// [`Attributes::request_info`] derives it: from the URL, or from the recorded `objectRef`
+/// only when the Event has no `requestURI`. Alert rules decide on the same value.
+pub fn request_info_of(
+    verb: Option<&str>,
+    request_uri: Option<&str>,
+    object_ref: Option<&ObjectRef<'_>>,
+) -> RequestInfo {
+    let verb = verb.unwrap_or("");
+    match request_uri {
+        Some(uri) if !uri.trim().is_empty() => resolve(uri.trim(), verb),
+        _ => {
+            let text = |v: &Option<Cow<'_, str>>| v.as_deref().unwrap_or("").to_string();
+            match object_ref {
+                Some(o) => RequestInfo {
+                    is_resource_request: true,
+                    verb: verb.to_string(),
+                    api_group: text(&o.api_group),
+                    namespace: text(&o.namespace),
+                    resource: text(&o.resource),
+                    subresource: text(&o.subresource),
+                    name: text(&o.name),
+                    ..RequestInfo::default()
+                },
+                None => RequestInfo {
+                    verb: verb.to_string(),
+                    ..RequestInfo::default()
+                },
             }
         }
     }

@@ -5,30 +5,37 @@
 use std::borrow::Cow;
 
 use super::requestinfo::RequestInfo;
-use super::{Rule, User};
+use super::{Rule, Selectors, User};
 
 fn has(list: &[String], value: &str) -> bool {
     list.iter().any(|s| s == value)
 }
 
 impl Rule {
-    /// Whether every selector the rule sets matches: users, userGroups (any group), verbs,
-    /// then namespaces/resources (resource requests only) or nonResourceURLs (non-resource
-    /// requests only).
+    /// Whether every selector the rule sets matches ([`Selectors::matches`]).
     pub(super) fn matches(&self, user: Option<&User<'_>>, info: &RequestInfo) -> bool {
+        self.selectors().matches(user, info)
+    }
+}
+
+impl Selectors<'_> {
+    /// Whether every selector set matches: users, userGroups (any group), verbs, then
+    /// namespaces/resources (resource requests only) or nonResourceURLs (non-resource
+    /// requests only). An empty selector matches any request.
+    pub fn matches(&self, user: Option<&User<'_>>, info: &RequestInfo) -> bool {
         if !self.users.is_empty() {
             match user.and_then(|u| u.username.as_deref()) {
-                Some(name) if has(&self.users, name) => {}
+                Some(name) if has(self.users, name) => {}
                 _ => return false,
             }
         }
         if !self.user_groups.is_empty() {
             let Some(user) = user else { return false };
-            if !user.groups.iter().any(|g| has(&self.user_groups, g)) {
+            if !user.groups.iter().any(|g| has(self.user_groups, g)) {
                 return false;
             }
         }
-        if !self.verbs.is_empty() && !has(&self.verbs, &info.verb) {
+        if !self.verbs.is_empty() && !has(self.verbs, &info.verb) {
             return false;
         }
         if !self.namespaces.is_empty() || !self.resources.is_empty() {
@@ -60,7 +67,7 @@ impl Rule {
         if !info.is_resource_request {
             return false;
         }
-        if !self.namespaces.is_empty() && !has(&self.namespaces, &info.namespace) {
+        if !self.namespaces.is_empty() && !has(self.namespaces, &info.namespace) {
             return false;
         }
         if self.resources.is_empty() {
@@ -73,7 +80,7 @@ impl Rule {
         } else {
             Cow::Owned(format!("{resource}/{subresource}"))
         };
-        for gr in &self.resources {
+        for gr in self.resources {
             if gr.group != info.api_group && gr.group != "*" {
                 continue;
             }

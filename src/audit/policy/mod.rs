@@ -28,11 +28,11 @@ mod list_options;
 mod managed_fields;
 mod requestinfo;
 mod validation;
-pub use attributes::{Attributes, ObjectRef, User};
+pub use attributes::{request_info_of, Attributes, ObjectRef, User};
 pub use requestinfo::{resolve as resolve_request_info, RequestInfo};
 
 use managed_fields::strip_managed_fields;
-use validation::{validate_rule, NO_RULES};
+use validation::{validate_selectors, NO_RULES};
 
 /// Audit levels, in increasing order of detail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -141,6 +141,60 @@ pub struct Rule {
     pub omit_managed_fields: Option<bool>,
 }
 
+/// The request selectors of a `PolicyRule` (users, userGroups, verbs, resources, namespaces,
+/// nonResourceURLs), borrowed: what the policy checker decides on. Alert rules match with
+/// the same selectors, decided by the same code ([`Selectors::matches`]) and refused by the
+/// same loader checks ([`Selectors::validate`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Selectors<'r> {
+    /// User names; empty means any.
+    pub users: &'r [String],
+    /// Groups; a request matches when the user is in any of them.
+    pub user_groups: &'r [String],
+    /// Verbs; empty means any.
+    pub verbs: &'r [String],
+    /// Resources; set (or `namespaces` set) means resource requests only.
+    pub resources: &'r [GroupResources],
+    /// Namespaces; `""` matches cluster-scoped objects.
+    pub namespaces: &'r [String],
+    /// Non-resource paths; a trailing `*` is a prefix match.
+    pub non_resource_urls: &'r [String],
+}
+
+impl Selectors<'_> {
+    /// Checks the selectors as kube-apiserver's loader checks a rule (`ValidatePolicy`).
+    ///
+    /// # Errors
+    /// What is wrong, naming the field (`resources[0].group: …`).
+    pub fn validate(&self) -> Result<(), String> {
+        validate_selectors(self)
+    }
+
+    /// Whether no selector is set (such a rule matches every request).
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+            && self.user_groups.is_empty()
+            && self.verbs.is_empty()
+            && self.resources.is_empty()
+            && self.namespaces.is_empty()
+            && self.non_resource_urls.is_empty()
+    }
+}
+
+impl Rule {
+    /// The rule's request selectors.
+    pub fn selectors(&self) -> Selectors<'_> {
+        Selectors {
+            users: &self.users,
+            user_groups: &self.user_groups,
+            verbs: &self.verbs,
+            resources: &self.resources,
+            namespaces: &self.namespaces,
+            non_resource_urls: &self.non_resource_urls,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PolicyDoc {
@@ -217,7 +271,7 @@ impl Policy {
             return Err(err(NO_RULES.to_string()));
         }
         for (i, rule) in doc.rules.iter().enumerate() {
-            validate_rule(rule).map_err(|reason| err(format!("rules[{i}]: {reason}")))?;
+            validate_selectors(&rule.selectors()).map_err(|reason| err(format!("rules[{i}]: {reason}")))?;
         }
         Ok(Self {
             rules: doc.rules,
@@ -348,7 +402,7 @@ impl Policy {
 }
 
 #[cfg(test)]
-mod parity_tests;
+pub(crate) mod parity_tests;
 #[cfg(test)]
 mod requestinfo_tests;
 #[cfg(test)]

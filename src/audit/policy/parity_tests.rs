@@ -8,7 +8,7 @@ use super::*;
 use serde_json::{json, Value};
 
 /// An Event of `verb` on `uri` by `user`, with an `objectRef` as AKS records it.
-fn recorded(verb: &str, uri: &str, user: Value, object_ref: Value) -> Value {
+pub(crate) fn recorded(verb: &str, uri: &str, user: Value, object_ref: Value) -> Value {
     let mut ev = json!({
         "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse",
         "auditID": "a-1", "stage": "ResponseComplete", "requestURI": uri, "verb": verb,
@@ -64,14 +64,10 @@ fn create_is_not_matched_by_resource_names_rules() {
     assert_eq!(applied(&policy, &update).unwrap(), None);
 }
 
-/// The URL decides namespace, resource, subresource, name and verb, as the request-info
-/// resolver derives them: `deletecollection`, `?watch=true` (with a `metadata.name` field
-/// selector), `pods/exec`, cluster-scoped objects and non-resource URLs.
-#[test]
-fn policy_decides_on_the_request_uri_not_on_recorded_fields() {
-    let u = json!({"username": "alice", "groups": ["dev"]});
-    // objectRef as recorded, deliberately disagreeing where kube-apiserver fills it later.
-    let cases: &[(&str, &str, Value, &str, bool)] = &[
+/// The request-URI table: (recorded verb, requestURI, recorded objectRef, rule selectors as
+/// YAML lines, whether they match). Shared with the alert rules' parity test.
+pub(crate) fn uri_cases() -> Vec<(&'static str, &'static str, Value, &'static str, bool)> {
+    vec![
         // DELETE on a collection is `deletecollection`, even if recorded as `delete`.
         ("delete", "/api/v1/namespaces/shop/pods", json!({"resource": "pods", "namespace": "shop"}), "verbs: [deletecollection]", true),
         ("delete", "/api/v1/namespaces/shop/pods/web", json!({"resource": "pods", "namespace": "shop", "name": "web"}), "verbs: [deletecollection]", false),
@@ -92,10 +88,23 @@ fn policy_decides_on_the_request_uri_not_on_recorded_fields() {
         ("get", "/healthz?verbose=1", Value::Null, "nonResourceURLs: [/healthz]", true),
         ("get", "/apis/apps/v1", Value::Null, "nonResourceURLs: [\"/apis/*\"]", true),
         ("get", "/apis/apps/v1", Value::Null, "resources: [{group: apps}]", false),
-    ];
-    for (verb, uri, object_ref, selector, want) in cases {
+    ]
+}
+
+/// The user of [`uri_cases`].
+pub(crate) fn uri_user() -> Value {
+    json!({"username": "alice", "groups": ["dev"]})
+}
+
+/// The URL decides namespace, resource, subresource, name and verb, as the request-info
+/// resolver derives them: `deletecollection`, `?watch=true` (with a `metadata.name` field
+/// selector), `pods/exec`, cluster-scoped objects and non-resource URLs.
+#[test]
+fn policy_decides_on_the_request_uri_not_on_recorded_fields() {
+    let cases = uri_cases();
+    for (verb, uri, object_ref, selector, want) in &cases {
         let policy = format!("{HEAD}- level: Metadata\n  {selector}\n");
-        let ev = recorded(verb, uri, u.clone(), object_ref.clone());
+        let ev = recorded(verb, uri, uri_user(), object_ref.clone());
         assert_eq!(
             decide(&policy, &ev) == Level::Metadata,
             *want,
@@ -106,7 +115,7 @@ fn policy_decides_on_the_request_uri_not_on_recorded_fields() {
     let mut no_uri = recorded(
         "get",
         "",
-        u,
+        uri_user(),
         json!({"resource": "secrets", "namespace": "shop", "name": "db"}),
     );
     no_uri.as_object_mut().unwrap().remove("requestURI");
@@ -114,12 +123,11 @@ fn policy_decides_on_the_request_uri_not_on_recorded_fields() {
     assert_eq!(decide(&p, &no_uri), Level::Metadata);
 }
 
-/// `TestChecker` / `testAuditLevel` (no policy-wide stages): the same requests, rules and
-/// expected levels, the requests given as the Events kube-apiserver writes for them.
-#[test]
-fn checker_levels_like_test_checker() {
+/// `TestChecker`'s requests, as the Events kube-apiserver writes for them. Shared with the
+/// alert rules' parity test.
+pub(crate) fn checker_requests() -> Vec<(&'static str, Value)> {
     let tim = json!({"username": "tim@k8s.io", "groups": ["humans", "developers"]});
-    let requests = [
+    vec![
         (
             "namespaced",
             recorded(
@@ -170,8 +178,11 @@ fn checker_levels_like_test_checker() {
                 Value::Null,
             ),
         ),
-    ];
-    let rules = [
+    ]
+}
+
+/// `TestChecker`'s rules, by name.
+pub(crate) const CHECKER_RULES: &[(&str, &str)] = &[
         ("default", "level: Metadata"),
         ("create", "level: Request\n  verbs: [create]"),
         ("tims", "level: Metadata\n  users: [tim@k8s.io]"),
@@ -188,8 +199,11 @@ fn checker_levels_like_test_checker() {
         ("clusterRoleEdit", "level: Request\n  resources: [{group: rbac.authorization.k8s.io, resources: [clusterroles], resourceNames: [edit]}]"),
         ("getGroupWildCardMatchingWithSubresourceWildcardMatching", "level: RequestResponse\n  verbs: [update]\n  resources: [{group: \"*\", resources: [\"*/status\"]}]"),
     ];
+
+/// `TestChecker`'s table: (request, expected level, the rules of the Policy in order).
+pub(crate) fn checker_table() -> Vec<(&'static str, Level, &'static [&'static str])> {
     use Level::{Metadata as M, None as N, Request as R, RequestResponse as RR};
-    let table: &[(&str, Level, &[&str])] = &[
+    vec![
         ("namespaced", M, &["default"]),
         ("namespaced", N, &["create"]),
         ("namespaced", M, &["tims"]),
@@ -259,8 +273,17 @@ fn checker_levels_like_test_checker() {
         ("Unauthorized", M, &["tims", "default"]),
         ("Unauthorized", N, &["humans"]),
         ("Unauthorized", M, &["humans", "default"]),
-    ];
-    for (request, want, names) in table {
+    ]
+}
+
+/// `TestChecker` / `testAuditLevel` (no policy-wide stages): the same requests, rules and
+/// expected levels, the requests given as the Events kube-apiserver writes for them.
+#[test]
+fn checker_levels_like_test_checker() {
+    let requests = checker_requests();
+    let rules = CHECKER_RULES;
+    let table = checker_table();
+    for (request, want, names) in &table {
         let ev = &requests.iter().find(|(n, _)| n == request).unwrap().1;
         let mut policy = HEAD.to_string();
         for name in *names {

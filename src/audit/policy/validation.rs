@@ -3,7 +3,7 @@
 //! `pkg/audit/policy/reader.go`, which refuses a Policy with no rules ("loaded illegal policy
 //! with 0 rules").
 
-use super::Rule;
+use super::Selectors;
 
 /// The reason a Policy with no rules is refused: kube-apiserver refuses it too, and every
 /// Event would be dropped (no rule matches means `None`).
@@ -15,12 +15,12 @@ pub(super) const NO_RULES: &str = "loaded illegal policy with 0 rules: no rule m
 /// end (`/logs**` is refused), not both resources and non-resource URLs, `resources[].group`
 /// is `""`, `*` (every group, kube-apiserver 1.36+) or a DNS subdomain, `resourceNames` need
 /// `resources`.
-pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
+pub(super) fn validate_selectors(rule: &Selectors<'_>) -> Result<(), String> {
     let resource_rule = !rule.resources.is_empty() || !rule.namespaces.is_empty();
     if resource_rule && !rule.non_resource_urls.is_empty() {
         return Err("rules cannot apply to both regular resources and non-resource URLs".into());
     }
-    for url in &rule.non_resource_urls {
+    for url in rule.non_resource_urls {
         if url != "*" && !url.starts_with('/') {
             return Err(format!(
                 "nonResourceURLs: {url:?} must start with \"/\" or be \"*\""
