@@ -157,7 +157,10 @@ impl Facts {
             ("Verb", what),
             ("Name", self.name.clone()),
             ("Namespace", self.namespace.clone()),
-            ("Response code", self.code.map(|c| c.to_string()).unwrap_or_default()),
+            (
+                "Response code",
+                self.code.map(|c| c.to_string()).unwrap_or_default(),
+            ),
             ("When", self.when.clone()),
             ("Cluster", self.cluster.clone()),
             ("Resource ID", self.resource_id.clone()),
@@ -200,7 +203,8 @@ impl Card<'_> {
     }
 
     fn more(&self) -> usize {
-        self.total().saturating_sub(self.listed.min(self.facts.len()))
+        self.total()
+            .saturating_sub(self.listed.min(self.facts.len()))
     }
 
     /// `coredns-changed (high): alice patch deployments.apps coredns in kube-system …`.
@@ -309,4 +313,26 @@ impl Card<'_> {
             "events": events,
         })
     }
+}
+
+/// The test card `check-config --probe` sends: a card of the notifier's kind that says it is
+/// a test and that no audit Event matched.
+pub fn probe_body(kind: NotifierKind) -> Value {
+    let facts = [Facts {
+        audit_id: "probe".into(),
+        stage: "test".into(),
+        user: "check-config --probe".into(),
+        verb: "test".into(),
+        resource: "a test card from aks-audit-forwarder: no audit Event matched".into(),
+        ..Facts::default()
+    }];
+    Card {
+        rule: "check-config probe",
+        severity: Severity::Info,
+        facts: &facts,
+        events: &[],
+        listed: 1,
+        uncounted: 0,
+    }
+    .body(kind)
 }

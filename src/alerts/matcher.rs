@@ -98,11 +98,7 @@ impl MatchDoc {
                 .iter()
                 .map(|c| network(c))
                 .collect::<Result<_, _>>()?,
-            user_agents: self
-                .user_agents
-                .iter()
-                .map(|g| WildMatch::new(g))
-                .collect(),
+            user_agents: self.user_agents.iter().map(|g| WildMatch::new(g)).collect(),
             decisions: self.decisions,
         };
         m.selectors().validate()?;
@@ -123,7 +119,8 @@ impl MatchDoc {
 }
 
 fn code_range(spec: &CodeSpec) -> Result<(u16, u16), String> {
-    let bad = |s: &str| format!("responseCodes: {s:?} is not a code (403) or a range (\"400-499\")");
+    let bad =
+        |s: &str| format!("responseCodes: {s:?} is not a code (403) or a range (\"400-499\")");
     let (low, high) = match spec {
         CodeSpec::Code(c) => (*c, *c),
         CodeSpec::Text(t) => {
@@ -205,7 +202,10 @@ pub const DECISION_ANNOTATION: &str = "authorization.k8s.io/decision";
 impl EventView<'_> {
     /// `authorization.k8s.io/decision`, when recorded.
     pub fn decision(&self) -> Option<&str> {
-        self.annotations.as_ref()?.get(DECISION_ANNOTATION)?.as_str()
+        self.annotations
+            .as_ref()?
+            .get(DECISION_ANNOTATION)?
+            .as_str()
     }
 }
 

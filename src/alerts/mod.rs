@@ -146,7 +146,12 @@ impl Alerter {
     }
 
     /// The card of `hits` (all of one rule).
-    pub fn card<'a>(&'a self, rule: usize, facts: &'a [Facts], events: &'a [AuditEvent]) -> Card<'a> {
+    pub fn card<'a>(
+        &'a self,
+        rule: usize,
+        facts: &'a [Facts],
+        events: &'a [AuditEvent],
+    ) -> Card<'a> {
         let r = &self.rules.rules[rule];
         Card {
             rule: &r.name,
@@ -212,7 +217,10 @@ impl Alerter {
         let mut by_key: BTreeMap<Key, Vec<Hit>> = BTreeMap::new();
         for hit in hits {
             for &notifier in &self.rules.rules[hit.rule].notify {
-                by_key.entry((hit.rule, notifier)).or_default().push(hit.clone());
+                by_key
+                    .entry((hit.rule, notifier))
+                    .or_default()
+                    .push(hit.clone());
             }
         }
         let mut outcome = AlertOutcome::default();
@@ -255,6 +263,60 @@ impl Alerter {
             outcome.dead_letters.append(&mut kept);
         }
         outcome
+    }
+
+    /// Sends `alert` dead letters to their notifier again, one card per rule and notifier
+    /// (no grouping window: an operator asked for it). Returns how many Events were sent and
+    /// the items still not sent (an unknown rule or notifier, no Event, or a failed card).
+    pub async fn resend(
+        &self,
+        items: Vec<DeadLetter>,
+        deadline: Instant,
+    ) -> (u64, Vec<DeadLetter>) {
+        let mut left = Vec::new();
+        let mut groups: BTreeMap<Key, (Vec<Hit>, Vec<DeadLetter>)> = BTreeMap::new();
+        for item in items {
+            let rule = self
+                .rules
+                .rules
+                .iter()
+                .position(|r| Some(&r.name) == item.rule.as_ref());
+            let notifier = self
+                .notifiers
+                .iter()
+                .position(|n| Some(&n.name) == item.notifier.as_ref());
+            let event = item
+                .event
+                .as_ref()
+                .and_then(|raw| AuditEvent::parse(raw.get()).ok());
+            let (Some(rule), Some(notifier), Some(event)) = (rule, notifier, event) else {
+                let mut item = item;
+                item.reason = "resend: its rule or notifier is no longer in AUDIT_ALERTS, or it holds no Event".into();
+                left.push(item);
+                continue;
+            };
+            let event =
+                event.with_source(std::sync::Arc::from(item.cluster.as_deref().unwrap_or("")));
+            let text = event.json().to_string();
+            let view: EventView<'_> = serde_json::from_str(&text).unwrap_or_default();
+            let facts = Facts::of(&event, &view);
+            let group = groups.entry((rule, notifier)).or_default();
+            group.0.push(Hit { rule, event, facts });
+            group.1.push(item);
+        }
+        let mut sent = 0;
+        for ((_, notifier), (hits, items)) in groups {
+            match self.send_card(notifier, &hits, 0, deadline).await {
+                Ok(()) => sent += hits.len() as u64,
+                Err(letters) => {
+                    left.extend(letters.into_iter().zip(items).map(|(new, mut old)| {
+                        old.reason = format!("resend: {}", new.reason);
+                        old
+                    }))
+                }
+            }
+        }
+        (sent, left)
     }
 
     fn with_grouper<T>(&self, f: impl FnOnce(&mut Grouper) -> T) -> T {

@@ -186,9 +186,8 @@ fn line_of(text: &str, section: &str, name: &str, nth: usize) -> Option<usize> {
         .skip(start)
         .filter(|(_, l)| {
             let l = l.trim_start().trim_start_matches("- ").trim_start();
-            l.strip_prefix("name:").is_some_and(|v| {
-                v.trim().trim_matches(|c| c == '"' || c == '\'') == name
-            })
+            l.strip_prefix("name:")
+                .is_some_and(|v| v.trim().trim_matches(|c| c == '"' || c == '\'') == name)
         })
         .nth(nth)
         .map(|(i, _)| i + 1)
@@ -257,6 +256,30 @@ fn notifier(
     })
 }
 
+/// `grouping`: the window and the Events listed per card, defaults filled in.
+fn grouping(doc: Option<GroupingDoc>) -> Result<(Duration, usize), String> {
+    let grouping = doc.unwrap_or(GroupingDoc {
+        window: None,
+        listed: None,
+    });
+    let window = match grouping.window {
+        None => DEFAULT_WINDOW,
+        Some(w) => humantime::parse_duration(w.trim())
+            .ok()
+            .filter(|d| *d <= MAX_WINDOW)
+            .ok_or_else(|| {
+                format!("grouping.window {w:?}: expected a duration from 0s to 1h, e.g. 60s")
+            })?,
+    };
+    let listed = grouping.listed.unwrap_or(DEFAULT_LISTED);
+    if !(1..=MAX_LISTED).contains(&listed) {
+        return Err(format!(
+            "grouping.listed {listed}: expected 1 to {MAX_LISTED}"
+        ));
+    }
+    Ok((window, listed))
+}
+
 impl AlertRules {
     /// Parses and checks a rules document. `lookup` reads the app settings that `urlSetting`
     /// names.
@@ -268,7 +291,9 @@ impl AlertRules {
         let text = text.trim_start_matches('\u{feff}');
         let doc: Doc = crate::audit::yaml::from_str(text).map_err(|e| scrub(&e.0))?;
         if doc.notifiers.is_empty() || doc.notifiers.len() > MAX_NOTIFIERS {
-            return Err(format!("notifiers: between 1 and {MAX_NOTIFIERS} are needed"));
+            return Err(format!(
+                "notifiers: between 1 and {MAX_NOTIFIERS} are needed"
+            ));
         }
         if doc.rules.is_empty() || doc.rules.len() > MAX_RULES {
             return Err(format!("rules: between 1 and {MAX_RULES} are needed"));
@@ -286,7 +311,12 @@ impl AlertRules {
         for (i, n) in doc.notifiers.into_iter().enumerate() {
             let name = n.name.clone();
             if !valid_name(&name) {
-                return Err(at("notifiers", i, &name, "a name is 1-64 letters, digits, - _ .".into()));
+                return Err(at(
+                    "notifiers",
+                    i,
+                    &name,
+                    "a name is 1-64 letters, digits, - _ .".into(),
+                ));
             }
             if notifiers.iter().any(|o| o.name == name) {
                 return Err(at("notifiers", i, &name, "the name is used twice".into()));
@@ -308,18 +338,24 @@ impl AlertRules {
             }
             let mut notify = Vec::new();
             for target in &r.notify {
-                let index = notifiers.iter().position(|n| &n.name == target).ok_or_else(|| {
-                    let known: Vec<&str> = notifiers.iter().map(|n| n.name.as_str()).collect();
-                    err(format!(
-                        "notify: unknown notifier {target:?} (notifiers: {})",
-                        known.join(", ")
-                    ))
-                })?;
+                let index = notifiers
+                    .iter()
+                    .position(|n| &n.name == target)
+                    .ok_or_else(|| {
+                        let known: Vec<&str> = notifiers.iter().map(|n| n.name.as_str()).collect();
+                        err(format!(
+                            "notify: unknown notifier {target:?} (notifiers: {})",
+                            known.join(", ")
+                        ))
+                    })?;
                 if !notify.contains(&index) {
                     notify.push(index);
                 }
             }
-            let matcher = r.matcher.compile().map_err(|m| err(format!("match: {m}")))?;
+            let matcher = r
+                .matcher
+                .compile()
+                .map_err(|m| err(format!("match: {m}")))?;
             rules.push(AlertRule {
                 name,
                 notify,
@@ -327,23 +363,7 @@ impl AlertRules {
                 matcher,
             });
         }
-        let grouping = doc.grouping.unwrap_or(GroupingDoc {
-            window: None,
-            listed: None,
-        });
-        let window = match grouping.window {
-            None => DEFAULT_WINDOW,
-            Some(w) => humantime::parse_duration(w.trim())
-                .ok()
-                .filter(|d| *d <= MAX_WINDOW)
-                .ok_or_else(|| {
-                    format!("grouping.window {w:?}: expected a duration from 0s to 1h, e.g. 60s")
-                })?,
-        };
-        let listed = grouping.listed.unwrap_or(DEFAULT_LISTED);
-        if !(1..=MAX_LISTED).contains(&listed) {
-            return Err(format!("grouping.listed {listed}: expected 1 to {MAX_LISTED}"));
-        }
+        let (window, listed) = grouping(doc.grouping)?;
         Ok(Self {
             notifiers,
             rules,

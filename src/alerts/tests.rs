@@ -111,26 +111,66 @@ fn event(extra: Value) -> Value {
 #[test]
 fn extra_fields_match_as_documented() {
     let cases: &[(&str, Value, bool)] = &[
-        ("responseCodes: [403]", json!({"responseStatus": {"code": 403}}), true),
+        (
+            "responseCodes: [403]",
+            json!({"responseStatus": {"code": 403}}),
+            true,
+        ),
         ("responseCodes: [403]", json!({}), false),
-        ("responseCodes: [\"400-499\"]", json!({"responseStatus": {"code": 422}}), true),
-        ("responseCodes: [\"400-499\"]", json!({"responseStatus": {"code": 500}}), false),
-        ("sourceIPsOutside: [10.0.0.0/8, 20.61.10.0/24]", json!({}), false),
+        (
+            "responseCodes: [\"400-499\"]",
+            json!({"responseStatus": {"code": 422}}),
+            true,
+        ),
+        (
+            "responseCodes: [\"400-499\"]",
+            json!({"responseStatus": {"code": 500}}),
+            false,
+        ),
+        (
+            "sourceIPsOutside: [10.0.0.0/8, 20.61.10.0/24]",
+            json!({}),
+            false,
+        ),
         ("sourceIPsOutside: [10.0.0.0/8]", json!({}), true),
-        ("sourceIPsOutside: [10.0.0.0/8]", json!({"sourceIPs": ["10.1.2.3", "8.8.8.8"]}), false),
-        ("sourceIPsOutside: [10.0.0.0/8]", json!({"sourceIPs": ["::ffff:10.1.2.3"]}), false),
-        ("sourceIPsOutside: [10.0.0.0/8]", json!({"sourceIPs": []}), false),
+        (
+            "sourceIPsOutside: [10.0.0.0/8]",
+            json!({"sourceIPs": ["10.1.2.3", "8.8.8.8"]}),
+            false,
+        ),
+        (
+            "sourceIPsOutside: [10.0.0.0/8]",
+            json!({"sourceIPs": ["::ffff:10.1.2.3"]}),
+            false,
+        ),
+        (
+            "sourceIPsOutside: [10.0.0.0/8]",
+            json!({"sourceIPs": []}),
+            false,
+        ),
         ("userAgents: [\"kubectl/*\"]", json!({}), true),
-        ("userAgents: [\"kubectl/*\"]", json!({"userAgent": "curl/8.0"}), false),
+        (
+            "userAgents: [\"kubectl/*\"]",
+            json!({"userAgent": "curl/8.0"}),
+            false,
+        ),
         ("decisions: [forbid]", json!({}), false),
-        ("decisions: [forbid]", json!({"annotations": {"authorization.k8s.io/decision": "forbid"}}), true),
+        (
+            "decisions: [forbid]",
+            json!({"annotations": {"authorization.k8s.io/decision": "forbid"}}),
+            true,
+        ),
         // Policy selectors and extras together: every field set must match.
         ("verbs: [patch]\n    responseCodes: [403]", json!({}), false),
         ("verbs: [patch]\n    responseCodes: [200]", json!({}), true),
     ];
     for (m, extra, want) in cases {
         let r = rules(&[m]);
-        assert_eq!(view_matches(&r.rules[0], &event(extra.clone())), *want, "{m} / {extra}");
+        assert_eq!(
+            view_matches(&r.rules[0], &event(extra.clone())),
+            *want,
+            "{m} / {extra}"
+        );
     }
 }
 
@@ -143,10 +183,16 @@ fn the_coredns_rule_matches_changes_of_coredns_only() {
     let rule = &r.rules[0];
     assert!(view_matches(rule, &event(json!({}))));
     assert!(!view_matches(rule, &event(json!({"verb": "get"}))));
-    assert!(!view_matches(rule, &event(json!({
-        "requestURI": "/apis/apps/v1/namespaces/kube-system/deployments/metrics-server"}))));
-    assert!(!view_matches(rule, &event(json!({
-        "verb": "create", "requestURI": "/apis/apps/v1/namespaces/kube-system/deployments"}))));
+    assert!(!view_matches(
+        rule,
+        &event(json!({
+        "requestURI": "/apis/apps/v1/namespaces/kube-system/deployments/metrics-server"}))
+    ));
+    assert!(!view_matches(
+        rule,
+        &event(json!({
+        "verb": "create", "requestURI": "/apis/apps/v1/namespaces/kube-system/deployments"}))
+    ));
 }
 
 /// Start-up refuses what cannot work, naming the rule and the line, never a URL.
@@ -181,14 +227,23 @@ fn bad_documents_are_refused_naming_rule_and_line() {
 fn notifier_urls_come_from_settings_and_never_show() {
     let doc = "notifiers:\n- {name: chat, type: slack, urlSetting: SLACK_URL}\nrules:\n- {name: r, notify: [chat], match: {verbs: [delete]}}\n";
     let err = AlertRules::parse(doc, &|_| None).unwrap_err();
-    assert!(err.contains("app setting SLACK_URL (urlSetting) is not set"), "{err}");
+    assert!(
+        err.contains("app setting SLACK_URL (urlSetting) is not set"),
+        "{err}"
+    );
     let r = AlertRules::parse(doc, &|k| {
         (k == "SLACK_URL").then(|| "https://hooks.slack.invalid/services/T0/B0/s3cr3t".into())
     })
     .unwrap();
-    assert_eq!(r.notifiers[0].url.expose(), "https://hooks.slack.invalid/services/T0/B0/s3cr3t");
+    assert_eq!(
+        r.notifiers[0].url.expose(),
+        "https://hooks.slack.invalid/services/T0/B0/s3cr3t"
+    );
     let shown = format!("{r:?}");
-    assert!(!shown.contains("s3cr3t") && shown.contains("***"), "{shown}");
+    assert!(
+        !shown.contains("s3cr3t") && shown.contains("***"),
+        "{shown}"
+    );
 }
 
 fn hit(id: &str) -> Hit {
@@ -221,15 +276,33 @@ fn cards_answer_who_what_when_where() {
     let teams = card.body(NotifierKind::Teams);
     assert_eq!(teams["type"], "message");
     let attachment = &teams["attachments"][0];
-    assert_eq!(attachment["contentType"], "application/vnd.microsoft.card.adaptive");
+    assert_eq!(
+        attachment["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
     assert_eq!(attachment["content"]["type"], "AdaptiveCard");
     let body = attachment["content"]["body"].as_array().unwrap();
     assert_eq!(body.iter().filter(|b| b["type"] == "FactSet").count(), 10);
     let slack = card.body(NotifierKind::Slack);
-    assert!(slack["text"].as_str().unwrap().contains("coredns-changed (high): 15 audit Events"));
+    assert!(slack["text"]
+        .as_str()
+        .unwrap()
+        .contains("coredns-changed (high): 15 audit Events"));
     assert!(slack["blocks"].as_array().unwrap().len() <= 50);
     for text in [teams.to_string(), slack.to_string()] {
-        for want in ["coredns-changed", "alice@contoso.com", "patch", "deployments.apps", "coredns", "kube-system", "20.61.10.4", "id-0", "2026-11-23T07:00:00.234567Z", "kubectl/v1.31.2", "and 5 more"] {
+        for want in [
+            "coredns-changed",
+            "alice@contoso.com",
+            "patch",
+            "deployments.apps",
+            "coredns",
+            "kube-system",
+            "20.61.10.4",
+            "id-0",
+            "2026-11-23T07:00:00.234567Z",
+            "kubectl/v1.31.2",
+            "and 5 more",
+        ] {
             assert!(text.contains(want), "{want} missing from {text}");
         }
     }
@@ -238,7 +311,10 @@ fn cards_answer_who_what_when_where() {
     assert_eq!(webhook["severity"], "high");
     assert_eq!(webhook["count"], 15);
     assert_eq!(webhook["events"].as_array().unwrap().len(), 13);
-    assert_eq!(webhook["events"][0], serde_json::from_str::<Value>(hits[0].event.json()).unwrap());
+    assert_eq!(
+        webhook["events"][0],
+        serde_json::from_str::<Value>(hits[0].event.json()).unwrap()
+    );
 }
 
 /// The first matches go out at once; matches within the window are held for one card at its
@@ -251,15 +327,26 @@ fn grouping_sends_one_card_per_window() {
     assert!(matches!(g.admit(key, vec![hit("a"), hit("b")], t0), Admit::Now(h) if h.len() == 2));
     assert!(matches!(g.admit(key, vec![hit("a")], t0), Admit::Seen));
     let at = t0 + Duration::from_secs(60);
-    assert!(matches!(g.admit(key, vec![hit("c")], t0 + Duration::from_secs(1)), Admit::Held(Some(t)) if t == at));
-    assert!(matches!(g.admit(key, vec![hit("d")], t0 + Duration::from_secs(2)), Admit::Held(None)));
+    assert!(
+        matches!(g.admit(key, vec![hit("c")], t0 + Duration::from_secs(1)), Admit::Held(Some(t)) if t == at)
+    );
+    assert!(matches!(
+        g.admit(key, vec![hit("d")], t0 + Duration::from_secs(2)),
+        Admit::Held(None)
+    ));
     // Another notifier or rule has its own window.
     assert!(matches!(g.admit((0, 1), vec![hit("c")], t0), Admit::Now(_)));
     let (held, uncounted) = g.take_held(key, at);
     assert_eq!((held.len(), uncounted), (2, 0));
-    assert!(matches!(g.admit(key, vec![hit("e")], at + Duration::from_secs(1)), Admit::Held(Some(_))));
+    assert!(matches!(
+        g.admit(key, vec![hit("e")], at + Duration::from_secs(1)),
+        Admit::Held(Some(_))
+    ));
     g.forget((0, 1), &[hit("c")]);
-    assert!(matches!(g.admit((0, 1), vec![hit("c")], t0 + Duration::from_secs(120)), Admit::Now(_)));
+    assert!(matches!(
+        g.admit((0, 1), vec![hit("c")], t0 + Duration::from_secs(120)),
+        Admit::Now(_)
+    ));
     // No window: every invocation's matches go out.
     let mut g = Grouper::new(Duration::ZERO);
     assert!(matches!(g.admit(key, vec![hit("a")], t0), Admit::Now(_)));

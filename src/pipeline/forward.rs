@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::copies::Copies;
 use super::routes::{route_events, Routed};
 use super::steps::{handler_steps, StepTally};
 use super::{Forwarder, Invocation, InvocationMeta, Summary};
@@ -28,6 +29,8 @@ pub struct Prepared {
     pub dead_letters: Vec<DeadLetter>,
     /// Where they came from.
     pub meta: InvocationMeta,
+    /// The copies of the kept Events, for the copy destinations (alerts).
+    pub copies: Copies,
 }
 
 /// The outcome of one invocation.
@@ -65,14 +68,18 @@ impl Forwarder {
     ) -> Result<Forwarded, Panicked> {
         let deadline = started + self.settings.delivery_deadline;
         let worker = self.clone();
-        let prepared = tokio::task::spawn_blocking(move || worker.prepare(invocation))
+        let mut prepared = tokio::task::spawn_blocking(move || worker.prepare(invocation))
             .await
             .map_err(|e| Panicked(e.to_string()))?;
-        let delivery = self
-            .deliver(&prepared.meta, &prepared.routed, deadline)
-            .await;
+        // Copies (alerts) go out beside delivery, with their own retries; they never fail it.
+        let copies = std::mem::take(&mut prepared.copies);
+        let (delivery, copy_letters) = tokio::join!(
+            self.deliver(&prepared.meta, &prepared.routed, deadline),
+            copies.send(deadline),
+        );
         let mut dead_letters = prepared.dead_letters;
         dead_letters.extend(delivery.poison);
+        dead_letters.extend(copy_letters);
         for item in &mut dead_letters {
             item.invocation_id.clone_from(&invocation_id);
             item.partition.clone_from(&prepared.meta.partition_id);
@@ -144,9 +151,10 @@ impl Forwarder {
             }
         }
         let mut chain = handler_steps(&categories_seen, self.settings.cluster_annotations);
+        let mut copies = self.copies.begin();
         let (routed, steps) = route_events(
             &self.routes,
-            &self.copies,
+            &mut copies,
             &mut chain,
             events,
             &mut dead_letters,
@@ -157,6 +165,7 @@ impl Forwarder {
             steps,
             dead_letters,
             meta,
+            copies,
         }
     }
 
@@ -169,6 +178,8 @@ impl Forwarder {
         dead_letters: &mut Vec<DeadLetter>,
     ) -> (Routed, StepTally) {
         let mut chain = handler_steps(&Default::default(), self.settings.cluster_annotations);
-        route_events(&self.routes, &self.copies, &mut chain, events, dead_letters)
+        // Copies of resent Events are not sent again: they were offered when first forwarded.
+        let mut copies = self.copies.begin();
+        route_events(&self.routes, &mut copies, &mut chain, events, dead_letters)
     }
 }

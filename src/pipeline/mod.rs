@@ -10,6 +10,7 @@
 //! - [`deliver`](Forwarder::deliver): the one delivery entry point; one route's delivery is a
 //!   state machine (`route_delivery.rs`, `classify.rs`, `isolation.rs`).
 
+mod alert_copies;
 mod bodies;
 mod classify;
 pub mod copies;
@@ -30,8 +31,9 @@ use crate::audit::Policy;
 use crate::delivery::learned::Learned;
 use crate::delivery::{RetrySettings, RouteConfig};
 
+pub use alert_copies::AlertCopies;
 pub use bodies::Bodies;
-pub use copies::{CopyDestination, CopyDestinations};
+pub use copies::{Copies, CopyDestination, CopyDestinations, InvocationCopies};
 pub use deliver::{DeliveryOutcome, RouteTally};
 pub use forward::{Forwarded, Panicked, Prepared};
 pub use isolation::Isolation;
@@ -131,12 +133,21 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Builds the shared state: one HTTP client per route, no copy destinations.
+    /// Builds the shared state: one HTTP client per route, and the alert notifiers as a copy
+    /// destination when `AUDIT_ALERTS` is set.
     ///
     /// # Errors
     /// When an HTTP client cannot be built.
     pub fn new(settings: Settings) -> anyhow::Result<Arc<Self>> {
-        Self::with_copies(settings, CopyDestinations::default())
+        let mut copies = CopyDestinations::default();
+        if let Some(rules) = &settings.alerts {
+            copies.add(AlertCopies::destination(
+                rules.clone(),
+                settings.retry,
+                settings.delivery_deadline,
+            )?);
+        }
+        Self::with_copies(settings, copies)
     }
 
     /// [`Forwarder::new`], offering a copy of every Event the routes deliver to `copies`.

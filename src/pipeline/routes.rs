@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::copies::CopyDestinations;
+use super::copies::Copies;
 use super::steps::{Chain, Place, StepTally, Verdict};
 use crate::audit::{AuditEvent, Policy, WebhookFormat};
 use crate::azure::ClusterId;
@@ -167,7 +167,7 @@ struct Resolved {
 /// `dead_letters` in the Events' order.
 pub(super) fn route_events(
     routes: &[Route],
-    copies: &CopyDestinations,
+    copies: &mut Copies,
     chain: &mut Chain,
     events: Vec<AuditEvent>,
     dead_letters: &mut Vec<DeadLetter>,

@@ -12,6 +12,8 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use crate::alerts::card::probe_body;
+use crate::alerts::{AlertRules, Notifier};
 use crate::config::values::{show_duration, show_size, show_switch};
 use crate::config::vars::{self, def};
 use crate::config::{parse_duration_within, Config};
@@ -26,7 +28,8 @@ pub struct CheckConfigArgs {
     /// environment. Relative file settings (AUDIT_POLICY_FILE, certificates) are read next to it.
     #[arg(long)]
     pub settings: Option<PathBuf>,
-    /// Also POST one empty EventList to each webhook and report its status, TLS and latency.
+    /// Also POST one empty EventList to each webhook and report its status, TLS and latency,
+    /// and send a test card to each alert notifier (AUDIT_ALERTS).
     #[arg(long)]
     pub probe: bool,
     /// Time limit of each probe, retries included (the bounds of AUDIT_WEBHOOK_TIMEOUT).
@@ -133,6 +136,7 @@ pub fn describe(config: &Config) -> String {
             let _ = writeln!(out, "{:<22} {value}", setting.label());
         }
     }
+    describe_alerts(&mut out, config.forwarder.alerts.as_deref());
     out
 }
 
@@ -170,6 +174,76 @@ fn effective(config: &Config, name: &str) -> Option<String> {
             .unwrap_or_else(|| "off".into()),
         _ => return None,
     })
+}
+
+/// The alert rules and notifiers by name and type; a notifier's URL is never shown.
+fn describe_alerts(out: &mut String, alerts: Option<&AlertRules>) {
+    let Some(alerts) = alerts else {
+        let _ = writeln!(out, "{:<22} none", "alerts");
+        return;
+    };
+    let notifiers: Vec<String> = alerts
+        .notifiers
+        .iter()
+        .map(|n| format!("{} ({}, url set)", n.name, n.kind.name()))
+        .collect();
+    let _ = writeln!(out, "{:<22} {}", "alert notifiers", notifiers.join(", "));
+    for rule in &alerts.rules {
+        let to: Vec<String> = rule
+            .notify
+            .iter()
+            .map(|i| {
+                let n = &alerts.notifiers[*i];
+                format!("{} ({})", n.name, n.kind.name())
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  alert {:<16} severity {} -> {}",
+            rule.name,
+            rule.severity.name(),
+            to.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<22} {} window, {} Events listed per card",
+        "alert grouping",
+        humantime::format_duration(alerts.window),
+        alerts.listed
+    );
+}
+
+/// Sends a test card to each alert notifier; one line each (name and result, never the URL)
+/// and how many did not take it.
+async fn probe_alerts(config: &Config, timeout: Duration) -> anyhow::Result<usize> {
+    let Some(rules) = &config.forwarder.alerts else {
+        return Ok(0);
+    };
+    let retry = RetrySettings {
+        attempt_timeout: timeout,
+        ..config.forwarder.retry
+    };
+    let mut failed = 0;
+    for n in &rules.notifiers {
+        let notifier = Notifier::new(n, retry)?;
+        let start = Instant::now();
+        let body = Bytes::from(probe_body(n.kind).to_string());
+        let result = match notifier.send(body, start + timeout).await {
+            Ok(attempts) => format!("accepted ({attempts} attempt(s))"),
+            Err(e) => {
+                failed += 1;
+                format!("failed after {} attempt(s): {}", e.attempts, e.reason)
+            }
+        };
+        println!(
+            "probe alert {:<12} ({}) {result} in {} ms",
+            n.name,
+            n.kind.name(),
+            start.elapsed().as_millis()
+        );
+    }
+    Ok(failed)
 }
 
 fn set(yes: bool) -> &'static str {
@@ -283,6 +357,11 @@ pub async fn run(args: &CheckConfigArgs) -> anyhow::Result<()> {
         failed += usize::from(!p.ok);
     }
     anyhow::ensure!(failed == 0, "{failed} webhook(s) did not accept the probe");
+    let failed = probe_alerts(&config, args.probe_timeout).await?;
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} alert notifier(s) did not accept the test card"
+    );
     Ok(())
 }
 

@@ -17,6 +17,7 @@ mod demo_view;
 pub mod describe;
 pub mod floor;
 pub mod hostsim;
+pub mod notified;
 pub mod progress;
 pub mod receiver;
 mod receiving;

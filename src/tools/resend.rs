@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use crate::alerts::Alerter;
 use crate::audit::AuditEvent;
 use crate::deadletter::{to_json_lines, DeadLetter};
 use crate::pipeline::{Forwarder, InvocationMeta, Routed, Settings};
@@ -172,8 +173,33 @@ pub async fn resend_items(
         ..ResendReport::default()
     };
     let deadline = tokio::time::Instant::now() + settings.delivery_deadline;
+    let alerter = match &settings.alerts {
+        Some(rules) => Some(Alerter::new(
+            rules.clone(),
+            settings.retry,
+            settings.delivery_deadline,
+        )?),
+        None => None,
+    };
     let forwarder = Forwarder::new(settings)?;
     let mut left = Vec::new();
+    // Alerts go back to their notifier, not to an audit webhook.
+    let (alerts, items): (Vec<DeadLetter>, Vec<DeadLetter>) = items
+        .into_iter()
+        .partition(|i| i.kind == crate::alerts::DEAD_LETTER_KIND);
+    if !alerts.is_empty() {
+        match &alerter {
+            Some(alerter) => {
+                let (sent, unsent) = alerter.resend(alerts, deadline).await;
+                report.delivered += sent;
+                left.extend(unsent);
+            }
+            None => left.extend(alerts.into_iter().map(|mut item| {
+                item.reason = "resend: AUDIT_ALERTS is not set, so its notifier is unknown".into();
+                item
+            })),
+        }
+    }
     // Routed one item at a time so that each routed Event maps back to the item it came from.
     let mut routed = Routed::new(forwarder.routes().len());
     let mut origin: Vec<Vec<usize>> = vec![Vec::new(); forwarder.routes().len()];
@@ -209,7 +235,7 @@ pub async fn resend_items(
     let outcome = forwarder
         .deliver(&InvocationMeta::standalone(), &routed, deadline)
         .await;
-    report.delivered = outcome.total.delivered_events;
+    report.delivered += outcome.total.delivered_events;
     let reason = outcome
         .total
         .last_failure

@@ -4,6 +4,7 @@
 // The whole crate is test code: unwrapping is how a test fails.
 #![allow(clippy::unwrap_used)]
 
+mod alerts;
 mod azurite;
 mod backfill_exact;
 mod chaos;

@@ -271,7 +271,8 @@ impl Policy {
             return Err(err(NO_RULES.to_string()));
         }
         for (i, rule) in doc.rules.iter().enumerate() {
-            validate_selectors(&rule.selectors()).map_err(|reason| err(format!("rules[{i}]: {reason}")))?;
+            validate_selectors(&rule.selectors())
+                .map_err(|reason| err(format!("rules[{i}]: {reason}")))?;
         }
         Ok(Self {
             rules: doc.rules,
