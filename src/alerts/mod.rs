@@ -64,6 +64,48 @@ impl Hit {
     }
 }
 
+impl AlertRules {
+    /// The Events each rule matches, in Event order, each Event's rules in document order. An
+    /// Event whose fields cannot be read as an audit Event's matches nothing. CPU-bound, like
+    /// conversion.
+    pub fn select(&self, events: &[AuditEvent]) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        for event in events {
+            let Ok(view) = serde_json::from_str::<EventView<'_>>(event.json()) else {
+                continue;
+            };
+            for (rule, r) in self.rules.iter().enumerate() {
+                if r.matcher.matches(&view) {
+                    hits.push(Hit {
+                        rule,
+                        event: event.clone(),
+                        facts: Facts::of(event, &view),
+                    });
+                }
+            }
+        }
+        hits
+    }
+
+    /// The card of matches of rule `rule` (facts and Events in the same order).
+    pub fn card<'a>(
+        &'a self,
+        rule: usize,
+        facts: &'a [Facts],
+        events: &'a [AuditEvent],
+    ) -> Card<'a> {
+        let r = &self.rules[rule];
+        Card {
+            rule: &r.name,
+            severity: r.severity,
+            facts,
+            events,
+            listed: self.listed,
+            uncounted: 0,
+        }
+    }
+}
+
 /// The rules with their notifiers' clients and the grouping state, shared by all invocations.
 #[derive(Debug)]
 pub struct Alerter {
@@ -124,43 +166,19 @@ impl Alerter {
         &self.notifiers
     }
 
-    /// The Events each rule matches, rule by rule in Event order. An Event whose fields cannot
-    /// be read as an audit Event's matches nothing. CPU-bound, like conversion.
+    /// The Events each rule matches ([`AlertRules::select`]).
     pub fn select(&self, events: &[AuditEvent]) -> Vec<Hit> {
-        let mut hits = Vec::new();
-        for event in events {
-            let Ok(view) = serde_json::from_str::<EventView<'_>>(event.json()) else {
-                continue;
-            };
-            for (rule, r) in self.rules.rules.iter().enumerate() {
-                if r.matcher.matches(&view) {
-                    hits.push(Hit {
-                        rule,
-                        event: event.clone(),
-                        facts: Facts::of(event, &view),
-                    });
-                }
-            }
-        }
-        hits
+        self.rules.select(events)
     }
 
-    /// The card of `hits` (all of one rule).
+    /// The card of one rule's matches ([`AlertRules::card`]).
     pub fn card<'a>(
         &'a self,
         rule: usize,
         facts: &'a [Facts],
         events: &'a [AuditEvent],
     ) -> Card<'a> {
-        let r = &self.rules.rules[rule];
-        Card {
-            rule: &r.name,
-            severity: r.severity,
-            facts,
-            events,
-            listed: self.rules.listed,
-            uncounted: 0,
-        }
+        self.rules.card(rule, facts, events)
     }
 
     /// Sends one card of `hits` (one rule) to notifier `notifier`; on failure, the dead

@@ -14,6 +14,7 @@ use super::checkpoint::BlobProgress;
 use super::hostsim::load_bodies;
 use std::sync::Arc;
 
+use crate::alerts::AlertRules;
 use crate::audit::{encode, AuditEvent, Policy, WebhookFormat};
 use crate::azure::{
     convert_body, BodyOrigin, ClusterId, Conversion, ConvertTally, DEFAULT_CATEGORIES,
@@ -49,6 +50,11 @@ pub struct ConvertArgs {
     /// Diagnostic categories that hold audit Events (comma-separated).
     #[arg(long, default_value = DEFAULT_CATEGORIES)]
     pub categories: String,
+    /// Alert rules (an AUDIT_ALERTS document): instead of the Events, write which Events each
+    /// rule would alert on, one line each (after --policy, as the handler offers alerts the
+    /// Events its Policy keeps). Nothing is sent.
+    #[arg(long, conflicts_with = "format")]
+    pub alerts: Option<PathBuf>,
 }
 
 /// What `convert` did.
@@ -125,6 +131,10 @@ pub fn run(args: &ConvertArgs) -> anyhow::Result<ConvertReport> {
     let (events, steps) = policy_step(policy, conversion.events);
     report.policy_dropped = steps.policy_dropped;
     report.policy_unreadable = steps.policy_unreadable;
+    if let Some(rules) = &args.alerts {
+        report.written = write_matches(args, rules, &events)?;
+        return Ok(report);
+    }
     report.written = events.len() as u64;
     let mut out: Box<dyn std::io::Write> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(
@@ -179,6 +189,62 @@ fn policy_step(policy: Option<Policy>, events: Vec<AuditEvent>) -> (Vec<AuditEve
     (kept, tally)
 }
 
+/// `convert --alerts`: one line per Event a rule matches (rule, severity, notifiers, who did
+/// what where, when, `auditID`), as the handler would match it; counts per rule on standard
+/// error. Returns the number of lines.
+fn write_matches(
+    args: &ConvertArgs,
+    rules: &std::path::Path,
+    events: &[AuditEvent],
+) -> anyhow::Result<u64> {
+    let text =
+        std::fs::read_to_string(rules).with_context(|| format!("reading {}", rules.display()))?;
+    // Nothing is sent: a notifier URL given by an app setting that is not set here is not
+    // needed.
+    let lookup = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .or_else(|| Some("https://not-sent.invalid/".into()))
+    };
+    let rules_doc = AlertRules::parse(&text, &lookup)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", rules.display()))?;
+    let hits = rules_doc.select(events);
+    let mut out: Box<dyn std::io::Write> = match &args.out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut per_rule = vec![0u64; rules_doc.rules.len()];
+    for hit in &hits {
+        let rule = &rules_doc.rules[hit.rule];
+        per_rule[hit.rule] += 1;
+        let to: Vec<&str> = rule
+            .notify
+            .iter()
+            .map(|i| rules_doc.notifiers[*i].name.as_str())
+            .collect();
+        writeln!(
+            out,
+            "{} ({}) -> {}: {} at {} (auditID {})",
+            rule.name,
+            rule.severity.name(),
+            to.join(", "),
+            hit.facts.line(),
+            hit.facts.when,
+            hit.facts.audit_id
+        )?;
+    }
+    out.flush().context("writing the matches")?;
+    for (rule, count) in rules_doc.rules.iter().zip(per_rule) {
+        eprintln!(
+            "convert --alerts: rule {} matched {count} Event(s)",
+            rule.name
+        );
+    }
+    Ok(hits.len() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +262,7 @@ mod tests {
             format: Output::Lines,
             policy: None,
             categories: DEFAULT_CATEGORIES.into(),
+            alerts: None,
         };
         let report = run(&args).unwrap();
         assert_eq!(report.written, 8);
@@ -235,6 +302,7 @@ mod tests {
             format: Output::Lines,
             policy: None,
             categories: DEFAULT_CATEGORIES.into(),
+            alerts: None,
         })
         .unwrap();
         assert_eq!(report.written, 2);
@@ -243,5 +311,36 @@ mod tests {
             std::fs::read_to_string(&out).unwrap(),
             format!("{event}\n{event}\n")
         );
+    }
+
+    /// `convert --alerts` on the samples: the rule on kube-system changes matches Bob's patch
+    /// of the coredns-custom ConfigMap only, and a notifier URL that is not set is not needed.
+    #[test]
+    fn alerts_show_which_events_would_alert() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.json");
+        std::fs::write(&input, SAMPLES).unwrap();
+        let rules = dir.path().join("alerts.yaml");
+        std::fs::write(&rules, "notifiers:\n- {name: secops, type: teams, urlSetting: CONVERT_TEST_UNSET_URL}\nrules:\n- name: kube-system-changed\n  notify: [secops]\n  severity: high\n  match: {verbs: [create, update, patch, delete], namespaces: [kube-system]}\n- name: exec\n  notify: [secops]\n  match: {resources: [{resources: [pods/exec]}]}\n").unwrap();
+        let out = dir.path().join("matches.txt");
+        let report = run(&ConvertArgs {
+            input,
+            out: Some(out.clone()),
+            format: Output::Lines,
+            policy: None,
+            categories: DEFAULT_CATEGORIES.into(),
+            alerts: Some(rules),
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(report.written, 2, "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with(
+                "exec (medium) -> secops: alice@contoso.com get pods/exec web-5d8f7 in shop (101)"
+            ),
+            "{text}"
+        );
+        assert!(lines[1].starts_with("kube-system-changed (high) -> secops: bob@contoso.com patch configmaps coredns-custom in kube-system (200)"), "{text}");
     }
 }
