@@ -6,7 +6,8 @@
 //! Run: `cargo build --release && cargo run --release --example load`. Results go to
 //! `target/perf/load.json` and `target/perf/load.svg` (`LOAD_OUT=<dir>` to change).
 //! `LOAD_ROUNDS` (default 5) sets the interleaved throughput rounds; `HANDLER_BIN` the binary;
-//! `LOAD_PLOT=<load.json>` only redraws the plot of earlier results.
+//! `LOAD_PLOT=<load.json>` only redraws the plot of earlier results; `LOAD_SCENARIO=alerts` runs
+//! only the alert latency scenario (from the invocation's arrival to the card's POST).
 //! Traffic goes to loopback only, in a bounded number of requests.
 
 use std::net::Ipv4Addr;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use aks_audit_forwarder::tools::counter::CountingReceiver;
 use aks_audit_forwarder::tools::floor::floor_batches;
 use aks_audit_forwarder::tools::hostsim::{build_request, HostSim, Shape, SimPartition};
+use aks_audit_forwarder::tools::notified::Notified;
 use futures::StreamExt as _;
 use serde_json::{json, Value};
 
@@ -256,6 +258,10 @@ async fn main() {
     }
     let receiver = CountingReceiver::start().await.expect("receiver");
     let webhook = receiver.url("/k8s_audit");
+    let alerts = alert_latency(&webhook).await;
+    if std::env::var("LOAD_SCENARIO").as_deref() == Ok("alerts") {
+        return;
+    }
 
     // 1. Start-up: spawn → first answer to GET /, against spawning `true` to completion.
     let (mut ready, mut spawn_true, mut idle) = (Vec::new(), Vec::new(), Vec::new());
@@ -363,7 +369,8 @@ async fn main() {
     }
 
     let results = json!({"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-                         "startup": startup, "memory": memories, "throughput": throughput});
+                         "startup": startup, "memory": memories, "throughput": throughput,
+                         "alerts": alerts});
     std::fs::create_dir_all(&out).expect("output directory");
     let json_path = out.join("load.json");
     std::fs::write(
@@ -378,6 +385,53 @@ async fn main() {
         json_path.display(),
         svg_path.display()
     );
+}
+
+/// Alert latency: invocations of one matching Event each (a `kubectl patch` of coredns), one
+/// at a time, to a handler with one Teams rule and no grouping window; the time from sending
+/// the invocation to the moment the stand-in Teams webhook has the card's POST.
+async fn alert_latency(webhook: &str) -> Value {
+    let teams = Notified::start(202).await.expect("notifier stand-in");
+    let rules = format!(
+        "notifiers: [{{name: secops, type: teams, url: \"{}\"}}]\nrules:\n- name: coredns-changed\n  notify: [secops]\n  match: {{verbs: [patch], namespaces: [kube-system], resources: [{{group: apps, resources: [deployments], resourceNames: [coredns]}}]}}\ngrouping: {{window: 0s}}\n",
+        teams.url("/workflows/load")
+    );
+    let handler = Handler::start(webhook, &[("AUDIT_ALERTS", rules.as_str())]).await;
+    let mut partition = SimPartition::new("0");
+    let mut latencies = Vec::new();
+    for i in 0..30 {
+        let mut e = event(&format!("alert-{i}"), 0);
+        e["verb"] = json!("patch");
+        e["requestURI"] = json!("/apis/apps/v1/namespaces/kube-system/deployments/coredns");
+        e["objectRef"] = json!({"resource": "deployments", "namespace": "kube-system",
+                                "name": "coredns", "apiGroup": "apps", "apiVersion": "v1"});
+        let record = json!({"category": "kube-audit-admin", "resourceId": "/SUBSCRIPTIONS/0/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/AKS-LOAD",
+                            "properties": {"log": e.to_string()}});
+        let body = json!({"records": [record]}).to_string().into_bytes();
+        let request =
+            build_request(Shape::ManyBinary, &[body], &mut partition, None).expect("request");
+        let before = teams.posts().len();
+        let sent = Instant::now();
+        let answer = handler
+            .host
+            .invoke("EventHubForwarder", request)
+            .await
+            .expect("invoke");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let posts = teams.posts();
+        assert_eq!(posts.len(), before + 1, "one card per invocation");
+        latencies.push(posts[before].at.duration_since(sent).as_secs_f64() * 1e3);
+    }
+    let mut sorted = latencies.clone();
+    sorted.sort_by(f64::total_cmp);
+    let (p50, max) = (median(latencies.clone()), sorted[sorted.len() - 1]);
+    let p95 = sorted[(sorted.len() * 95).div_ceil(100) - 1];
+    println!(
+        "alerts: invocation sent -> card POST received: median {p50:.1} ms, p95 {p95:.1} ms, max {max:.1} ms ({} invocations, one matching Event each)",
+        latencies.len()
+    );
+    json!({"scenario": "alert latency (invocation -> card POST)", "median_ms": p50, "p95_ms": p95,
+           "max_ms": max, "runs_ms": latencies})
 }
 
 /// Two bar charts side by side: Events/s per throughput scenario, peak RSS / request per

@@ -219,6 +219,14 @@ param auditWebhookFormat string = 'eventlist'
 @secure()
 param auditRoutes string = ''
 
+@description('AUDIT_ALERTS: alert rules and their Teams, Slack or webhook notifiers (docs/alerts.md), an inline YAML or JSON document, or a file of the package (config/alerts.yaml). Secure because notifier URLs are secrets: give them with urlSetting and alertNotifierUrls rather than inline. Empty: no alerts.')
+@secure()
+param auditAlerts string = ''
+
+@description('Notifier URLs for auditAlerts: an object of app-setting names to values, e.g. {"ALERTS_TEAMS_URL": "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/teams-url/)"}; the rules name each setting with urlSetting. Use Key Vault references (with keyVaultName): a Teams or Slack URL carries its credential. Names must not start with AUDIT_. Empty: none.')
+@secure()
+param alertNotifierUrls object = {}
+
 @description('AUDIT_POLICY: an audit.k8s.io/v1 Policy applied to every Event, inline YAML or JSON. Secure so that it never shows in deployment history. Empty: Events pass unchanged (or auditPolicyFile).')
 @secure()
 param auditPolicy string = ''
@@ -545,6 +553,7 @@ var auditSettings = {
   AUDIT_WEBHOOK_HEADERS: auditWebhookHeaders
   AUDIT_WEBHOOK_FORMAT: auditWebhookFormat
   AUDIT_ROUTES: auditRoutes
+  AUDIT_ALERTS: auditAlerts
   AUDIT_POLICY_FILE: auditPolicyFile
   AUDIT_POLICY: auditPolicy
   AUDIT_CLUSTER_ANNOTATIONS: auditClusterAnnotations
@@ -583,7 +592,7 @@ var platformSettings = {
 
 // The whole app settings collection. Writing app settings replaces the collection, so every
 // setting lives here: nothing is added in the portal, and a redeployment loses nothing.
-var allAppSettings = union(auditSettings, extraAppSettings, platformSettings)
+var allAppSettings = union(auditSettings, alertNotifierUrls, extraAppSettings, platformSettings)
 
 // Flex Consumption: the runtime comes from functionAppConfig, so there is no
 // FUNCTIONS_WORKER_RUNTIME or FUNCTIONS_EXTENSION_VERSION app setting.

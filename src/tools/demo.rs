@@ -97,7 +97,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         expected.events.len()
     );
     println!("      and nothing else");
-    Ok(())
+    super::demo_alert::print_alert_card(&bodies)
 }
 
 /// Starts the handler as the host does, replays the input to it, stops it; its log lines are

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod convert;
 pub mod counter;
 pub mod demo;
+mod demo_alert;
 mod demo_check;
 mod demo_view;
 pub mod describe;
