@@ -194,8 +194,15 @@ fn line_of(text: &str, section: &str, name: &str, nth: usize) -> Option<usize> {
 }
 
 /// A parser message without the values it quotes (a value may be a notifier URL); field
-/// names, in backticks, stay.
+/// names, in backticks, stay, but not the value of an unknown variant.
 fn scrub(message: &str) -> String {
+    let message = match message.split_once("unknown variant `") {
+        Some((head, rest)) => match rest.split_once('`') {
+            Some((_, tail)) => format!("{head}unknown variant `…`{tail}"),
+            None => head.to_string(),
+        },
+        None => message.to_string(),
+    };
     let mut out = String::with_capacity(message.len());
     let mut quoted = false;
     for c in message.chars() {
@@ -225,7 +232,8 @@ fn notifier(
         "teams" => NotifierKind::Teams,
         "slack" => NotifierKind::Slack,
         "webhook" => NotifierKind::Webhook,
-        other => return Err(format!("type {other:?}: expected teams, slack or webhook")),
+        // The value is not quoted: a URL pasted into the wrong field must not be shown.
+        _ => return Err("type must be teams, slack or webhook (the value is not shown)".into()),
     };
     let text = match (n.url, n.url_setting) {
         (Some(url), None) => url,

@@ -208,9 +208,9 @@ fn bad_documents_are_refused_naming_rule_and_line() {
         (base.replace("verbs: [patch]", "decisions: [deny]"), "decisions: \"deny\""),
         (base.replace("verbs: [patch]", "resources: [{group: apps/v1}]"), "not a valid API group"),
         (base.replace("verbs: [patch]", "{}"), "match is empty"),
-        (base.replace("type: teams", "type: email"), "type \"email\""),
+        (base.replace("type: teams", "type: email"), "type must be teams, slack or webhook"),
         (base.replace("https://", "http://"), "url must be https"),
-        (format!("{base}  severity: urgent\n"), "unknown variant `urgent`"),
+        (format!("{base}  severity: urgent\n"), "unknown variant `…`, expected one of `info`"),
         (format!("{base}grouping: {{window: 2h}}\n"), "grouping.window"),
         (format!("{base}- name: coredns-changed\n  notify: [secops]\n  match: {{verbs: [get]}}\n"), "rules[1] (coredns-changed), line 8: the name is used twice"),
     ];

@@ -198,6 +198,25 @@ fn secret_cases() -> Vec<Vec<(&'static str, String)>> {
         vec![url.clone(), (vars::WEBHOOK_CLIENT_CERT, pem), (vars::WEBHOOK_CLIENT_KEY, s("-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----\n"))],
         vec![url.clone(), (vars::WEBHOOK_CLIENT_KEY, s("SECRET"))],
     ];
+    // AUDIT_ALERTS: notifier URLs carry their credential in the path or the query.
+    let alerts = "notifiers:\n- {name: n, type: teams, url: 'https://h/SECRET/x?sig=SECRET'}\nrules:\n- {name: r, notify: [n], match: {verbs: [patch]}}\n".to_string();
+    for broken in [
+        alerts.replace("notify: [n]", "notify: [m]"),
+        alerts.replace("verbs: [patch]", "verbz: [patch]"),
+        alerts.replace("type: teams", "type: SECRET"),
+        alerts.replace("https://h/", "http://h/"),
+        alerts.replace("'https://h/SECRET/x?sig=SECRET'", "[SECRET]"),
+        alerts.replace("url: ", "urlSetting: U, url: "),
+        "notifiers:\n- {name: n, type: slack, urlSetting: U}\nrules: []\n".to_string(),
+        "https://u:SECRET@host/alerts.yaml".to_string(),
+    ] {
+        cases.push(vec![
+            url.clone(),
+            (vars::ALERTS, s(&broken)),
+            ("U", s("https://h/SECRET")),
+        ]);
+    }
+    cases.push(vec![url.clone(), (vars::ALERTS, s("notifiers:\n- {name: n, type: teams, urlSetting: U}\nrules:\n- {name: r, notify: [n], match: {}}\n")), ("U", s("not a url SECRET"))]);
     for headers in [
         "\"SECRET\"",
         "[\"SECRET\"]",

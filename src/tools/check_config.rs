@@ -168,6 +168,14 @@ fn effective(config: &Config, name: &str) -> Option<String> {
             None => "none (every Event forwarded as written)".into(),
         },
         vars::CLUSTER_ANNOTATIONS => show_switch(s.cluster_annotations).into(),
+        vars::ALERTS => match &s.alerts {
+            Some(a) => format!(
+                "{} rule(s), {} notifier(s) (below; URLs never shown)",
+                a.rules.len(),
+                a.notifiers.len()
+            ),
+            None => "none".into(),
+        },
         vars::DEADLETTER_BINDING => host
             .deadletter_binding
             .clone()
@@ -179,7 +187,6 @@ fn effective(config: &Config, name: &str) -> Option<String> {
 /// The alert rules and notifiers by name and type; a notifier's URL is never shown.
 fn describe_alerts(out: &mut String, alerts: Option<&AlertRules>) {
     let Some(alerts) = alerts else {
-        let _ = writeln!(out, "{:<22} none", "alerts");
         return;
     };
     let notifiers: Vec<String> = alerts
