@@ -10,19 +10,46 @@ use crate::azure::{convert_body, BodyOrigin, Conversion, DEFAULT_CATEGORIES};
 /// The demo's alert rule document.
 const DEMO_ALERTS: &str = "notifiers:\n  - {name: secops, type: teams, url: \"https://example.invalid/teams-workflow\"}\nrules:\n  - name: kube-system-changed\n    notify: [secops]\n    severity: high\n    match:\n      verbs: [create, update, patch, delete]\n      namespaces: [kube-system]\n";
 
-/// Fires the demo's alert rule on `bodies` and prints the Teams card it would send.
+/// Fires the demo's alert rule on `bodies` and prints the Teams card it would send: its text
+/// blocks and facts, read back from the Adaptive Card itself, within 100 columns.
 ///
 /// # Errors
-/// When the card cannot be written as JSON.
+/// When the demo's rule does not parse (a bug).
 pub fn print_alert_card(bodies: &[Vec<u8>]) -> anyhow::Result<()> {
     let (matched, card) = alert_card(bodies)?;
     println!(
-        "demo: alert rule kube-system-changed (AUDIT_ALERTS, see docs/alerts.md) matches {matched} Event(s); the Teams card it would send:"
+        "demo: alert rule kube-system-changed (see docs/alerts.md) matches {matched} Event(s)"
     );
-    if let Some(card) = card {
-        println!("{}", serde_json::to_string_pretty(&card)?);
+    let Some(card) = card else { return Ok(()) };
+    println!(
+        "demo: the Teams card it would send ({} bytes of Adaptive Card JSON):",
+        card.to_string().len()
+    );
+    let empty = Vec::new();
+    let blocks = card["attachments"][0]["content"]["body"]
+        .as_array()
+        .unwrap_or(&empty);
+    for block in blocks {
+        if let Some(text) = block["text"].as_str() {
+            println!("  │ {}", clip(text, 94));
+        }
+        for fact in block["facts"].as_array().unwrap_or(&empty) {
+            let title = fact["title"].as_str().unwrap_or("");
+            let value = fact["value"].as_str().unwrap_or("");
+            println!("  │ {title:<14} {}", clip(value, 79));
+        }
     }
     Ok(())
+}
+
+/// `text` cut to `max` characters, `…` marking the cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max - 1).collect();
+    out.push('…');
+    out
 }
 
 /// How many Events of `bodies` the demo's alert rule matches, and the Teams card of them.
