@@ -241,6 +241,28 @@ param auditPolicyFile string = ''
 ])
 param auditClusterAnnotations string = 'on'
 
+@description('AUDIT_RECEIVER: the receiver the webhook is (generic, falco or sysdig); it sets the truncation limits and per-Event checks its receiver needs. Routes can name their own (receiver: in auditRoutes).')
+@allowed([
+  'generic'
+  'falco'
+  'sysdig'
+])
+param auditReceiver string = 'generic'
+
+@description('AUDIT_TRUNCATE_ENABLED: true truncates Events over the per-Event limit as kube-apiserver does (requestObject and responseObject dropped, annotated); one still too large is dead-lettered. Empty: as the receiver profile says (on for falco).')
+@allowed([
+  ''
+  'true'
+  'false'
+])
+param auditTruncateEnabled string = ''
+
+@description('AUDIT_TRUNCATE_MAX_EVENT_SIZE: the per-Event limit while truncation is on, e.g. 100KiB. Empty: from the receiver profile (102400 bytes; 262144 as Falco measures it for falco).')
+param auditTruncateMaxEventSize string = ''
+
+@description('AUDIT_TRUNCATE_MAX_BATCH_SIZE: the largest POST body while truncation is on, e.g. 10MiB. Empty: from the receiver profile (10485760 bytes; 12582912 for falco).')
+param auditTruncateMaxBatchSize string = ''
+
 @description('AUDIT_BATCH_MAX_EVENTS: most Events per POST.')
 @minValue(1)
 param auditBatchMaxEvents int = 400
@@ -572,6 +594,10 @@ var auditSettings = {
   AUDIT_SHUTDOWN_GRACE: auditShutdownGrace
   AUDIT_MAX_RECORDS_PER_EVENT: string(auditMaxRecordsPerEvent)
   AUDIT_DEADLETTER_BINDING: auditDeadLetterBinding
+  AUDIT_RECEIVER: auditReceiver
+  AUDIT_TRUNCATE_ENABLED: auditTruncateEnabled
+  AUDIT_TRUNCATE_MAX_EVENT_SIZE: auditTruncateMaxEventSize
+  AUDIT_TRUNCATE_MAX_BATCH_SIZE: auditTruncateMaxBatchSize
   RUST_LOG: rustLog
 }
 

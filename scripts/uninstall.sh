@@ -59,17 +59,23 @@ ORDER = [
     "/providers/microsoft.network/privatednszones/",
 ]
 top = re.compile(r"^/subscriptions/[^/]+/resourcegroups/[^/]+/providers/[^/]+/[^/]+/[^/]+$")
+# Resource ids compare case-insensitively, whatever the letters (Azure upper-cases some
+# outputs; resource-group names may hold non-ASCII letters): upper-case, then fold.
+def key(rid):
+    return rid.upper().casefold()
 ids = []
+seen = set()
 for line in sys.stdin:
     rid = line.strip()
-    low = rid.lower()
-    if not rid or rid in ids:
+    low = key(rid)
+    if not rid or low in seen:
         continue
+    seen.add(low)
     extension = "/providers/microsoft.insights/diagnosticsettings/" in low or "/providers/microsoft.authorization/roleassignments/" in low
     if extension or top.match(low) or "/virtualnetworklinks/" in low:
         ids.append(rid)
 def rank(rid):
-    low = rid.lower()
+    low = key(rid)
     for i, marker in enumerate(ORDER):
         if marker in low:
             return i

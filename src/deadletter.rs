@@ -18,8 +18,9 @@ use crate::audit::AuditEvent;
 pub struct DeadLetter {
     /// Why it was set aside.
     pub reason: String,
-    /// What was set aside: `poison`, `unrouted`, `policy-unreadable`, `malformed-record`,
-    /// `malformed-event`, `undelivered` or `alert` on the wire.
+    /// What was set aside: `poison`, `unrouted`, `policy-unreadable`, `too-large`,
+    /// `receiver-invalid`, `malformed-record`, `malformed-event`, `undelivered` or `alert` on
+    /// the wire.
     pub kind: DeadLetterKind,
     /// The receiver's HTTP status, for poison Events.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -77,6 +78,11 @@ pub enum DeadLetterKind {
     Unrouted,
     /// An Event the audit Policy cannot read (`level: 5`, a key given twice).
     PolicyUnreadable,
+    /// An Event over its route's per-Event limit even without its request and response
+    /// objects (kube-apiserver's truncate backend would drop it), kept as it came.
+    TooLarge,
+    /// An Event its route's receiver cannot read (a `stageTimestamp` its parser refuses).
+    ReceiverInvalid,
     /// An event body holding records that are not diagnostic records.
     MalformedRecord,
     /// An Event Hub event body that is not a diagnostic envelope.
@@ -96,6 +102,8 @@ impl DeadLetterKind {
             Self::Poison => "poison",
             Self::Unrouted => "unrouted",
             Self::PolicyUnreadable => "policy-unreadable",
+            Self::TooLarge => "too-large",
+            Self::ReceiverInvalid => "receiver-invalid",
             Self::MalformedRecord => "malformed-record",
             Self::MalformedEvent => "malformed-event",
             Self::Undelivered => "undelivered",

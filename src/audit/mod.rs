@@ -5,7 +5,9 @@
 pub mod encoding;
 pub mod event;
 pub mod jsonedit;
+pub mod measure;
 pub mod policy;
+pub mod truncate;
 pub mod yaml;
 
 pub use encoding::{encode, encoded_len, WebhookFormat, EVENT_LIST_PREFIX, EVENT_LIST_SUFFIX};

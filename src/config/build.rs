@@ -14,7 +14,9 @@ use super::vars::{self, def};
 use super::webhook::{client_options, parse_webhook_url};
 use super::{ConfigError, Purpose, NO_WEBHOOK};
 use crate::audit::{Policy, WebhookFormat};
-use crate::delivery::{Destination, Matcher, RetrySettings, RouteConfig};
+use crate::delivery::{
+    Destination, Matcher, ReceiverProfile, RetrySettings, RouteConfig, Shaping, TruncateOverrides,
+};
 use crate::host::HostSettings;
 
 /// The app root relative file settings are read from: `FUNCTIONS_APP_ROOT_PATH`, else the
@@ -140,8 +142,9 @@ pub(super) fn routes(
     format: WebhookFormat,
     purpose: Purpose,
 ) -> Result<Vec<RouteConfig>, ConfigError> {
+    let receiver = receiver(get)?;
     if let Some(value) = def::ROUTES.read(get) {
-        return routes_document(get, base, &value);
+        return routes_document(get, base, &value, receiver);
     }
     let url = match (def::WEBHOOK_URL.read(get), purpose) {
         (None, Purpose::Count) => parse_webhook_url(Some(NO_WEBHOOK.into()))?,
@@ -156,8 +159,70 @@ pub(super) fn routes(
             format,
             policy: None,
             client,
+            receiver,
         }),
     }])
+}
+
+/// `AUDIT_RECEIVER`: the profile of routes that name none.
+fn receiver(get: Lookup<'_>) -> Result<ReceiverProfile, ConfigError> {
+    let name = def::RECEIVER.read(get)?;
+    ReceiverProfile::parse(name).ok_or_else(|| {
+        def::RECEIVER.invalid(
+            name.to_string(),
+            "expected generic, falco or sysdig".to_string(),
+        )
+    })
+}
+
+/// The `AUDIT_TRUNCATE_*` settings that are set (each overrides the routes' profiles), and
+/// each route's per-Event limit checked against its largest body: an Event at the limit must
+/// fit in a body, or every Event over the body limit would be dead-lettered as too large.
+pub(super) fn truncation(
+    get: Lookup<'_>,
+    routes: &[RouteConfig],
+    batch_max_bytes: usize,
+) -> Result<TruncateOverrides, ConfigError> {
+    let set = |name: &str| get(name).is_some();
+    let overrides = TruncateOverrides {
+        enabled: if set(vars::TRUNCATE_ENABLED) {
+            Some(def::TRUNCATE_ENABLED.read(get)?)
+        } else {
+            None
+        },
+        max_event_size: if set(vars::TRUNCATE_MAX_EVENT_SIZE) {
+            Some(def::TRUNCATE_MAX_EVENT_SIZE.read(get)?)
+        } else {
+            None
+        },
+        max_batch_size: if set(vars::TRUNCATE_MAX_BATCH_SIZE) {
+            Some(def::TRUNCATE_MAX_BATCH_SIZE.read(get)?)
+        } else {
+            None
+        },
+    };
+    for route in routes {
+        let Some(d) = &route.destination else {
+            continue;
+        };
+        let shaping = Shaping::new(d.receiver, d.format, overrides);
+        let t = shaping.truncation;
+        let bound = shaping.batch_max_bytes(batch_max_bytes);
+        if t.enabled && t.max_event_size > bound {
+            return Err(def::TRUNCATE_MAX_EVENT_SIZE.invalid(
+                t.max_event_size.to_string(),
+                format!(
+                    "route {} ({} receiver) sends bodies of at most {bound} bytes ({}, {}): \
+                     the per-Event limit must not be larger",
+                    route.name,
+                    d.receiver,
+                    vars::TRUNCATE_MAX_BATCH_SIZE,
+                    vars::BATCH_MAX_BYTES
+                ),
+            ));
+        }
+    }
+    Ok(overrides)
 }
 
 /// `AUDIT_ROUTES`, a file name or the document inline. Its errors show the value only when it
@@ -166,6 +231,7 @@ fn routes_document(
     get: Lookup<'_>,
     base: &Path,
     value: &str,
+    receiver: ReceiverProfile,
 ) -> Result<Vec<RouteConfig>, ConfigError> {
     let invalid = |reason: String| def::ROUTES.invalid(shown_routes(value), reason);
     if get(vars::WEBHOOK_URL).is_some() {
@@ -188,7 +254,7 @@ fn routes_document(
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         (text, dir)
     };
-    parse_routes(&text, &dir, get).map_err(invalid)
+    parse_routes(&text, &dir, get, receiver).map_err(invalid)
 }
 
 /// What may be shown of an `AUDIT_ROUTES` value: a placeholder for an inline document, the

@@ -205,6 +205,7 @@ impl Config {
         let cluster_annotations = def::CLUSTER_ANNOTATIONS.read(get)?;
         let routes = build::routes(get, &base, format, purpose)?;
         let max_records_per_event = def::MAX_RECORDS_PER_EVENT.read(get)?;
+        let truncate = build::truncation(get, &routes, batch_max_bytes)?;
         Ok(Self {
             forwarder: Settings {
                 max_records_per_event,
@@ -219,6 +220,7 @@ impl Config {
                 delivery_deadline,
                 concurrency,
                 retry,
+                truncate,
             },
             host,
         })

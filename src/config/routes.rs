@@ -11,7 +11,9 @@ use url::Url;
 
 use super::webhook::{check_user_id, clean_secret, load_pem, parse_headers};
 use crate::audit::{Policy, WebhookFormat};
-use crate::delivery::{Bearer, ClientOptions, Destination, Matcher, RouteConfig, SecretPem};
+use crate::delivery::{
+    Bearer, ClientOptions, Destination, Matcher, ReceiverProfile, RouteConfig, SecretPem,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -31,6 +33,9 @@ struct RouteDoc {
     policy_file: Option<String>,
     #[serde(default)]
     drop: bool,
+    /// `generic`, `falco` or `sysdig` (else `AUDIT_RECEIVER`).
+    #[serde(default)]
+    receiver: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -84,6 +89,7 @@ pub(super) fn parse_routes(
     text: &str,
     base: &Path,
     lookup: &dyn Fn(&str) -> Option<String>,
+    receiver: ReceiverProfile,
 ) -> Result<Vec<RouteConfig>, String> {
     // Within the shared loader's budgets (size, nesting, nodes with aliases expanded),
     // merge keys resolved; values quoted by the parser are scrubbed.
@@ -106,7 +112,19 @@ pub(super) fn parse_routes(
             }
             (true, None) => None,
             (false, None) => return Err(at("needs a webhook (or drop: true)".into())),
-            (false, Some(w)) => Some(destination(w, r.policy_file, base, lookup).map_err(at)?),
+            (false, Some(w)) => {
+                let receiver = match &r.receiver {
+                    None => receiver,
+                    Some(name) => ReceiverProfile::parse(name).ok_or_else(|| {
+                        at(format!(
+                            "receiver {name:?}: expected generic, falco or sysdig"
+                        ))
+                    })?,
+                };
+                let mut d = destination(w, r.policy_file, base, lookup).map_err(at)?;
+                d.receiver = receiver;
+                Some(d)
+            }
         };
         let m = &r.matcher;
         out.push(RouteConfig {
@@ -156,6 +174,7 @@ fn destination(
         format,
         policy,
         client,
+        receiver: ReceiverProfile::Generic,
     })
 }
 
@@ -241,9 +260,12 @@ mod tests {
     const ID: &str = "/SUBSCRIPTIONS/1111-2222/RESOURCEGROUPS/RG-PROD/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/AKS-PROD-WEU";
 
     fn routes(yaml: &str) -> Result<Vec<RouteConfig>, String> {
-        parse_routes(yaml, Path::new("."), &|k| {
-            (k == "TOKEN").then(|| "t0k3n".to_string())
-        })
+        parse_routes(
+            yaml,
+            Path::new("."),
+            &|k| (k == "TOKEN").then(|| "t0k3n".to_string()),
+            ReceiverProfile::Generic,
+        )
     }
 
     #[test]

@@ -258,6 +258,30 @@ settings! {
     pub const DEADLETTER_BINDING: &str = "AUDIT_DEADLETTER_BINDING";
     Text { default: Some("deadletter"), secret: false }
     because "the binding the shipped function.json declares";
+    /// The receiver the routes deliver to: generic, falco or sysdig; it sets the truncation
+    /// limits and per-Event checks that receiver needs. A route can name its own (receiver:).
+    pub const RECEIVER: &str = "AUDIT_RECEIVER";
+    Choice { default: "generic", choices: &["generic", "falco", "sysdig"] }
+    because "generic is any audit.k8s.io webhook, treated as kube-apiserver treats it; Falco's \
+             k8saudit plugin and the Sysdig agent drop Events in silence unless kept within \
+             their limits";
+    /// Truncates an Event over the per-Event limit as kube-apiserver's truncate backend does;
+    /// set, it overrides the receiver profile on every route.
+    pub const TRUNCATE_ENABLED: &str = "AUDIT_TRUNCATE_ENABLED";
+    Switch { default: false }
+    because "off is kube-apiserver's default (--audit-webhook-truncate-enabled); unset, the \
+             falco profile turns it on";
+    /// The per-Event limit while truncation is on, bytes; set, it overrides the receiver profile.
+    pub const TRUNCATE_MAX_EVENT_SIZE: &str = "AUDIT_TRUNCATE_MAX_EVENT_SIZE";
+    Size { default: 100 * KIB, min: KIB, max: GIB }
+    because "102400 is kube-apiserver's --audit-webhook-truncate-max-event-size; the falco \
+             profile uses Falco's maxEventSize, 262144, as Falco measures an Event";
+    /// The largest POST body while truncation is on, bytes; set, it overrides the receiver
+    /// profile.
+    pub const TRUNCATE_MAX_BATCH_SIZE: &str = "AUDIT_TRUNCATE_MAX_BATCH_SIZE";
+    Size { default: 10 * MIB, min: KIB, max: GIB }
+    because "10485760 is kube-apiserver's --audit-webhook-truncate-max-batch-size; the falco \
+             profile uses Falco's webhookMaxBatchSize, 12582912";
 }
 
 #[cfg(test)]

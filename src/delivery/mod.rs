@@ -5,6 +5,7 @@ pub mod batch;
 pub mod client;
 pub mod connections;
 pub mod learned;
+pub mod profile;
 pub mod retry;
 pub mod routes;
 pub mod tls;
@@ -12,6 +13,7 @@ pub mod webhook;
 
 pub use batch::{plan, BatchLimits};
 pub use client::{Bearer, ClientOptions, SecretPem};
+pub use profile::{ReceiverProfile, Refusal, Shaped, Shaping, TruncateOverrides, Truncation};
 pub use retry::{Delivery, RetrySettings};
 pub use routes::{Destination, Matcher, RouteConfig};
 pub use webhook::Webhook;

@@ -10,11 +10,12 @@ use wildmatch::WildMatch;
 
 use crate::audit::{Policy, WebhookFormat};
 use crate::azure::ClusterId;
-use crate::delivery::ClientOptions;
+use crate::delivery::{ClientOptions, ReceiverProfile};
 use crate::redact::redact_url;
 
 /// Which clusters a route takes. Every list that is set must match (globs with `*` and `?`,
-/// case-insensitive); a matcher with no lists takes every cluster.
+/// compared after Unicode case folding, see [`fold`]); a matcher with no lists takes every
+/// cluster.
 #[derive(Debug, Clone, Default)]
 pub struct Matcher {
     resource_ids: Vec<WildMatch>,
@@ -25,7 +26,19 @@ pub struct Matcher {
 }
 
 fn any(patterns: &[WildMatch], value: &str) -> bool {
-    patterns.is_empty() || patterns.iter().any(|p| p.matches(value))
+    patterns.is_empty() || {
+        let value = fold(value);
+        patterns.iter().any(|p| p.matches(&value))
+    }
+}
+
+/// The form in which ids and names are compared: upper-cased as Azure Monitor writes
+/// `resourceId`, then Unicode full case folding (`CaseFolding.txt`, C + F). Resource-group
+/// names may hold non-ASCII letters; ASCII-only lowering would keep `RG-MÜNCHEN` and
+/// `rg-münchen` apart, and plain lowering keeps `ẞ` and `ß` apart, which folding after
+/// upper-casing does not (`ß` upper-cases to `SS`, and `ẞ` and `SS` both fold to `ss`).
+pub fn fold(value: &str) -> String {
+    caseless::default_case_fold_str(&value.to_uppercase())
 }
 
 impl Matcher {
@@ -73,6 +86,8 @@ pub struct Destination {
     pub policy: Option<Arc<Policy>>,
     /// TLS, credentials and headers.
     pub client: ClientOptions,
+    /// The receiver whose limits the route keeps to.
+    pub receiver: ReceiverProfile,
 }
 
 impl fmt::Debug for Destination {
@@ -82,6 +97,7 @@ impl fmt::Debug for Destination {
             .field("format", &self.format)
             .field("policy", &self.policy.is_some())
             .field("client", &self.client)
+            .field("receiver", &self.receiver)
             .finish()
     }
 }
@@ -99,6 +115,38 @@ pub struct RouteConfig {
 
 fn globs(list: &[String]) -> Vec<WildMatch> {
     list.iter()
-        .map(|p| WildMatch::new(&p.trim().to_ascii_lowercase()))
+        .map(|p| WildMatch::new(&fold(p.trim())))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Azure Monitor upper-cases the whole id; resource groups may hold any letters.
+    #[test]
+    fn non_ascii_names_match_their_upper_cased_ids() {
+        let id = ClusterId::parse(
+            "/SUBSCRIPTIONS/1111/RESOURCEGROUPS/RG-MÜNCHEN-STRASSE-ΣΟΦΊΑ/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/AKS-ÅRHUS",
+        );
+        for group in [
+            "rg-münchen-straße-σοφία",
+            "RG-München-Strasse-ΣΟΦΊΑ",
+            "rg-münchen-*",
+        ] {
+            let m = Matcher::new(&[], &[], &[group.to_string()], &["aks-århus".to_string()]);
+            assert!(m.matches(&id), "{group}");
+        }
+        let m = Matcher::new(&[], &[], &["rg-munchen-*".to_string()], &[]);
+        assert!(!m.matches(&id), "ü is not u");
+        let m = Matcher::new(
+            &["*/resourcegroups/rg-münchen-straße-σοφία/*".to_string()],
+            &[],
+            &[],
+            &[],
+        );
+        assert!(m.matches(&id));
+        assert_eq!(fold("ẞ"), fold("ß"));
+        assert_eq!(fold("ı"), fold("I"));
+    }
 }

@@ -104,6 +104,10 @@ impl Forwarder {
         };
         let work = self.routes.iter().enumerate().filter_map(|(index, route)| {
             let target = route.webhook()?;
+            let limits = Limits {
+                max_bytes: target.batch_max_bytes,
+                ..limits
+            };
             let start = Start {
                 route,
                 route_index: index,

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::copies::Copies;
 use super::routes::{route_events, Routed};
 use super::steps::{handler_steps, StepTally};
-use super::{Forwarder, Invocation, InvocationMeta, Summary};
+use super::{lag_since_enqueued, Forwarder, Invocation, InvocationMeta, Summary};
 use crate::audit::AuditEvent;
 use crate::azure::{both_categories_warning, convert_body, BodyOrigin, Conversion, ConvertTally};
 use crate::deadletter::DeadLetter;
@@ -84,6 +84,8 @@ impl Forwarder {
             item.invocation_id.clone_from(&invocation_id);
             item.partition.clone_from(&prepared.meta.partition_id);
         }
+        // Freshness: the oldest enqueued time to now, when every batch has its final result.
+        let lag = lag_since_enqueued(&prepared.meta, std::time::SystemTime::now());
         let summary = Summary {
             invocation_id,
             meta: prepared.meta,
@@ -93,6 +95,7 @@ impl Forwarder {
             delivery: delivery.total,
             per_route: delivery.per_route,
             duration: started.elapsed(),
+            lag,
         };
         let line = summary.to_string();
         if summary.needs_retry() {

@@ -29,7 +29,7 @@ use std::time::Duration;
 use crate::alerts::AlertRules;
 use crate::audit::Policy;
 use crate::delivery::learned::Learned;
-use crate::delivery::{RetrySettings, RouteConfig};
+use crate::delivery::{RetrySettings, RouteConfig, TruncateOverrides};
 
 pub use alert_copies::AlertCopies;
 pub use bodies::Bodies;
@@ -39,7 +39,7 @@ pub use forward::{Forwarded, Panicked, Prepared};
 pub use isolation::Isolation;
 pub use routes::{Route, Routed};
 pub use steps::StepTally;
-pub use summary::{DeliveryTally, Summary};
+pub use summary::{lag_since_enqueued, DeliveryTally, Summary};
 
 /// What the pipeline needs to know, built once at start-up from the `AUDIT_*` settings.
 #[derive(Clone, Debug)]
@@ -70,6 +70,9 @@ pub struct Settings {
     /// Host retries (`RetryContext.RetryCount`) after which transient failures are isolated
     /// too (`AUDIT_ISOLATE_AFTER_RETRIES`).
     pub isolate_after_retries: u32,
+    /// The `AUDIT_TRUNCATE_*` settings that were set; each route's receiver profile gives
+    /// the rest.
+    pub truncate: TruncateOverrides,
 }
 
 /// One decoded invocation: the Event Hub event bodies and what the host told us about them.
@@ -158,7 +161,7 @@ impl Forwarder {
         let routes = settings
             .routes
             .iter()
-            .map(|route| Route::build(route, settings.policy.as_ref(), settings.retry))
+            .map(|route| Route::build(route, &settings))
             .collect::<anyhow::Result<_>>()?;
         Ok(Arc::new(Self {
             settings,

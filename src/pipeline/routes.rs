@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use super::copies::Copies;
 use super::steps::{Chain, Place, StepTally, Verdict};
+use super::Settings;
 use crate::audit::{AuditEvent, Policy, WebhookFormat};
 use crate::azure::ClusterId;
 use crate::deadletter::DeadLetter;
-use crate::delivery::{Matcher, RetrySettings, RouteConfig, Webhook};
+use crate::delivery::{Matcher, RouteConfig, Shaping, Webhook};
 use crate::redact::redact_url;
 
 /// A route with its webhook client built.
@@ -31,18 +32,21 @@ pub struct AuditWebhook {
     pub webhook: Webhook,
     /// `EventList` or one Event per POST.
     pub format: WebhookFormat,
+    /// What its receiver can take: truncation and per-Event checks (`AUDIT_RECEIVER`).
+    pub shaping: Shaping,
+    /// Most bytes in one POST to it: `AUDIT_BATCH_MAX_BYTES`, lowered by its receiver's
+    /// limits ([`Shaping::batch_max_bytes`]).
+    pub batch_max_bytes: usize,
 }
 
 impl Route {
-    /// Builds the route's client from its configuration; `policy` is the global Policy.
+    /// Builds the route's client from its configuration; `settings` give the global Policy,
+    /// the retry timing and the limits its receiver's profile starts from.
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
-    pub fn build(
-        config: &RouteConfig,
-        policy: Option<&Arc<Policy>>,
-        retry: RetrySettings,
-    ) -> anyhow::Result<Self> {
+    pub fn build(config: &RouteConfig, settings: &Settings) -> anyhow::Result<Self> {
+        let (policy, retry) = (settings.policy.as_ref(), settings.retry);
         let webhook = match &config.destination {
             None => None,
             Some(d) => {
@@ -53,9 +57,12 @@ impl Route {
                         "TLS VERIFICATION IS OFF for this webhook: anyone on the path can read and change audit Events. Use a CA bundle instead."
                     );
                 }
+                let shaping = Shaping::new(d.receiver, d.format, settings.truncate);
                 Some(AuditWebhook {
                     webhook: Webhook::new(d.url.clone(), retry, &d.client)?,
                     format: d.format,
+                    shaping,
+                    batch_max_bytes: shaping.batch_max_bytes(settings.batch_max_bytes),
                 })
             }
         };
@@ -209,6 +216,7 @@ pub(super) fn route_events(
         }
         last = Some(resolved);
     }
+    chain.finish(&mut tally);
     if tally.policy_unreadable > 0 {
         tracing::warn!(
             events = tally.policy_unreadable,

@@ -49,6 +49,29 @@ pub struct Summary {
     pub per_route: Vec<RouteTally>,
     /// Wall time of the invocation.
     pub duration: Duration,
+    /// From the oldest enqueued time of the invocation's events to the end of its delivery
+    /// ([`lag_since_enqueued`]): Event Hubs Standard has no consumer-lag metric, this is it.
+    pub lag: Option<Duration>,
+}
+
+/// The time from the oldest `EnqueuedTimeUtc` of `meta` to `now`: the invocation's freshness
+/// when `now` is the end of its delivery. The host writes enqueued times without an offset
+/// (`2026-08-01T12:00:00.123`, UTC; `host-contract.md`), sometimes with one; `None` when
+/// neither the first nor the last parses. A clock behind the enqueued time gives zero.
+pub fn lag_since_enqueued(meta: &InvocationMeta, now: std::time::SystemTime) -> Option<Duration> {
+    use time::format_description::well_known::Rfc3339;
+    let parse = |text: &Option<String>| {
+        let text = text.as_deref()?.trim();
+        time::OffsetDateTime::parse(text, &Rfc3339)
+            .or_else(|_| time::OffsetDateTime::parse(&format!("{text}Z"), &Rfc3339))
+            .ok()
+    };
+    let oldest = [parse(&meta.enqueued_first), parse(&meta.enqueued_last)]
+        .into_iter()
+        .flatten()
+        .min()?;
+    let now = time::OffsetDateTime::from(now);
+    Some(Duration::try_from(now - oldest).unwrap_or(Duration::ZERO))
 }
 
 impl Summary {
@@ -81,6 +104,13 @@ impl Summary {
                 f,
                 " unrouted={} route_dropped={}",
                 s.unrouted, s.route_dropped
+            )?;
+        }
+        if s.truncated > 0 || s.too_large > 0 || s.receiver_invalid > 0 {
+            write!(
+                f,
+                " truncated={} too_large={} receiver_invalid={}",
+                s.truncated, s.too_large, s.receiver_invalid
             )?;
         }
         for (reason, count) in &s.dropped_other {
@@ -159,6 +189,9 @@ impl fmt::Display for Summary {
             d.attempts,
             self.duration.as_millis()
         )?;
+        if let Some(lag) = self.lag {
+            write!(f, " lag_ms={}", lag.as_millis())?;
+        }
         if self.per_route.len() > 1 {
             let parts: Vec<String> = self
                 .per_route
@@ -192,5 +225,47 @@ impl DeliveryTally {
         if other.last_failure.is_some() {
             self.last_failure.clone_from(&other.last_failure);
         }
+    }
+}
+
+#[cfg(test)]
+mod lag_tests {
+    use super::*;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    fn meta(first: &str, last: &str) -> InvocationMeta {
+        InvocationMeta {
+            enqueued_first: Some(first.into()),
+            enqueued_last: Some(last.into()),
+            ..InvocationMeta::default()
+        }
+    }
+
+    /// The host's forms: no offset (UTC), with `Z` or an offset, whole seconds.
+    #[test]
+    fn lag_counts_from_the_oldest_enqueued_time() {
+        // 2026-08-01T12:00:00Z
+        let base = UNIX_EPOCH + Duration::from_secs(1_785_585_600);
+        let now = base + Duration::from_millis(2_500);
+        let lag = |m: &InvocationMeta| lag_since_enqueued(m, now).map(|d| d.as_millis());
+        assert_eq!(
+            lag(&meta("2026-08-01T12:00:00.123", "2026-08-01T12:00:01.456")),
+            Some(2377)
+        );
+        assert_eq!(
+            lag(&meta("2026-08-01T12:00:01Z", "2026-08-01T12:00:00")),
+            Some(2500)
+        );
+        assert_eq!(
+            lag(&meta("2026-08-01T14:00:00+02:00", "garbage")),
+            Some(2500)
+        );
+        assert_eq!(lag(&meta("garbage", "")), None);
+        assert_eq!(lag(&InvocationMeta::default()), None);
+        // A clock behind the broker's: zero, not a panic.
+        let early = lag_since_enqueued(&meta("2026-08-01T12:00:05", "x"), base);
+        assert_eq!(early, Some(Duration::ZERO));
+        let real = lag_since_enqueued(&meta("2026-08-01T12:00:00", "x"), SystemTime::now());
+        assert!(real.is_some());
     }
 }

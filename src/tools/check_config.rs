@@ -128,6 +128,8 @@ pub fn describe(config: &Config) -> String {
                     if c.insecure_skip_verify { "OFF" } else { "on" },
                     c.headers.len(),
                 );
+                let limits = receiver_limits(d, &config.forwarder);
+                let _ = writeln!(out, "  {:<12}    {limits}", "");
             }
         }
     }
@@ -141,8 +143,9 @@ pub fn describe(config: &Config) -> String {
 }
 
 /// The value in effect of a setting that has a line of its own, as a user writes it; `None`
-/// for the settings shown on each route's line (webhook, format, credentials, TLS, headers)
-/// and `AUDIT_POLICY_FILE`, shown on the `policy` line.
+/// for the settings shown on each route's lines (webhook, format, credentials, TLS, headers,
+/// the receiver and its truncation limits) and `AUDIT_POLICY_FILE`, shown on the `policy`
+/// line.
 fn effective(config: &Config, name: &str) -> Option<String> {
     let (s, host) = (&config.forwarder, &config.host);
     Some(match name {
@@ -251,6 +254,26 @@ async fn probe_alerts(config: &Config, timeout: Duration) -> anyhow::Result<usiz
         );
     }
     Ok(failed)
+}
+
+/// A route's receiver profile and the limits in force on it (`delivery::profile`).
+fn receiver_limits(d: &crate::delivery::Destination, s: &crate::pipeline::Settings) -> String {
+    let shaping = crate::delivery::Shaping::new(d.receiver, d.format, s.truncate);
+    let t = shaping.truncation;
+    let truncation = if t.enabled {
+        format!(
+            "truncation on: Events over {} bytes ({}) lose requestObject and responseObject",
+            t.max_event_size,
+            t.measure.name()
+        )
+    } else {
+        "truncation off".to_string()
+    };
+    format!(
+        "receiver {}: {truncation}; bodies of at most {} bytes",
+        d.receiver,
+        shaping.batch_max_bytes(s.batch_max_bytes)
+    )
 }
 
 fn set(yes: bool) -> &'static str {
@@ -390,6 +413,10 @@ mod tests {
         vars::WEBHOOK_HEADERS,
         vars::ROUTES,
         vars::POLICY_FILE,
+        vars::RECEIVER,
+        vars::TRUNCATE_ENABLED,
+        vars::TRUNCATE_MAX_EVENT_SIZE,
+        vars::TRUNCATE_MAX_BATCH_SIZE,
     ];
 
     /// Every declared setting is shown by `check-config`, and with nothing set but the
@@ -424,6 +451,7 @@ mod tests {
             "basic auth",
             "custom CA",
             "client certificate",
+            "receiver generic: truncation off; bodies of at most 10485760 bytes",
         ] {
             assert!(shown.contains(part), "{part} not in {shown}");
         }

@@ -95,6 +95,10 @@ pub struct ReceiveArgs {
     /// isolates that Event and dead-letters it, which makes dead letters to try `resend` on.
     #[arg(long, value_delimiter = ',', value_name = "AUDIT_ID")]
     refuse: Vec<String>,
+    /// Hold every POST to a receiver's limits: `falco` refuses bodies over 12 MiB with 400
+    /// and counts the Events Falco's k8saudit plugin would drop after answering 200.
+    #[arg(long, value_parser = ["falco"])]
+    profile: Option<String>,
 }
 
 /// Options of `replay`.
@@ -231,6 +235,10 @@ const RECEIVE_KEEP: usize = 5;
 /// When it cannot listen, or the `--out` file cannot be opened or written.
 pub async fn receive(args: ReceiveArgs, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let mut receiver = Receiver::new().keep_last(RECEIVE_KEEP);
+    let falco = args.profile.is_some();
+    if falco {
+        receiver = receiver.with_falco_limits(Default::default());
+    }
     if !args.quiet {
         receiver = receiver.print_events();
     }
@@ -264,6 +272,12 @@ pub async fn receive(args: ReceiveArgs, stop: impl Future<Output = ()>) -> anyho
         "receiver: {} POST(s), {} event(s), {} duplicate(s), {} refused, {} scripted answer(s)",
         stats.batches, stats.events, stats.duplicates, stats.refused, stats.scripted_failures
     );
+    if falco {
+        println!(
+            "receiver: Falco would drop {} event(s); largest event as Falco measures it: {} bytes; largest body: {} bytes",
+            stats.falco_dropped, stats.falco_largest_event, stats.largest_body
+        );
+    }
     anyhow::ensure!(
         stats.unwritten == 0,
         "{} POST(s) were answered 500 because the --out file could not be written",

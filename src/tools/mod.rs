@@ -16,6 +16,7 @@ mod demo_alert;
 mod demo_check;
 mod demo_view;
 pub mod describe;
+pub mod falco;
 pub mod floor;
 pub mod hostsim;
 pub mod notified;

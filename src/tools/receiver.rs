@@ -13,6 +13,7 @@
 //! as they arrive, exact bytes, and memory holds only counts and the last few Events, however
 //! much is received.
 
+use super::falco::FalcoLimits;
 use std::collections::{HashSet, VecDeque};
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -57,6 +58,12 @@ pub struct ReceiverStats {
     /// POSTs answered 500 because the output file could not be written: the sender keeps
     /// those Events and sends them again.
     pub unwritten: u64,
+    /// The largest accepted POST body, bytes.
+    pub largest_body: u64,
+    /// With Falco's limits: accepted Events Falco would drop after answering 200.
+    pub falco_dropped: u64,
+    /// With Falco's limits: the largest accepted Event as Falco measures it, bytes.
+    pub falco_largest_event: u64,
 }
 
 #[derive(Default)]
@@ -73,6 +80,8 @@ pub(super) struct Inner {
     pub(super) out: Option<std::io::BufWriter<std::fs::File>>,
     /// With `keep_raw`: every accepted Event's exact text, in arrival order.
     pub(super) raw: Option<Vec<String>>,
+    /// `receive --profile falco`: Falco's limits (`tools::falco`).
+    pub(super) falco: Option<FalcoLimits>,
 }
 
 /// How much the receiver prints.
@@ -160,6 +169,13 @@ impl Receiver {
     /// Sysdig's receiver does with an Event it cannot use.
     pub fn refuse_audit_ids(&self, ids: impl IntoIterator<Item = String>) {
         self.lock().refuse_ids.extend(ids);
+    }
+
+    /// Holds every POST to Falco's limits (400 for a body over `webhookMaxBatchSize`) and
+    /// counts the Events Falco would drop after answering 200 (`tools::falco`).
+    pub fn with_falco_limits(self, limits: FalcoLimits) -> Self {
+        self.lock().falco = Some(limits);
+        self
     }
 
     /// Answers 413 to bodies larger than `bytes`.

@@ -91,6 +91,19 @@ pub(super) async fn receive(
     if let Some(unwritten) = write_out(&receiver, &body, shape) {
         return unwritten;
     }
+    let falco = receiver.lock().falco;
+    let view = falco.map(|f| f.observe(&raw_items(&body, shape), shape == "Event"));
+    {
+        let mut inner = receiver.lock();
+        inner.stats.largest_body = inner.stats.largest_body.max(body.len() as u64);
+        if let Some(view) = view {
+            super::falco::count(
+                &mut inner.stats,
+                &view,
+                receiver.verbosity != Verbosity::Quiet,
+            );
+        }
+    }
     keep(&receiver, uri.path(), &headers, shape, events);
     StatusCode::OK.into_response()
 }
@@ -127,6 +140,10 @@ fn accept(
         receiver.lock().stats.refused += 1;
         let too_large = (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
         return Err(Box::new(too_large));
+    }
+    let falco = receiver.lock().falco;
+    if let Some(Err(message)) = falco.map(|f| f.check_body(body.len())) {
+        return Err(Box::new(refuse(receiver, message)));
     }
     check_events(receiver, headers, body).map_err(|message| Box::new(refuse(receiver, message)))
 }

@@ -23,6 +23,7 @@ mod limits;
 mod no_loss;
 mod process;
 mod properties;
+mod receivers;
 mod rogue;
 mod routing;
 mod secrets;

@@ -13,6 +13,7 @@
 mod annotations;
 mod dedup;
 mod policy;
+mod receiver;
 mod routed;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 pub use annotations::ClusterAnnotationsStep;
 pub use dedup::CategoryDuplicates;
 pub use policy::PolicyStep;
+pub use receiver::ReceiverLimits;
 pub use routed::RouteTaken;
 
 use super::routes::Route;
@@ -30,8 +32,8 @@ use crate::deadletter::{DeadLetter, DeadLetterKind};
 
 /// The steps the handler runs on every Event, in order. De-duplication comes first so that
 /// the second copy of an Event is counted once, as a duplicate, whatever the later steps make
-/// of the first; the route's Policy then decides the level, and the annotations are added to
-/// what is kept.
+/// of the first; the route's Policy then decides the level, the annotations are added to
+/// what is kept, and last the route's receiver limits measure the Event as it will be sent.
 pub fn handler_steps(seen: &CategoriesSeen, cluster_annotations: bool) -> Chain {
     let mut steps: Vec<Box<dyn Step>> = vec![
         Box::new(CategoryDuplicates::new(seen)),
@@ -41,6 +43,7 @@ pub fn handler_steps(seen: &CategoriesSeen, cluster_annotations: bool) -> Chain 
     if cluster_annotations {
         steps.push(Box::new(ClusterAnnotationsStep::default()));
     }
+    steps.push(Box::new(ReceiverLimits::default()));
     Chain::new(steps)
 }
 
@@ -49,6 +52,10 @@ pub fn handler_steps(seen: &CategoriesSeen, cluster_annotations: bool) -> Chain 
 pub trait Step: Send {
     /// What becomes of `event`, bound for `place`.
     fn apply(&mut self, event: AuditEvent, place: &Place<'_>) -> Verdict;
+
+    /// At the end of the run: adds what the step counted beyond its verdicts (Events it
+    /// kept but edited) to `tally`, and warns once about it. Most steps count nothing.
+    fn finish(&mut self, _tally: &mut StepTally) {}
 }
 
 /// Where an Event is bound: what a route-dependent step (the Policy, size limits) reads.
@@ -122,6 +129,12 @@ pub struct StepTally {
     /// Dead-lettered because the Policy could not read them (`level: 5`, a key given twice):
     /// neither forwarded past the Policy nor dropped.
     pub policy_unreadable: u64,
+    /// Sent without `requestObject` and `responseObject`: over their route's per-Event limit.
+    pub truncated: u64,
+    /// Dead-lettered as too large for their route's receiver, even truncated (`too-large`).
+    pub too_large: u64,
+    /// Dead-lettered because their route's receiver cannot read them (`receiver-invalid`).
+    pub receiver_invalid: u64,
 }
 
 impl StepTally {
@@ -140,6 +153,8 @@ impl StepTally {
         match kind {
             DeadLetterKind::Unrouted => self.unrouted += 1,
             DeadLetterKind::PolicyUnreadable => self.policy_unreadable += 1,
+            DeadLetterKind::TooLarge => self.too_large += 1,
+            DeadLetterKind::ReceiverInvalid => self.receiver_invalid += 1,
             _ => {}
         }
     }
@@ -165,6 +180,13 @@ impl Chain {
             }
         }
         Verdict::Keep(event)
+    }
+
+    /// Ends the run: each step adds what it counted to `tally` ([`Step::finish`]).
+    pub fn finish(&mut self, tally: &mut StepTally) {
+        for step in &mut self.steps {
+            step.finish(tally);
+        }
     }
 }
 
