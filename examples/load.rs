@@ -4,17 +4,22 @@
 //! on the realistic mix, with the Sysdig Policy, and on many small Events: CPU per invocation
 //! (the process's utime + stime) and end-to-end Events/s with eight partitions at once, to a
 //! counting receiver on 127.0.0.1. Also the handler's start-up, idle RSS and peak memory on
-//! the largest batches (valid and malformed-heavy).
+//! the largest batches (valid and malformed-heavy), and the alert latency.
 //!
 //! Run: `cargo run --release --example load` (it builds the release binary and the floor
 //! handler first). Results go to `target/perf/load.json` and `target/perf/load.svg`
 //! (`LOAD_OUT=<dir>` to change). `LOAD_ROUNDS` (default 7) sets the interleaved rounds;
 //! `LOAD_PARTS` a comma list of `startup`, `memory`, `floor`, `per-event` (default all but
-//! `per-event`); `HANDLER_BIN` and `FLOOR_BIN` the binaries (then nothing is built);
-//! `LOAD_PLOT=<load.json>` only redraws the plot of earlier results. The processes' ids are
+//! `per-event`); `LOAD_ONLY=<text>` keeps the scenarios whose name holds it; `HANDLER_BIN`
+//! and `FLOOR_BIN` the binaries (then nothing is built);
+//! `LOAD_PLOT=<load.json>` only redraws the plot of earlier results; `LOAD_SCENARIO=alerts`
+//! runs only the alert latency scenario (from the invocation's arrival to the card's POST).
+//! The processes' ids are
 //! printed, for `perf record -g -p <pid>` while the rounds run. Traffic goes to loopback
 //! only, in a bounded number of requests.
 
+#[path = "load/alerts.rs"]
+mod alerts;
 #[path = "load/plot.rs"]
 mod plot;
 #[path = "load/requests.rs"]
@@ -322,6 +327,10 @@ async fn versus_floor(
             events: 4000,
         },
     ];
+    // `LOAD_ONLY=<text>`: only the scenarios whose name holds it (to profile one handler).
+    if let Ok(only) = std::env::var("LOAD_ONLY") {
+        scenarios.retain(|s| s.name.contains(only.as_str()));
+    }
     let floor = Process::start(&bins.1, &webhook, &[]).await;
     println!(
         "processes: floor handler pid {}; handlers: {}",
@@ -435,6 +444,10 @@ async fn main() {
     let webhook = receiver.url("/k8s_audit");
     let mut results =
         json!({"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)});
+    results["alerts"] = alerts::alert_latency(&bins.0, &webhook).await;
+    if std::env::var("LOAD_SCENARIO").as_deref() == Ok("alerts") {
+        return;
+    }
     if part("startup") {
         results["startup"] = startup(&bins.0, &webhook).await;
     }

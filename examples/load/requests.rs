@@ -154,7 +154,8 @@ pub fn small_bodies(tag: &str, events: usize, records: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn padded_event(id: &str, pad: usize) -> Value {
+/// A `Request`-level Event whose request object is padded to about `pad` bytes.
+pub fn padded_event(id: &str, pad: usize) -> Value {
     json!({"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request",
         "auditID": id,"stage":"ResponseComplete",
         "requestURI":"/api/v1/namespaces/shop/configmaps/app","verb":"update",
