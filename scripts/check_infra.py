@@ -442,7 +442,7 @@ settings_keys = set(re.findall(r"^  (\w+): ", settings_block.group(1), re.M)) if
 for var in forwarder_vars:
     if var not in settings_keys:
         fail("settings-in-template", f"{main}: {var} (read by the forwarder) is not in auditSettings: a redeploy would drop it")
-rule("settings-union", "app settings must be union(auditSettings, extraAppSettings, platformSettings)", re.search(r"^var allAppSettings = union\(auditSettings, extraAppSettings, platformSettings\)$", main_text, re.M))
+rule("settings-union", "app settings must be union(auditSettings, alertNotifierUrls, extraAppSettings, platformSettings): the platform's last, so nothing overrides them", re.search(r"^var allAppSettings = union\(auditSettings, alertNotifierUrls, extraAppSettings, platformSettings\)$", main_text, re.M))
 rule("settings-whole-collection", "the app settings resource must hold the whole allAppSettings collection", re.search(r"^  parent: site\n  name: 'appsettings'\n  properties: allAppSettings$", resource_body(main_text, "appSettings"), re.M))
 rule("settings-not-inline", "no app settings inline in the site (they would be a second, partial collection)", "appSettings:" not in resource_body(main_text, "site"))
 print(f"ok   settings: {len(forwarder_vars)} AUDIT_* variables from src/config/vars.rs are template settings")

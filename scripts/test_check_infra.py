@@ -73,7 +73,7 @@ MUTATIONS = [
     ("partitionCount-warning", MAIN, "Fixed at creation on the Standard tier: changing", "Changing"),
     ("settings-found", "src/config/vars.rs", ': &str = "AUDIT_', ': &str = "X_AUDIT_', ALL),
     ("settings-in-template", MAIN, "  AUDIT_WEBHOOK_CLIENT_KEY: auditWebhookClientKey\n", ""),
-    ("settings-union", MAIN, "union(auditSettings, extraAppSettings, platformSettings)", "union(auditSettings, platformSettings)"),
+    ("settings-union", MAIN, "union(auditSettings, alertNotifierUrls, extraAppSettings, platformSettings)", "union(auditSettings, alertNotifierUrls, platformSettings, extraAppSettings)"),
     ("settings-whole-collection", MAIN, "  name: 'appsettings'\n  properties: allAppSettings", "  name: 'appsettings'\n  properties: auditSettings"),
     ("settings-not-inline", MAIN, "    clientCertEnabled: false\n", "    clientCertEnabled: false\n    appSettings: []\n"),
     # Key Vault, publishing credentials.
