@@ -386,8 +386,17 @@ fn convert_record<'a>(
             None,
         ));
     }
-    let record: Record<'a> = serde_json::from_str(raw.get())
-        .map_err(|e| Malformed(RecordError::Shape(e.to_string()), None))?;
+    let record: Record<'a> = match serde_json::from_str(raw.get()) {
+        Ok(record) => record,
+        // A readable category that is not an audit one is skipped whatever else the record
+        // holds (a `resourceId` that is not a string): issue 18, shared hubs.
+        Err(e) => {
+            return Err(match other_category(raw, categories) {
+                Some(category) => Skip(category),
+                None => Malformed(RecordError::Shape(e.to_string()), None),
+            })
+        }
+    };
     let category = match record.category.as_deref().map(str::trim) {
         Some(c) if !c.is_empty() => c,
         _ => return Err(Malformed(RecordError::NoCategory, None)),

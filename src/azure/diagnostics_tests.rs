@@ -79,6 +79,32 @@ fn other_categories_are_skipped_and_counted() {
     assert_eq!(tally.skipped_total(), 3);
 }
 
+/// A record of another category is skipped whatever else it holds, bad bytes or not: a
+/// `resourceId` that is not a string does not make it a dead letter. The same record of an
+/// audit category is malformed.
+#[test]
+fn other_categories_with_a_bad_resource_id_are_skipped() {
+    let mut other = record("Guard", json!("a line"));
+    other["resourceId"] = json!(5);
+    let mut audit = record("kube-audit", json!(event_json("bad-id")));
+    audit["resourceId"] = json!(5);
+    let body = json!({"records": [other.clone()]}).to_string();
+    let mut bad_bytes = body.clone().into_bytes();
+    let at = body.find("a line").unwrap();
+    bad_bytes[at] = 0xff;
+    for body in [body.into_bytes(), bad_bytes] {
+        let (events, tally, dead) = convert_all(&body);
+        assert!(events.is_empty());
+        assert_eq!(tally.skipped.get("guard"), Some(&1), "{body:?}");
+        assert_eq!((tally.malformed_records, dead.len()), (0, 0), "{body:?}");
+    }
+    let body = json!({"records": [audit, other]}).to_string();
+    let (events, tally, dead) = convert_all(body.as_bytes());
+    assert!(events.is_empty());
+    assert_eq!(tally.skipped.get("guard"), Some(&1));
+    assert_eq!((tally.malformed_records, dead.len()), (1, 1));
+}
+
 /// Each malformed record is counted and skipped; its neighbours still convert.
 #[test]
 fn malformed_records_never_sink_the_batch() {
