@@ -4,7 +4,9 @@
 //! cases that reached each of its checks and fails when one was reached less often than its
 //! minimum, so a generator that drifts into input refused at the first byte fails instead of
 //! passing on nothing. Case counts are fixed, to keep CI time fixed; seeds are fresh each run,
-//! and a failure names its seed.
+//! and a failure names its seed. So that chance alone never fails a run, each minimum sits at
+//! least 4.5 standard deviations below the count's mean (measured over 40 runs: a check drawn
+//! with probability 1/12 per body is reached 50 ± 7 times, so its minimum is 15, not 30).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -209,7 +211,7 @@ fn envelopes_convert_as_documented() {
             ("Events delivered exactly", minimum),
             ("malformed records", minimum),
             ("skipped records", minimum / 3),
-            ("bodies that are not envelopes", minimum / 10),
+            ("bodies that are not envelopes", minimum / 20),
             ("changed Events still valid", minimum / 3),
             ("logs written as an object", minimum / 10),
             ("records with an invalid UTF-8 byte", minimum / 10),
@@ -349,7 +351,7 @@ fn host_requests_decode_exactly() {
         "host_requests_decode_exactly",
         &[
             ("bodies decoded exactly", minimum / 2),
-            ("requests refused", minimum / 12),
+            ("requests refused", minimum / 20),
             ("partition read", minimum / 3),
             ("retry count read", minimum / 3),
             ("sequence numbers read", minimum / 3),
