@@ -230,7 +230,21 @@ async fn run_seed(seed: u64, checked: Arc<Checked>) {
             .iter()
             .filter(|id| !kept.contains(*id) && !dead.contains(*id))
             .collect();
-        assert!(lost.is_empty(), "{context}: lost {lost:?}\n{}", answer.body);
+        if !lost.is_empty() {
+            // What the next occurrence needs to be explained: the handler's own account, and
+            // whether anything went where it must not.
+            let log = handler.log();
+            let from = log.len().saturating_sub(6000);
+            let from = (from..log.len())
+                .find(|i| log.is_char_boundary(*i))
+                .unwrap_or(log.len());
+            let tail = &log[from..];
+            panic!(
+                "{context}: lost {lost:?}\n{}\nredirect target got {} requests\n{tail}",
+                answer.body,
+                elsewhere.requests().len()
+            );
+        }
         let poison: Vec<&String> = input
             .valid
             .iter()
