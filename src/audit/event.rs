@@ -16,11 +16,18 @@ use serde_json::value::RawValue;
 /// The API version of every Event the forwarder sends.
 pub const API_VERSION: &str = "audit.k8s.io/v1";
 
+/// Spare bytes an Event unescaped from its record is given for the edits made to it later
+/// (the cluster annotations take about 150 plus the length of the `resourceId`), so that they
+/// are made in place instead of copying the Event.
+pub const ROOM_FOR_EDITS: usize = 320;
+
 /// A validated audit Event, held as its original JSON text, with where it came from: the
 /// resource id of the Azure resource whose record carried it and the Event Hub sequence number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
-    json: Box<str>,
+    /// The text; an Event unescaped from its record keeps [`ROOM_FOR_EDITS`] bytes of
+    /// capacity, so the cluster annotations are spliced in without moving it.
+    json: String,
     layout: Layout,
     source: Option<Arc<str>>,
     sequence_number: Option<i64>,
@@ -35,11 +42,11 @@ impl AuditEvent {
     pub fn parse(json: &str) -> Result<Self, EventError> {
         let json = json.trim();
         let layout = Self::check(json)?;
-        Ok(Self::new(json.into(), layout))
+        Ok(Self::new(json.to_owned(), layout))
     }
 
     /// [`Self::parse`] of text the caller owns (a log unescaped from its record), kept
-    /// without a copy.
+    /// without a copy, with the capacity it has.
     ///
     /// # Errors
     /// As [`Self::parse`].
@@ -49,10 +56,10 @@ impl AuditEvent {
         let start = json.len() - json.trim_start().len();
         json.drain(..start);
         let layout = Self::check(&json)?;
-        Ok(Self::new(json.into_boxed_str(), layout))
+        Ok(Self::new(json, layout))
     }
 
-    fn new(json: Box<str>, layout: Layout) -> Self {
+    fn new(json: String, layout: Layout) -> Self {
         Self {
             json,
             layout,
@@ -117,11 +124,33 @@ impl AuditEvent {
         }
         out.push_str(old.get(at..)?);
         Some(Self {
-            json: out.into(),
+            json: out,
             layout: self.layout.after(&edits),
             source: self.source.clone(),
             sequence_number: self.sequence_number,
         })
+    }
+
+    /// [`Self::with_edits`] made in place: each range replaced, from the last to the first,
+    /// in this Event's own text (edits near its end move only the bytes after them, and fit
+    /// in [`ROOM_FOR_EDITS`] without reallocating). False, and the Event unchanged, when ranges
+    /// overlap or do not fall on character boundaries.
+    pub(crate) fn edit_in_place(&mut self, mut edits: Vec<(Range<usize>, String)>) -> bool {
+        edits.sort_by_key(|(r, _)| (r.start, r.end));
+        let fits = |r: &Range<usize>| {
+            r.start <= r.end
+                && self.json.is_char_boundary(r.start)
+                && self.json.is_char_boundary(r.end)
+        };
+        let apart = edits.windows(2).all(|w| w[0].0.end <= w[1].0.start);
+        if !apart || !edits.iter().all(|(r, _)| fits(r)) {
+            return false;
+        }
+        self.layout = self.layout.after(&edits);
+        for (range, text) in edits.iter().rev() {
+            self.json.replace_range(range.clone(), text);
+        }
+        true
     }
 
     /// Records where a member added by an edit holds its `annotations` value.
@@ -136,7 +165,7 @@ impl AuditEvent {
             .map(|h| h.layout(&json))
             .unwrap_or_default();
         Self {
-            json: json.into(),
+            json,
             layout,
             source: self.source.clone(),
             sequence_number: self.sequence_number,

@@ -7,6 +7,8 @@
 //! clusters are not the only resources that stream `kube-audit`): subscription, resource
 //! group, provider, type and name.
 
+use std::ops::Range;
+
 use crate::audit::jsonedit::{rewrite, Edit};
 use crate::audit::AuditEvent;
 
@@ -104,6 +106,10 @@ pub struct ClusterAnnotations {
     members: String,
 }
 
+/// An edit of an Event's text, and where its `annotations` value lies after it when the edit
+/// adds the member.
+type Splice = ((Range<usize>, String), Option<Range<usize>>);
+
 impl ClusterAnnotations {
     /// Encodes the annotations of `cluster`: its id and name, and its resource type when it
     /// is not a managed cluster.
@@ -130,10 +136,34 @@ impl ClusterAnnotations {
     /// object, or the object added or put in place of a `null`; otherwise (the object already
     /// names a cluster, a repeated member) the members are rewritten one by one.
     pub fn apply(&self, event: &AuditEvent) -> AuditEvent {
-        self.splice(event).unwrap_or_else(|| self.rewrite(event))
+        let spliced = self.splice(event).and_then(|(edit, value)| {
+            let added = event.with_edits(vec![edit])?;
+            Some(match value {
+                Some(span) => added.with_annotations_at(span),
+                None => added,
+            })
+        });
+        spliced.unwrap_or_else(|| self.rewrite(event))
     }
 
-    fn splice(&self, event: &AuditEvent) -> Option<AuditEvent> {
+    /// [`Self::apply`] to an Event the caller gives up: the splice is made in its own text
+    /// (the annotations are usually its last member, so only the bytes after them move).
+    pub fn apply_owned(&self, mut event: AuditEvent) -> AuditEvent {
+        let Some((edit, value)) = self.splice(&event) else {
+            return self.rewrite(&event);
+        };
+        if !event.edit_in_place(vec![edit]) {
+            return self.rewrite(&event);
+        }
+        match value {
+            Some(span) => event.with_annotations_at(span),
+            None => event,
+        }
+    }
+
+    /// The one edit that adds the annotations, and where the `annotations` value lies after
+    /// it when the edit adds the member; `None` when the members must be rewritten.
+    fn splice(&self, event: &AuditEvent) -> Option<Splice> {
         let layout = event.layout();
         if !layout.known {
             return None;
@@ -142,7 +172,8 @@ impl ClusterAnnotations {
         let edit = match &layout.annotations {
             Some(span) if text[span.clone()].starts_with('{') => {
                 let object = &text[span.clone()];
-                if self.ours.iter().any(|(key, _)| object.contains(key)) {
+                let named = |key: &str| memchr::memmem::find(object.as_bytes(), key.as_bytes());
+                if self.ours.iter().any(|(key, _)| named(key).is_some()) {
                     return None;
                 }
                 let empty = object[1..object.len() - 1].trim().is_empty();
@@ -160,11 +191,10 @@ impl ClusterAnnotations {
                 };
                 let member = format!("{comma}\"annotations\":{{{}}}", self.members);
                 let value = at + member.len() - self.members.len() - 2..at + member.len();
-                let added = event.with_edits(vec![(at..at, member)])?;
-                return Some(added.with_annotations_at(value));
+                return Some(((at..at, member), Some(value)));
             }
         };
-        event.with_edits(vec![edit])
+        Some((edit, None))
     }
 
     fn rewrite(&self, event: &AuditEvent) -> AuditEvent {

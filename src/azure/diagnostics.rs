@@ -158,6 +158,7 @@ pub fn convert_body(
             let quiet = conversion.warnings >= WARNINGS_IN_FULL;
             if quiet || !outcomes.iter().any(|o| matches!(o, Err(Malformed(..)))) {
                 let mut records = EnvelopeTally::default();
+                conversion.events.reserve(outcomes.len());
                 for outcome in outcomes {
                     records.add(conversion, origin, outcome, || "");
                 }
@@ -233,6 +234,9 @@ pub fn convert_body(
 struct EnvelopeTally {
     total: usize,
     source: Option<Arc<str>>,
+    /// The category last noted in `categories_seen` for `source`: records of one envelope
+    /// share both, so each pair is noted once.
+    noted: Option<&'static str>,
     problems: Vec<RecordProblem>,
     bad: u64,
     first_excerpt: String,
@@ -265,10 +269,14 @@ impl EnvelopeTally {
                     .is_some_and(|s| s.eq_ignore_ascii_case(id));
                 if !same {
                     self.source = Some(Arc::from(id.to_ascii_lowercase()));
+                    self.noted = None;
                 }
-                conversion
-                    .categories_seen
-                    .note(self.source.as_ref(), category);
+                if self.noted != Some(category) {
+                    conversion
+                        .categories_seen
+                        .note(self.source.as_ref(), category);
+                    self.noted = Some(category);
+                }
                 let event = event.with_sequence_number(origin.sequence_number);
                 match &self.source {
                     Some(s) => conversion.events.push(event.with_source(s.clone())),

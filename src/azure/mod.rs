@@ -10,6 +10,7 @@ mod diagnostics_tests;
 #[cfg(test)]
 mod input_tests;
 mod onepass;
+mod scan;
 
 pub use categories::{
     both_categories_warning, drop_category_duplicates, CategoriesSeen, CategoryCopies,

@@ -1,24 +1,23 @@
 //! One pass over a diagnostic-settings envelope: each record's fields are read while the
-//! envelope is scanned, and an audit record's `properties.log` is unescaped and validated
-//! straight from the envelope text, instead of parsing the envelope into raw records and
-//! each record again.
+//! envelope is scanned (with [`super::scan`]), and an audit record's `properties.log` is
+//! unescaped in one pass and validated straight from the envelope text, instead of parsing
+//! the envelope into raw records and each record again.
 //!
 //! Only the usual shapes are read here. Anything else (a record that is not an object, a
-//! field of another type, a repeated field, an escaped key, a log that is an object, a syntax
-//! error, more records than the limit) makes [`read_records`] give up with `None`, and the
-//! caller takes the exact path of `diagnostics`, so every outcome and message stays the same.
+//! field of another type, a repeated field, an escaped key, a string the scanner leaves to
+//! serde_json, nesting deeper than the scanner skips, a syntax error, more records than the
+//! limit) makes [`read_records`] give up with `None`, and the caller takes the exact path of
+//! `diagnostics`, so every outcome and message stays the same.
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
-use std::fmt;
-
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
 
 use super::categories::canonical;
 use super::diagnostics::{
-    convert_log, event_from_text, wanted, Malformed, NoEvent, RecordError, RecordEvent, Skip,
+    event_from_text, wanted, Malformed, NoEvent, RecordError, RecordEvent, Skip,
 };
+use super::scan::{Cursor, MAX_DEPTH};
+use crate::audit::event::ROOM_FOR_EDITS;
 use crate::audit::AuditEvent;
 
 /// What one record gave.
@@ -31,278 +30,129 @@ pub(super) fn read_records<'a>(
     categories: &BTreeSet<String>,
     max: Option<usize>,
 ) -> Option<Vec<RecordOutcome<'a>>> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let seed = EnvelopeSeed { categories, max };
-    let outcomes = seed.deserialize(&mut de).ok()?;
-    de.end().ok()?;
-    Some(outcomes)
-}
-
-/// Gives up on the one-pass read.
-fn exact<E: de::Error>() -> E {
-    E::custom("not a usual shape: read it on the exact path")
-}
-
-struct EnvelopeSeed<'c> {
-    categories: &'c BTreeSet<String>,
-    max: Option<usize>,
-}
-
-impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
-    type Value = Vec<RecordOutcome<'de>>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
-    type Value = Vec<RecordOutcome<'de>>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a diagnostic-settings envelope")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut records = None;
-        while let Some(key) = map.next_key::<&'de str>()? {
-            if key != "records" {
-                map.next_value::<IgnoredAny>()?;
-            } else if records.is_some() {
-                return Err(exact());
-            } else {
-                records = Some(map.next_value_seed(RecordsSeed {
-                    categories: self.categories,
-                    max: self.max,
-                })?);
-            }
+    let mut c = Cursor::new(text);
+    c.ws();
+    c.eat(b'{').then_some(())?;
+    let mut records = None;
+    let mut more = !c.empty(b'}');
+    while more {
+        let key = c.key()?;
+        if key != "records" {
+            c.skip_value(MAX_DEPTH)?;
+        } else if records.is_some() {
+            return None;
+        } else {
+            records = Some(read_array(&mut c, categories, max)?);
         }
-        records.ok_or_else(exact)
+        more = c.next_or(b'}')?;
     }
+    c.at_end().then_some(())?;
+    records
 }
 
-struct RecordsSeed<'c> {
-    categories: &'c BTreeSet<String>,
+/// The records array, each record read as it comes.
+fn read_array<'a>(
+    c: &mut Cursor<'a>,
+    categories: &BTreeSet<String>,
     max: Option<usize>,
-}
-
-impl<'de> DeserializeSeed<'de> for RecordsSeed<'_> {
-    type Value = Vec<RecordOutcome<'de>>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RecordsSeed<'_> {
-    type Value = Vec<RecordOutcome<'de>>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of records")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        let record = || RecordSeed {
-            categories: self.categories,
-        };
-        while let Some(outcome) = seq.next_element_seed(record())? {
-            out.push(outcome);
-            if self.max.is_some_and(|max| out.len() > max) {
-                return Err(exact());
-            }
+) -> Option<Vec<RecordOutcome<'a>>> {
+    c.eat(b'[').then_some(())?;
+    let mut out = Vec::new();
+    let mut more = !c.empty(b']');
+    while more {
+        out.push(read_record(c, categories)?);
+        if max.is_some_and(|max| out.len() > max) {
+            return None;
         }
-        Ok(out)
+        more = c.next_or(b']')?;
     }
-}
-
-#[derive(Clone, Copy)]
-struct RecordSeed<'c> {
-    categories: &'c BTreeSet<String>,
-}
-
-impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
-    type Value = RecordOutcome<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
+    Some(out)
 }
 
 /// A record's `properties.log`, as far as it was read.
-enum Log<'de> {
+enum Log<'a> {
     /// No `properties`, `properties` null, or no (or a null) `log`.
     Absent,
-    /// Read before the category was known: converted once the record ends.
-    Raw(&'de RawValue),
-    /// Converted as it was read (the category came first and is an audit one).
-    Read(Result<AuditEvent, RecordError>),
+    /// A log that is a string: its text, unescaped.
+    Text(Cow<'a, str>),
+    /// A log that is the Event object itself: its text.
+    Object(&'a str),
+    /// A log that is a number, a boolean or an array.
+    WrongType,
 }
 
-impl<'de> Visitor<'de> for RecordSeed<'_> {
-    type Value = RecordOutcome<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a diagnostic record")
+/// One record (an object; anything else gives up), and what it gave.
+fn read_record<'a>(c: &mut Cursor<'a>, categories: &BTreeSet<String>) -> Option<RecordOutcome<'a>> {
+    c.eat(b'{').then_some(())?;
+    let mut category: Option<Option<Cow<'a, str>>> = None;
+    let mut resource_id: Option<Option<Cow<'a, str>>> = None;
+    let mut log: Option<Log<'a>> = None;
+    let mut more = !c.empty(b'}');
+    while more {
+        match c.key()? {
+            "category" if category.is_none() => category = Some(c.opt_string()?),
+            "resourceId" if resource_id.is_none() => resource_id = Some(c.opt_string()?),
+            "properties" if log.is_none() => log = Some(read_properties(c)?),
+            "category" | "resourceId" | "properties" => return None,
+            _ => c.skip_value(MAX_DEPTH)?,
+        }
+        more = c.next_or(b'}')?;
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut category: Option<Option<Cow<'de, str>>> = None;
-        let mut resource_id: Option<Option<Cow<'de, str>>> = None;
-        let mut log: Option<Log<'de>> = None;
-        while let Some(key) = map.next_key::<&'de str>()? {
-            match key {
-                "category" if category.is_none() => category = Some(map.next_value_seed(OptStr)?),
-                "resourceId" if resource_id.is_none() => {
-                    resource_id = Some(map.next_value_seed(OptStr)?);
-                }
-                "properties" if log.is_none() => {
-                    // The log is converted in place only once the category says it is wanted.
-                    let known = category.as_ref().and_then(|c| c.as_deref()).map(str::trim);
-                    let convert =
-                        known.is_some_and(|c| !c.is_empty() && wanted(self.categories, c));
-                    log = Some(map.next_value_seed(PropertiesSeed { convert })?);
-                }
-                "category" | "resourceId" | "properties" => return Err(exact()),
+    let category = match category.flatten() {
+        Some(c) if !c.trim().is_empty() => c,
+        _ => return Some(Err(Malformed(RecordError::NoCategory, None))),
+    };
+    let category = category.trim();
+    if !wanted(categories, category) {
+        return Some(Err(Skip(category.to_ascii_lowercase())));
+    }
+    let event = match log.unwrap_or(Log::Absent) {
+        Log::Absent => return Some(Err(Malformed(RecordError::NoLog, None))),
+        Log::WrongType => return Some(Err(Malformed(RecordError::LogType, None))),
+        Log::Text(text) => match event_from_text(text) {
+            Ok(event) => event,
+            Err(error) => return Some(Err(Malformed(error.into(), None))),
+        },
+        Log::Object(text) => match AuditEvent::parse(text) {
+            Ok(event) => event,
+            Err(error) => return Some(Err(Malformed(error.into(), None))),
+        },
+    };
+    Some(Ok(RecordEvent {
+        event,
+        resource_id: resource_id.flatten(),
+        category: canonical(category),
+    }))
+}
+
+/// `properties`: null, or an object whose `log` is read.
+fn read_properties<'a>(c: &mut Cursor<'a>) -> Option<Log<'a>> {
+    if c.eat_literal("null") {
+        return Some(Log::Absent);
+    }
+    c.eat(b'{').then_some(())?;
+    let mut log = None;
+    let mut more = !c.empty(b'}');
+    while more {
+        let key = c.key()?;
+        if key != "log" {
+            c.skip_value(MAX_DEPTH)?;
+        } else if log.is_some() {
+            return None;
+        } else {
+            log = Some(match c.peek()? {
+                b'"' => Log::Text(c.string_with_room(ROOM_FOR_EDITS)?),
+                b'n' => c.eat_literal("null").then_some(Log::Absent)?,
+                b'{' => Log::Object(c.raw_value(MAX_DEPTH)?),
                 _ => {
-                    map.next_value::<IgnoredAny>()?;
+                    c.skip_value(MAX_DEPTH)?;
+                    Log::WrongType
                 }
-            }
+            });
         }
-        let category = match category.flatten() {
-            Some(c) if !c.trim().is_empty() => c,
-            _ => return Ok(Err(Malformed(RecordError::NoCategory, None))),
-        };
-        let category = category.trim();
-        if !wanted(self.categories, category) {
-            return Ok(Err(Skip(category.to_ascii_lowercase())));
-        }
-        let event = match log.unwrap_or(Log::Absent) {
-            Log::Absent => return Ok(Err(Malformed(RecordError::NoLog, None))),
-            Log::Raw(raw) => match convert_log(raw) {
-                Ok(event) => event,
-                // A log that cannot be unescaped takes the exact path, for its message.
-                Err(Malformed(RecordError::Event(e), _)) => {
-                    return Ok(Err(Malformed(RecordError::Event(e), None)))
-                }
-                Err(Malformed(RecordError::LogType, _)) => {
-                    return Ok(Err(Malformed(RecordError::LogType, None)))
-                }
-                Err(_) => return Err(exact()),
-            },
-            Log::Read(Ok(event)) => event,
-            Log::Read(Err(error)) => return Ok(Err(Malformed(error, None))),
-        };
-        Ok(Ok(RecordEvent {
-            event,
-            resource_id: resource_id.flatten(),
-            category: canonical(category),
-        }))
+        more = c.next_or(b'}')?;
     }
-}
-
-/// A string (borrowed when it holds no escape) or null; anything else gives up.
-struct OptStr;
-
-impl<'de> DeserializeSeed<'de> for OptStr {
-    type Value = Option<Cow<'de, str>>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for OptStr {
-    type Value = Option<Cow<'de, str>>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string or null")
-    }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Borrowed(v)))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v.to_owned())))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-}
-
-struct PropertiesSeed {
-    convert: bool,
-}
-
-impl<'de> DeserializeSeed<'de> for PropertiesSeed {
-    type Value = Log<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for PropertiesSeed {
-    type Value = Log<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("record properties")
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Log::Absent)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut log = None;
-        while let Some(key) = map.next_key::<&'de str>()? {
-            if key != "log" {
-                map.next_value::<IgnoredAny>()?;
-            } else if log.is_some() {
-                return Err(exact());
-            } else if self.convert {
-                log = Some(map.next_value_seed(LogSeed)?);
-            } else {
-                let raw: &'de RawValue = map.next_value()?;
-                log = Some(if raw.get() == "null" {
-                    Log::Absent
-                } else {
-                    Log::Raw(raw)
-                });
-            }
-        }
-        Ok(log.unwrap_or(Log::Absent))
-    }
-}
-
-/// An audit record's log, converted as it is read: a string is unescaped once and validated;
-/// a scalar or an array is the wrong type; an object gives up (its text is kept exactly on
-/// the exact path).
-struct LogSeed;
-
-impl<'de> DeserializeSeed<'de> for LogSeed {
-    type Value = Log<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-fn wrong_type<'de, E>() -> Result<Log<'de>, E> {
-    Ok(Log::Read(Err(RecordError::LogType)))
-}
-
-impl<'de> Visitor<'de> for LogSeed {
-    type Value = Log<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an audit Event as a string")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        let event = event_from_text(Cow::Owned(v.to_owned()));
-        Ok(Log::Read(event.map_err(RecordError::from)))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Log::Absent)
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        wrong_type()
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        wrong_type()
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        wrong_type()
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        wrong_type()
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        wrong_type()
-    }
+    Some(log.unwrap_or(Log::Absent))
 }
 
 #[cfg(test)]
@@ -355,9 +205,12 @@ mod tests {
             r#"{"properties":{"log":"x"},"category":"kube-audit"}"#.into(),
             format!(r#"{{"properties":{{"log":{e}}},"category":"kube-audit"}}"#),
             r#"{"category":"kube-audit","properties":{"log":"\u007b\"a\":1}"}}"#.into(),
-        ];
-        let unusual = [
             format!(r#"{{"category":"kube-audit","properties":{{"log":{e}}}}}"#),
+            format!(r#"{{"category":"kube-audit","properties":{{"log":{e}}},"x":[[[[]]]]}}"#),
+            r#"{ "category" : "kube-audit" , "properties" : { "log" : "x\t\/" } , "n" : -1.5e3 }"#
+                .into(),
+        ];
+        let unusual: [String; 9] = [
             r#""a string""#.into(),
             r#"["kube-audit"]"#.into(),
             r#"{"category":5,"properties":{"log":"x"}}"#.into(),
@@ -371,7 +224,8 @@ mod tests {
         for record in &usual {
             let text = format!(r#"{{"records":[{record}]}}"#);
             let exact = exact_outcomes(&text, &categories).expect("an envelope");
-            let fast = read_records(&text, &categories, None).expect("read in one pass");
+            let fast = read_records(&text, &categories, None);
+            let fast = fast.unwrap_or_else(|| panic!("not read in one pass: {record}"));
             let shown_fast: Vec<_> = fast.iter().map(shown).collect();
             let shown_exact: Vec<_> = exact.iter().map(shown).collect();
             assert_eq!(shown_fast, shown_exact, "{record}");

@@ -106,15 +106,15 @@ pub fn decode_invocation(body: impl Into<Vec<u8>>) -> Result<Invocation, HostErr
 fn decode_trigger(mut buffer: Vec<u8>, span: Range<usize>) -> Result<Bodies, String> {
     match lead(&buffer[span.clone()]) {
         Some(b'"') => {
-            let text = unescape_in_place(&mut buffer, span)?;
+            let (text, controls) = unescape_in_place(&mut buffer, span)?;
             if lead(&buffer[text.clone()]) == Some(b'[') {
-                return decode_array_in_place(buffer, text);
+                return decode_array_in_place(buffer, text, !controls);
             }
             let text = std::str::from_utf8(&buffer[text])
                 .map_err(|_| "the trigger value is not UTF-8 text".to_string())?;
             decode_text(text).map(Bodies::from_vecs)
         }
-        Some(b'[') => decode_array_in_place(buffer, span),
+        Some(b'[') => decode_array_in_place(buffer, span, true),
         Some(b'{') => Bodies::in_buffer(buffer, vec![span]).ok_or_else(|| "no body".into()),
         Some(b'n') => Err("it is null".into()),
         _ => Err("expected a string, an array or an object".into()),
@@ -177,7 +177,7 @@ fn decode_element_text(text: &str) -> Vec<u8> {
 fn unescape(literal: &str) -> Result<String, String> {
     let mut buffer = literal.as_bytes().to_vec();
     let len = buffer.len();
-    let text = unescape_in_place(&mut buffer, 0..len)?;
+    let (text, _) = unescape_in_place(&mut buffer, 0..len)?;
     buffer.truncate(text.end);
     buffer.drain(..text.start);
     String::from_utf8(buffer).map_err(|e| e.to_string())

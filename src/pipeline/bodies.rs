@@ -69,7 +69,10 @@ impl Bodies {
         let span = self.spans.pop()?;
         let out = f(self.spans.len(), &self.buffer[span.clone()]);
         self.buffer.truncate(span.start);
-        if self.buffer.capacity() - self.buffer.len() >= 64 * 1024 {
+        // Given back in steps of a sixteenth of the buffer (at least 64 KiB): each step is an
+        // `mremap` that every thread's TLB must hear about, so not one per body.
+        let step = (self.buffer.capacity() / 16).max(64 * 1024);
+        if self.buffer.capacity() - self.buffer.len() >= step {
             self.buffer.shrink_to_fit();
         }
         Some(out)

@@ -337,6 +337,19 @@ impl Policy {
     /// types (`level: 5`, a number for a namespace, a key given twice): the Policy cannot
     /// decide, and the caller must keep the Event rather than drop it.
     pub fn apply(&self, event: &AuditEvent) -> Result<Option<AuditEvent>, Unreadable> {
+        Ok(match self.judge(event)? {
+            Judged::Unchanged => Some(event.clone()),
+            Judged::Edited(edited) => Some(edited),
+            Judged::Dropped => None,
+        })
+    }
+
+    /// [`Self::apply`] without copying an Event the Policy leaves as it is (the usual case):
+    /// the caller keeps its own.
+    ///
+    /// # Errors
+    /// As [`Self::apply`].
+    pub fn judge(&self, event: &AuditEvent) -> Result<Judged, Unreadable> {
         let attributes: Attributes<'_> =
             serde_json::from_str(event.json()).map_err(|e| Unreadable(e.to_string()))?;
         let recorded = match attributes.level.as_deref() {
@@ -352,21 +365,21 @@ impl Policy {
         event: &AuditEvent,
         attributes: &Attributes<'_>,
         recorded: Level,
-    ) -> Option<AuditEvent> {
+    ) -> Judged {
         let decision = self.evaluate(attributes);
         let stage = attributes.stage.as_deref().and_then(Stage::parse);
         if stage.is_some_and(|s| decision.omit_stages.contains(&s)) {
-            return None;
+            return Judged::Dropped;
         }
         let level = decision.level.min(recorded);
         if level == Level::None {
-            return None;
+            return Judged::Dropped;
         }
         let strip = decision.omit_managed_fields && level >= Level::Request;
         let drops_body = (level < Level::Request && attributes.request_object.is_some())
             || (level < Level::RequestResponse && attributes.response_object.is_some());
         if level == recorded && !strip && !drops_body {
-            return Some(event.clone());
+            return Judged::Unchanged;
         }
         let level_json = format!("\"{}\"", level.name());
         // A patch body is recorded as sent (`LogRequestPatch` removes nothing).
@@ -378,7 +391,7 @@ impl Policy {
         if let Some(edited) =
             edit::edit_in_place(event, level != recorded, &level_json, level, strips)
         {
-            return Some(edited);
+            return Judged::Edited(edited);
         }
         let edited = rewrite(
             event.json(),
@@ -396,10 +409,23 @@ impl Policy {
                 _ => Edit::Keep,
             },
             &[],
-        )
-        .ok()?;
-        Some(event.with_json(edited))
+        );
+        match edited {
+            Ok(edited) => Judged::Edited(event.with_json(edited)),
+            Err(_) => Judged::Dropped,
+        }
     }
+}
+
+/// What the Policy makes of one Event ([`Policy::judge`]).
+#[derive(Debug)]
+pub enum Judged {
+    /// Kept as it is.
+    Unchanged,
+    /// Kept at a lower level, or with `managedFields` stripped: the edited Event.
+    Edited(AuditEvent),
+    /// Dropped: level `None`, or an omitted stage.
+    Dropped,
 }
 
 #[cfg(test)]

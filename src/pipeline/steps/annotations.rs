@@ -31,6 +31,6 @@ impl Step for ClusterAnnotationsStep {
                 annotations
             }
         };
-        Verdict::Keep(annotations.apply(&event))
+        Verdict::Keep(annotations.apply_owned(event))
     }
 }

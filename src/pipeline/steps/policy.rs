@@ -2,6 +2,7 @@
 //! stage drops the Event; a lower level strips its bodies ([`crate::audit::Policy::apply`]).
 
 use super::{DropReason, Place, Step, Verdict};
+use crate::audit::policy::Judged;
 use crate::audit::AuditEvent;
 use crate::deadletter::DeadLetterKind;
 
@@ -14,9 +15,10 @@ impl Step for PolicyStep {
         let Some(policy) = place.route.and_then(|r| r.policy()) else {
             return Verdict::Keep(event);
         };
-        match policy.apply(&event) {
-            Ok(Some(edited)) => Verdict::Keep(edited),
-            Ok(None) => Verdict::Drop(DropReason::POLICY),
+        match policy.judge(&event) {
+            Ok(Judged::Unchanged) => Verdict::Keep(event),
+            Ok(Judged::Edited(edited)) => Verdict::Keep(edited),
+            Ok(Judged::Dropped) => Verdict::Drop(DropReason::POLICY),
             // The Policy cannot decide: forwarding could pass what it would strip, dropping
             // would lose it. Keep it aside for `resend`.
             Err(unreadable) => Verdict::dead_letter(
