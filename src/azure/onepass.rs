@@ -248,4 +248,107 @@ mod tests {
         assert!(read_records(&two, &categories, Some(1)).is_none());
         assert_eq!(read_records(&two, &categories, Some(2)).unwrap().len(), 2);
     }
+
+    /// Compares the two paths on one envelope: when the one pass reads it, the exact path
+    /// reads it too and every outcome is the same. Returns whether the one pass read it.
+    fn same_or_gave_up(text: &str, categories: &BTreeSet<String>) -> bool {
+        let Some(fast) = read_records(text, categories, None) else {
+            return false;
+        };
+        let exact = exact_outcomes(text, categories)
+            .unwrap_or_else(|| panic!("read in one pass, refused by the exact path: {text}"));
+        let shown_fast: Vec<_> = fast.iter().map(shown).collect();
+        let shown_exact: Vec<_> = exact.iter().map(shown).collect();
+        assert_eq!(shown_fast, shown_exact, "{text}");
+        true
+    }
+
+    /// The shapes a shared hub brings (readable other categories whose `properties` is a
+    /// string or junk, escaped, repeated or late category keys, records with no audit
+    /// category at all), every member in every order: the one pass reads each record exactly
+    /// as the exact path does, or gives up. Deterministic: every combination is tried.
+    #[test]
+    fn shared_hub_records_read_as_the_exact_path_reads_them_or_give_up() {
+        let categories: BTreeSet<String> = ["kube-audit".into(), "kube-audit-admin".into()].into();
+        let e = event_json("hub");
+        let log = serde_json::to_string(&e).unwrap();
+        let category = [
+            r#""category":"kube-audit""#,
+            r#""category":" Kube-Audit-Admin ""#,
+            r#""category":"FunctionAppLogs""#,
+            r#""category":"guard""#,
+            r#""category":"kube\u002daudit""#,
+            r#""category":"postgres\u0000logs""#,
+            r#""cat\u0065gory":"guard""#,
+            r#""category":null"#,
+            r#""category":"""#,
+            r#""category":5"#,
+            r#""category":{"name":"kube-audit"}"#,
+            r#""category":"\ud800""#,
+        ];
+        let properties = [
+            format!(r#""properties":{{"log":{log}}}"#),
+            format!(r#""properties":{{"log":{e}}}"#),
+            r#""properties":"2026-12-06 LOG: {pseudo json: kube-audit""#.into(),
+            r#""properties":"{\"log\":\"x\"}""#.into(),
+            r#""properties":null"#.into(),
+            r#""properties":[1,"kube-audit"]"#.into(),
+            r#""properties":42"#.into(),
+            r#""properties":{"log":"junk"}"#.into(),
+            r#""properties":{"log":"\ud800"}"#.into(),
+            r#""properties":{"log":"a\u0000b"}"#.into(),
+            r#""properties":{"log":7,"log":8}"#.into(),
+            r#""properties":{"l\u006fg":"x"}"#.into(),
+            r#""properties":{"message":"kube-audit"}"#.into(),
+        ];
+        let other = [
+            r#""resourceId":"/S/RG""#,
+            r#""resourceId":7"#,
+            r#""time":[{"a":[]}]"#,
+        ];
+        let mut read = 0;
+        let mut tried = 0;
+        for c in category {
+            for p in &properties {
+                for o in other {
+                    let members: [&str; 3] = [c, p, o];
+                    let orders = [
+                        [0, 1, 2],
+                        [1, 0, 2],
+                        [2, 1, 0],
+                        [1, 2, 0],
+                        [0, 2, 1],
+                        [2, 0, 1],
+                    ];
+                    for order in orders {
+                        let body = order.map(|i| members[i]).join(",");
+                        let dup = format!("{body},{c}");
+                        for record in [body, dup, format!(r#"{c},{p}"#), p.clone()] {
+                            let text = format!(r#"{{"records":[{{{record}}}]}}"#);
+                            tried += 1;
+                            read += usize::from(same_or_gave_up(&text, &categories));
+                        }
+                    }
+                }
+            }
+        }
+        // The usual shapes must still take the one pass, or the test proves nothing.
+        assert!(read * 5 > tried, "{read} of {tried} read in one pass");
+        // Envelopes without an audit category's bytes, and junk around the records.
+        for text in [
+            r#"{"records":[{"category":"guard","properties":"LOG: x"}]}"#,
+            r#"{"records":[{"category":"guard"}],"x":"kube-audit"}"#,
+            r#"{"records":[]}"#,
+            r#"{"records":[{}]}"#,
+            r#"{"records":[{"category":"guard","properties":{"log":"x"}},1]}"#,
+            r#"{"records":[{"category":"guard"}],"records":[]}"#,
+            r#"{"records":{"category":"guard"}}"#,
+            r#"{"rec\u006frds":[{"category":"guard"}]}"#,
+            r#"{"records":[{"category":"guard",}]}"#,
+            r#"{"records":[{"category":"guard"}]"#,
+            "{\"records\":[{\"category\":\"gu\tard\"}]}",
+        ] {
+            same_or_gave_up(text, &categories);
+        }
+    }
 }
