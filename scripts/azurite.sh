@@ -14,8 +14,13 @@
 #                               from the first record's category, resourceId and time
 #
 # Needs: Node.js with npm (installs azurite under target/azurite); --check and --upload-archive
-# also need python3 (they install the Azure Storage SDK into target/azurite-venv).
+# also need python3 (they install the Azure Storage SDK into target/azurite-venv). Both live
+# under this checkout's target/, even when CARGO_TARGET_DIR is set.
+#   scripts/azurite.sh -h, --help   this text
 set -euo pipefail
+case "${1:-}" in
+  -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+esac
 
 UPLOAD=""
 if [ "${1:-}" = "--upload-archive" ]; then

@@ -10,6 +10,7 @@ local.settings.json.
 
 Usage: check_package.py [dist/aks-audit-forwarder.zip] [--policy-file config/<name>.yaml]
        check_package.py --publish-folder dist/app   (the folder check alone; any platform)
+       check_package.py -h | --help                 (this text)
 """
 
 import json
@@ -69,6 +70,10 @@ def check_publish_folder(folder):
         sys.exit(1)
     print(f"ok   {folder}: publishable (FUNCTIONS_WORKER_RUNTIME=custom in local.settings.json, not uploaded)")
 
+
+if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+    print(__doc__.strip())
+    sys.exit(0)
 
 if len(sys.argv) > 2 and sys.argv[1] == "--publish-folder":
     check_publish_folder(sys.argv[2])

@@ -15,16 +15,24 @@
 #    providers are registered, the cluster's region is read (the event hub must be there), the
 #    integration subnet is in the app's region, Flex Consumption offers the custom runtime in the
 #    app's region, and a Key Vault named by keyVaultName is reachable for Key Vault references.
-# 2. az deployment group create with that template.
-# 3. scripts/package.sh, then func azure functionapp publish from dist/app.
+#    Also, before any Azure call: az 2.54 or later (older versions may silently ignore name=value
+#    overrides given with a .bicepparam file: Azure/azure-cli#27924, Azure/bicep#12647), and no
+#    parameter still holding a scripts/new-params.sh placeholder such as '<your-oncall-email>'.
+# 2. scripts/package.sh builds dist/app (before anything is created, so a machine that cannot
+#    build stops here), and the publish folder is checked.
+# 3. az deployment group create with that template.
+# 4. func azure functionapp publish from dist/app.
 #
-# Needs: az (logged in, with Bicep), Azure Functions Core Tools v4 (func), python3, and what
-# scripts/package.sh needs. Runs on bash 3.2 (macOS) and later.
+# Needs: az 2.54+ (logged in, with Bicep), Azure Functions Core Tools v4 (func), python3, and
+# what scripts/package.sh needs. Runs on bash 3.2 (macOS) and later. -h, --help: this text.
 # Environment: DEPLOYMENT_NAME (default aks-audit-forwarder), DEPLOY_SKIP_PREFLIGHT=1,
 # DEPLOY_SKIP_PACKAGE=1 (publish an existing dist/app), DEPLOY_SKIP_PUBLISH=1,
 # DEPLOY_ALLOW_RESTRICTED_VAULT=1 (deploy although keyVaultName's vault restricts network access),
 # and what scripts/package.sh reads (PACKAGE_CONFIG_DIR: files shipped under config/).
 set -euo pipefail
+case "${1:-}" in
+  -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+esac
 CALLER_DIR="$PWD"
 cd "$(dirname "$0")/.."
 REPO="$PWD"
@@ -80,6 +88,17 @@ TEMPLATE="$(template_of "$PARAMS")"
 echo "ok   parameter file $PARAMS deploys $TEMPLATE"
 command -v az >/dev/null 2>&1 ||
   die "the Azure CLI (az) is not on PATH: install it (https://aka.ms/azure-cli), then az login"
+# .bicepparam files with --parameters name=value overrides need az 2.54 or later: some older
+# versions deploy the file and silently drop the overrides (Azure/azure-cli#27924,
+# Azure/bicep#12647).
+AZ_MIN_VERSION="2.54.0"
+AZ_VERSION="$(az version --query '"azure-cli"' --output tsv 2>/dev/null)" ||
+  die "az version failed: the Azure CLI is not working (reinstall it: https://aka.ms/azure-cli)"
+python3 -c 'import re, sys
+v = lambda t: tuple(int(n) for n in re.findall(r"\d+", t)[:3])
+sys.exit(0 if re.match(r"\d+\.\d+", sys.argv[1]) and v(sys.argv[1]) >= v(sys.argv[2]) else 1)' "$AZ_VERSION" "$AZ_MIN_VERSION" ||
+  die "the Azure CLI is ${AZ_VERSION:-of unknown version}; this needs $AZ_MIN_VERSION or later (older versions may silently ignore name=value overrides given with a .bicepparam file). Run: az upgrade"
+echo "ok   Azure CLI $AZ_VERSION (at least $AZ_MIN_VERSION)"
 if [ "${DEPLOY_SKIP_PUBLISH:-0}" != 1 ]; then
   command -v func >/dev/null 2>&1 ||
     die "the Azure Functions Core Tools v4 (func) are not on PATH: they publish the package (https://aka.ms/func-core-tools); DEPLOY_SKIP_PUBLISH=1 deploys the infrastructure only"
@@ -110,6 +129,28 @@ param_given() {
   done
   return 1
 }
+
+# Placeholders that scripts/new-params.sh writes ('<your-app-name>'): refused, naming the
+# parameter, unless an override replaces them.
+PLACEHOLDER='<[A-Za-z0-9_-]+>'
+placeholder_names() {
+  case "$PARAMS" in
+    *.json) python3 -c 'import json, re, sys
+for k, p in json.load(open(sys.argv[1])).get("parameters", {}).items():
+    if isinstance(p.get("value"), str) and re.search(sys.argv[2], p["value"]): print(k)' "$PARAMS" "$PLACEHOLDER" ;;
+    *) sed -nE "s/^[[:space:]]*param[[:space:]]+([A-Za-z0-9_]+)[[:space:]]*=.*${PLACEHOLDER}.*/\1/p" "$PARAMS" ;;
+  esac
+  for kv in ${OVERRIDES[@]+"${OVERRIDES[@]}"}; do
+    printf '%s' "${kv#*=}" | grep -Eq "$PLACEHOLDER" && printf '%s\n' "${kv%%=*}"
+  done
+  return 0
+}
+for name in $(placeholder_names); do
+  if printf '%s' "$(param_value "$name")" | grep -Eq "$PLACEHOLDER"; then
+    die "parameter $name in $PARAMS still holds a placeholder ($(param_value "$name" | grep -Eo "$PLACEHOLDER" | head -n 1)): set your value in the file, or pass $name=<value>"
+  fi
+done
+echo "ok   no parameter holds a placeholder"
 
 preflight() {
   echo "== pre-flight"
@@ -212,6 +253,23 @@ if [ "${DEPLOY_SKIP_PREFLIGHT:-0}" != 1 ]; then
   preflight
 fi
 
+# The package is built before anything is created: a machine that cannot build stops here, not
+# with the resources half made.
+if [ "${DEPLOY_SKIP_PUBLISH:-0}" != 1 ]; then
+  echo "== package"
+  if [ "${DEPLOY_SKIP_PACKAGE:-0}" != 1 ]; then
+    bash scripts/package.sh ||
+      die "scripts/package.sh failed (see above); nothing has been created in Azure. Fix the build and run this again, or build dist/app elsewhere with scripts/package.sh and deploy with DEPLOY_SKIP_PACKAGE=1"
+  else
+    [ -d dist/app ] ||
+      die "DEPLOY_SKIP_PACKAGE=1 but there is no dist/app: build it with scripts/package.sh"
+    echo "ok   DEPLOY_SKIP_PACKAGE=1: publishing the existing dist/app (built $(date -r dist/app/handler 2>/dev/null || echo 'at an unknown time')); rebuild with scripts/package.sh after any change"
+  fi
+  # The publish folder must tell Core Tools the worker runtime (it refuses to publish otherwise).
+  python3 scripts/check_package.py --publish-folder dist/app ||
+    die "dist/app is not a publish folder Core Tools accepts (see above); nothing has been created in Azure. Rebuild it: scripts/package.sh"
+fi
+
 EXTRA=()
 for kv in ${OVERRIDES[@]+"${OVERRIDES[@]}"}; do EXTRA+=(--parameters "$kv"); done
 
@@ -234,13 +292,6 @@ if [ "${DEPLOY_SKIP_PUBLISH:-0}" = 1 ]; then
   exit 0
 fi
 
-echo "== package"
-if [ "${DEPLOY_SKIP_PACKAGE:-0}" != 1 ]; then
-  bash scripts/package.sh
-fi
-# The publish folder must tell Core Tools the worker runtime (it refuses to publish otherwise).
-python3 scripts/check_package.py --publish-folder dist/app
-
 echo "== publish"
 # Publish from the package folder: func zips it and marks `handler` (the defaultExecutablePath)
 # executable. FUNCTIONS_WORKER_RUNTIME=custom is also in dist/app/local.settings.json, which
@@ -248,4 +299,9 @@ echo "== publish"
 publish() { (cd dist/app && FUNCTIONS_WORKER_RUNTIME=custom func azure functionapp publish "$APP"); }
 publish || { echo "publish failed; retrying in 60 s (role assignments may still be propagating)" >&2; sleep "${DEPLOY_RETRY_SECONDS:-60}"; publish; }
 
-echo "deployed. Follow the logs with: func azure functionapp logstream $APP"
+# Built-in log streaming is unavailable for Linux apps on consumption plans (Flex included):
+# the summary lines are read from Application Insights (docs/deployment.md#verify).
+APPI="$(output appInsightsName)"
+echo "deployed. Read the summary lines (within a few minutes of a change in the cluster) with:"
+echo "  az monitor app-insights query --app $APPI --resource-group $RG --analytics-query 'traces | where timestamp > ago(15m) and message startswith \"Invocation\" | project timestamp, message' --output table"
+echo "(docs/deployment.md#verify says what the lines mean)"

@@ -4,6 +4,8 @@
 # with host.json and EventHubForwarder/function.json, plus the files of the configuration folder
 # under config/ when there is one, and nothing else.
 #
+#   scripts/package.sh            (scripts/deploy.sh runs it before creating anything)
+#
 # Configuration folder: PACKAGE_CONFIG_DIR (relative to where you stand), else ./config in this
 # checkout when it exists. Its files land in the app root's config/ folder, so the file forms of
 # the settings name them from there: AUDIT_POLICY_FILE=config/policy.yaml,
@@ -17,7 +19,12 @@
 # The binary is built into cargo's target directory (CARGO_TARGET_DIR is honoured).
 # Needs: cargo, python3 with pip (installs ziglang and cargo-zigbuild into a virtualenv); on
 # macOS the Rust standard library for Linux, which this script adds with rustup when missing.
+# The virtualenv lives in this checkout's target/package-venv, even when CARGO_TARGET_DIR is set.
+# -h, --help: this text.
 set -euo pipefail
+case "${1:-}" in
+  -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+esac
 CONFIG_DIR="${PACKAGE_CONFIG_DIR:-}"
 if [ -n "$CONFIG_DIR" ]; then
   CONFIG_DIR="$(cd "$CONFIG_DIR" && pwd)" || { echo "PACKAGE_CONFIG_DIR is not a folder: $PACKAGE_CONFIG_DIR" >&2; exit 2; }

@@ -5,7 +5,9 @@
 # file's own folder, must exist, and must be the file --template-file names, else it refuses.
 # Covers argument handling (no extra parameters under set -u, name=value overrides, a parameter
 # file given or not, relative to where the caller stands, copied outside infra/), the region,
-# runtime and Key Vault pre-flight, and the publish step's worker runtime.
+# runtime and Key Vault pre-flight, the Azure CLI's version, placeholders left by new-params.sh,
+# the package built before anything is created, the publish step's worker runtime, --help on
+# every script, and uninstall.sh without a working az.
 #
 #   scripts/test_deploy.sh
 set -euo pipefail
@@ -15,7 +17,12 @@ trap 'rm -rf "$WORK"' EXIT
 
 # A copy of what deploy.sh reads, and a publish folder as scripts/package.sh leaves it.
 mkdir -p "$WORK/repo/scripts" "$WORK/repo/infra" "$WORK/repo/dist/app/EventHubForwarder" "$WORK/bin"
-cp scripts/deploy.sh scripts/new-params.sh scripts/check_package.py "$WORK/repo/scripts/"
+cp scripts/deploy.sh scripts/new-params.sh scripts/uninstall.sh scripts/check_package.py "$WORK/repo/scripts/"
+# package.sh needs cargo: a stand-in logs its run (to prove the order) and fails on request.
+cat > "$WORK/repo/scripts/package.sh" <<'STUB'
+echo "package.sh" >> "$STUB_LOG"
+[ -z "${STUB_PACKAGE_FAIL:-}" ] || { echo "error: linker cc not found" >&2; exit 1; }
+STUB
 cp infra/main.bicep infra/main.bicepparam "$WORK/repo/infra/"
 cp host.json .funcignore "$WORK/repo/dist/app/"
 cp EventHubForwarder/function.json "$WORK/repo/dist/app/EventHubForwarder/"
@@ -27,6 +34,7 @@ cat > "$WORK/bin/az" <<'STUB'
 #!/usr/bin/env bash
 echo "az $*" >> "$STUB_LOG"
 case "$*" in
+  "version"*) [ -z "${STUB_AZ_BROKEN:-}" ] || exit 1; echo "${STUB_AZ_VERSION:-2.67.0}" ;;
   "group show"*) echo "${STUB_RG_LOCATION:-westeurope}" ;;
   "provider show"*) echo "${STUB_PROVIDER_STATE:-Registered}" ;;
   "aks show"*) echo "${STUB_CLUSTER_LOCATION:-westeurope}" ;;
@@ -84,12 +92,30 @@ run() { # name expected-status [env...] -- deploy args...
 }
 expect_log() { grep -q -- "$2" "$WORK/log" || { echo "FAIL $1: az/func log lacks: $2"; sed 's/^/     /' "$WORK/log"; failures=$((failures + 1)); }; }
 expect_out() { grep -q -- "$2" "$WORK/out" || { echo "FAIL $1: output lacks: $2"; sed 's/^/     /' "$WORK/out"; failures=$((failures + 1)); }; }
+refute_out() { if grep -q -- "$2" "$WORK/out"; then echo "FAIL $1: output has: $2"; failures=$((failures + 1)); fi; }
 refute_log() { if grep -q -- "$2" "$WORK/log"; then echo "FAIL $1: az/func log has: $2"; failures=$((failures + 1)); fi; }
 
 run "no extra parameters, no pre-flight (empty arrays under set -u)" 0 DEPLOY_SKIP_PREFLIGHT=1 -- rg-test &&
   { expect_log "empty" "--parameters $WORK/repo/infra/main.bicepparam --output none"
     refute_log "empty" "--parameters eventHubLocation"
-    expect_log "empty" "func azure functionapp publish fwd-app runtime=custom settings=yes"; }
+    expect_log "empty" "func azure functionapp publish fwd-app runtime=custom settings=yes"
+    expect_out "empty" "az monitor app-insights query --app fwd-app --resource-group rg-test"
+    refute_out "empty" "logstream"; }
+
+run "the package is built before anything is created" 0 DEPLOY_SKIP_PREFLIGHT=1 DEPLOY_SKIP_PACKAGE=0 -- rg-test &&
+  { expect_log "package first" "package.sh"
+    [ "$(grep -n -e '^package.sh' -e 'deployment group create' "$WORK/log" | head -n 1 | cut -d: -f2)" = "package.sh" ] ||
+      { echo "FAIL package first: package.sh did not run before az deployment group create"; sed 's/^/     /' "$WORK/log"; failures=$((failures + 1)); }; }
+run "a package that does not build stops before anything is created" 1 DEPLOY_SKIP_PACKAGE=0 STUB_PACKAGE_FAIL=1 -- rg-test &&
+  { expect_out "package fails" "nothing has been created in Azure"; refute_log "package fails" "deployment group create"; }
+
+run "an Azure CLI older than 2.54 is refused before any other az call" 1 STUB_AZ_VERSION=2.53.1 -- rg-test appName=x &&
+  { expect_out "old az" "the Azure CLI is 2.53.1; this needs 2.54.0 or later"; expect_out "old az" "az upgrade"
+    refute_log "old az" "group show"; refute_log "old az" "deployment group create"; }
+run "the minimum Azure CLI version is accepted" 0 STUB_AZ_VERSION=2.54.0 DEPLOY_SKIP_PREFLIGHT=1 -- rg-test &&
+  { expect_out "min az" "ok   Azure CLI 2.54.0"; }
+run "an az that cannot answer az version is refused" 1 STUB_AZ_BROKEN=1 -- rg-test &&
+  { expect_out "broken az" "az version failed"; refute_log "broken az" "deployment group create"; }
 
 run "default parameter file, pre-flight sets the hub's region from the cluster" 0 STUB_CLUSTER_LOCATION=northeurope STUB_RG_LOCATION=northeurope STUB_VNET_LOCATION=northeurope -- rg-test &&
   { expect_log "pre-flight" "aks show --name aks-prod-weu --resource-group rg-aks-prod-weu"
@@ -130,6 +156,19 @@ run "a plain copy outside infra/ is refused before anything is created" 1 -- rg-
   { echo "FAIL new-params.sh:"; sed 's/^/     /' "$WORK/out"; failures=$((failures + 1)); }
 grep -q "^using '../../repo/infra/main.bicep'$" "$WORK/ops/prod/new.bicepparam" ||
   { echo "FAIL new-params.sh did not point using at the template"; head -n 3 "$WORK/ops/prod/new.bicepparam"; failures=$((failures + 1)); }
+grep -q "^param alertEmail = '<your-oncall-email>'$" "$WORK/ops/prod/new.bicepparam" ||
+  { echo "FAIL new-params.sh did not write an obvious placeholder for alertEmail"; failures=$((failures + 1)); }
+refute_placeholder() { if grep -Eq "$2" "$WORK/ops/prod/new.bicepparam"; then echo "FAIL new-params.sh kept a real-looking value: $1"; failures=$((failures + 1)); fi; }
+refute_placeholder "alertEmail" "example.com"; refute_placeholder "subscription" "00000000-"; refute_placeholder "appName" "aks-audit-fwd-demo"
+RUN_DIR="$WORK/elsewhere" run "a new-params.sh copy still holding placeholders is refused, naming the parameter" 1 -- rg-test ../ops/prod/new.bicepparam &&
+  { expect_out "placeholders" "parameter appName in .* still holds a placeholder (<your-app-name>)"
+    refute_log "placeholders" "group show"; refute_log "placeholders" "deployment group create"; }
+run "a placeholder replaced by an override is accepted; one given as an override is refused" 1 -- rg-test "$WORK/ops/prod/new.bicepparam" \
+  appName=fwd aksClusterName=aks aksResourceGroup=rg integrationSubnetId=/subscriptions/s/resourceGroups/r/providers/Microsoft.Network/virtualNetworks/v/subnets/n \
+  auditWebhookUrl=http://10.0.0.1:7765/a alertEmail='<your-oncall-email>' &&
+  { expect_out "override placeholders" "parameter alertEmail in .* still holds a placeholder (<your-oncall-email>)"; }
+# The user fills in the placeholders.
+sed -i.bak -e "s/<your-aks-cluster>/aks-prod-weu/" -e "s/<your-[a-z-]*>/filled/g" "$WORK/ops/prod/new.bicepparam"
 # deploy.sh run from another folder, with the path relative to that folder, as a user types it.
 RUN_DIR="$WORK/elsewhere" run "a new-params.sh copy outside infra/, given relative to the caller, deploys" 0 STUB_CLUSTER_LOCATION=westeurope -- rg-test ../ops/prod/new.bicepparam &&
   { expect_log "copy" "--template-file $WORK/repo/infra/main.bicep --parameters $WORK/elsewhere/../ops/prod/new.bicepparam"
@@ -161,8 +200,47 @@ run "no func on PATH: stops before anything, saying what to install" 1 PATH="$WO
   { expect_out "no func" "Core Tools v4 (func) are not on PATH"; refute_log "no func" "deployment group create"; }
 
 rm "$WORK/repo/dist/app/local.settings.json"
-run "publish folder without local.settings.json is refused before publishing" 1 DEPLOY_SKIP_PREFLIGHT=1 -- rg-test &&
-  { expect_out "no settings" "Worker runtime is not set"; refute_log "no settings" "func azure functionapp publish"; }
+run "publish folder without local.settings.json is refused before anything is created" 1 DEPLOY_SKIP_PREFLIGHT=1 -- rg-test &&
+  { expect_out "no settings" "Worker runtime is not set"; refute_log "no settings" "func azure functionapp publish"
+    refute_log "no settings" "deployment group create"; }
+
+# --help on every script: prints the header's usage, exits 0, runs nothing.
+for script in deploy.sh uninstall.sh new-params.sh package.sh azurite.sh check_package.py; do
+  for flag in --help -h; do
+    : > "$WORK/log"
+    case "$script" in *.py) cmd=(python3 "scripts/$script" "$flag") ;; *) cmd=(bash "scripts/$script" "$flag") ;; esac
+    if (env PATH="$WORK/bin:$PATH" STUB_LOG="$WORK/log" "${cmd[@]}") > "$WORK/out" 2>&1 &&
+      grep -q "$script" "$WORK/out" && [ ! -s "$WORK/log" ]; then
+      echo "ok   $script $flag prints its usage"
+    else
+      echo "FAIL $script $flag: not usage with exit 0, or it ran something"; sed 's/^/     /' "$WORK/out" "$WORK/log"; failures=$((failures + 1))
+    fi
+  done
+done
+
+# uninstall.sh says what is wrong with az instead of "no deployment".
+uninstall() { # name expected-output PATH
+  set +e
+  env PATH="$3" STUB_LOG="$WORK/log" bash "$WORK/repo/scripts/uninstall.sh" rg-test --yes > "$WORK/out" 2>&1
+  status=$?
+  set -e
+  if [ "$status" -eq 1 ] && grep -q -- "$2" "$WORK/out" && ! grep -q "no deployment" "$WORK/out"; then
+    echo "ok   uninstall.sh: $1"
+  else
+    echo "FAIL uninstall.sh: $1 (exit $status)"; sed 's/^/     /' "$WORK/out"; failures=$((failures + 1))
+  fi
+}
+rm "$WORK/bare/az"
+uninstall "no az on PATH" "the Azure CLI (az) is not on PATH" "$WORK/bare"
+printf '#!/bin/sh\necho "ERROR: Please run '"'"'az login'"'"' to setup account." >&2\nexit 1\n' > "$WORK/bare/az"
+chmod +x "$WORK/bare/az"
+uninstall "az not logged in" "Please run 'az login'" "$WORK/bare"
+printf '#!/bin/sh\necho "ERROR: (DeploymentNotFound) Deployment not found." >&2\nexit 3\n' > "$WORK/bare/az"
+set +e
+env PATH="$WORK/bare" bash "$WORK/repo/scripts/uninstall.sh" rg-test --yes > "$WORK/out" 2>&1
+set -e
+if grep -q "no deployment aks-audit-forwarder in resource group rg-test" "$WORK/out"; then echo "ok   uninstall.sh: no deployment"; else
+  echo "FAIL uninstall.sh: no deployment"; sed 's/^/     /' "$WORK/out"; failures=$((failures + 1)); fi
 
 if [ "$failures" -ne 0 ]; then
   echo "$failures deploy.sh test(s) failed"

@@ -9,9 +9,12 @@
 # links and zones, then the namespace, storage with its dead letters, monitoring and identity),
 # and last the deployment records. The resource group itself is left in place.
 #
-# Needs: az (logged in), python3. Runs on bash 3.2 (macOS) and later.
+# Needs: az (logged in), python3. Runs on bash 3.2 (macOS) and later. -h, --help: this text.
 # Environment: DEPLOYMENT_NAME (default aks-audit-forwarder).
 set -euo pipefail
+case "${1:-}" in
+  -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+esac
 cd "$(dirname "$0")/.."
 
 USAGE="usage: scripts/uninstall.sh <resource-group> [--yes]"
@@ -24,8 +27,17 @@ output() {
     --query "properties.outputs.$1.value" --output tsv
 }
 
-az deployment group show --resource-group "$RG" --name "$DEPLOYMENT" --output none 2>/dev/null ||
-  { echo "uninstall: no deployment $DEPLOYMENT in resource group $RG" >&2; exit 1; }
+die() { echo "uninstall: $*" >&2; exit 1; }
+command -v az >/dev/null 2>&1 ||
+  die "the Azure CLI (az) is not on PATH: install it (https://aka.ms/azure-cli), then az login"
+# Only a deployment that is not there means "nothing to remove"; any other failure (not logged
+# in, no such resource group, no network) is shown as az reports it.
+if ! AZ_ERROR="$(az deployment group show --resource-group "$RG" --name "$DEPLOYMENT" --output none 2>&1)"; then
+  case "$AZ_ERROR" in
+    *DeploymentNotFound*) die "no deployment $DEPLOYMENT in resource group $RG (DEPLOYMENT_NAME names another)" ;;
+    *) die "az could not read deployment $DEPLOYMENT in resource group $RG (logged in? az login; resource group name right?): $AZ_ERROR" ;;
+  esac
+fi
 
 APP="$(output functionAppName)"
 DIAG="$(output aksDiagnosticSettingName)"
