@@ -1,11 +1,12 @@
 //! What delivery learned about an invocation that failed, kept for the host's next try of the
-//! same invocation: which Events each route already delivered and which it isolated as
-//! poison. The host resends exactly the same events (same partition, same sequence numbers)
-//! until the invocation succeeds, so the next try skips what is known and goes straight to
-//! what is left. Bounded: a few invocations, oldest forgotten first; losing an entry only
-//! costs duplicates and a new isolation, never an Event.
+//! same invocation: which Events each route already delivered, which it isolated as poison,
+//! and how often an Event failed alone right after the receiver answered. The host resends
+//! exactly the same events (same partition, same sequence numbers) until the invocation
+//! succeeds, so the next try skips what is known and goes straight to what is left. Bounded:
+//! a few invocations, oldest forgotten first; losing an entry only costs duplicates and a new
+//! isolation, never an Event.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
 
 /// Invocations remembered at once (a handler serves a few partitions; each keeps at most the
@@ -50,6 +51,12 @@ pub struct RouteLearned {
     pub delivered: BTreeSet<usize>,
     /// Events isolated as poison, in the order they were isolated.
     pub poison: Vec<Poisoned>,
+    /// Per Event (index), how many times it failed alone right after the receiver answered
+    /// (a crash and restart of the receiver spans tries: the count is what isolates it).
+    pub failed_alone: BTreeMap<usize, u32>,
+    /// The last batch (`start..end`) that failed right after the receiver answered while
+    /// Events were sent one POST at a time: the next try sends it last, in pieces, the same way.
+    pub failing_after_answer: Option<(usize, usize)>,
 }
 
 /// An Event a route isolated as poison.

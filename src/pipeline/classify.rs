@@ -14,6 +14,9 @@ pub(super) enum Next {
     Poison(String, Option<u16>),
     /// Failing while others pass, during isolation: split.
     SplitFailing(String),
+    /// Failing right after the receiver answered, while sending one POST at a time
+    /// (stepping: the receiver went down after a batch): cut into pieces, sent after the rest.
+    Narrow(String),
     /// Failing alone during isolation.
     Suspect(String),
     /// Failing while nothing passes, during isolation: wait.
@@ -34,12 +37,14 @@ pub(super) enum Isolating {
     Everything,
 }
 
-/// Classifies an answer; `others_passed` once any batch of the route was delivered.
+/// Classifies an answer; `others_passed` once any batch of the route was delivered;
+/// `stepping` when the batch was sent alone right after the receiver answered.
 pub(super) fn classify(
     delivery: Delivery,
     events: usize,
     isolating: Isolating,
     others_passed: bool,
+    stepping: bool,
 ) -> Next {
     let (reason, isolated) = match delivery {
         Delivery::Delivered { .. } => return Next::Delivered,
@@ -58,6 +63,8 @@ pub(super) fn classify(
         Next::GiveUp(reason.into())
     } else if events == 1 {
         Next::Suspect(reason.into())
+    } else if stepping {
+        Next::Narrow(reason.into())
     } else if others_passed {
         Next::SplitFailing(reason.into())
     } else {
@@ -90,16 +97,17 @@ mod tests {
                 Delivery::Delivered { attempts: 1 },
                 5,
                 Isolating::Everything,
+                false,
                 false
             ),
             Next::Delivered
         );
         assert_eq!(
-            classify(refused.clone(), 5, Isolating::No, false),
+            classify(refused.clone(), 5, Isolating::No, false, false),
             Next::SplitRefused(reason())
         );
         assert_eq!(
-            classify(refused, 1, Isolating::No, false),
+            classify(refused, 1, Isolating::No, false, false),
             Next::Poison(reason(), Some(400))
         );
         let halted = Delivery::Halted {
@@ -107,41 +115,55 @@ mod tests {
             attempts: 1,
         };
         assert_eq!(
-            classify(halted.clone(), 1, Isolating::No, true),
+            classify(halted.clone(), 1, Isolating::No, true, false),
             Next::GiveUp("HTTP 401".into())
         );
         assert_eq!(
-            classify(halted.clone(), 1, Isolating::Everything, true),
+            classify(halted.clone(), 1, Isolating::Everything, true, false),
             Next::Suspect("HTTP 401".into())
         );
         assert_eq!(
-            classify(halted.clone(), 4, Isolating::Everything, false),
+            classify(halted.clone(), 4, Isolating::Everything, false, false),
             Next::Defer("HTTP 401".into())
         );
         assert_eq!(
-            classify(halted, 1, Isolating::Transient, true),
+            classify(halted, 1, Isolating::Transient, true, false),
             Next::GiveUp("HTTP 401".into())
         );
         assert_eq!(
-            classify(failed(), 1, Isolating::Transient, true),
+            classify(failed(), 1, Isolating::Transient, true, false),
             Next::Suspect("HTTP 503".into())
         );
         let r = || "HTTP 503".to_string();
         assert_eq!(
-            classify(failed(), 1, Isolating::No, true),
+            classify(failed(), 1, Isolating::No, true, false),
             Next::GiveUp(r())
         );
         assert_eq!(
-            classify(failed(), 1, Isolating::Everything, false),
+            classify(failed(), 1, Isolating::Everything, false, false),
             Next::Suspect(r())
         );
         assert_eq!(
-            classify(failed(), 4, Isolating::Everything, true),
+            classify(failed(), 4, Isolating::Everything, true, false),
             Next::SplitFailing(r())
         );
         assert_eq!(
-            classify(failed(), 4, Isolating::Everything, false),
+            classify(failed(), 4, Isolating::Everything, false, false),
             Next::Defer(r())
+        );
+        // Sent alone right after the receiver answered (stepping): failing is evidence against
+        // the batch, whatever passed before; one Event is a suspect as ever.
+        assert_eq!(
+            classify(failed(), 4, Isolating::Everything, true, true),
+            Next::Narrow(r())
+        );
+        assert_eq!(
+            classify(failed(), 1, Isolating::Everything, true, true),
+            Next::Suspect(r())
+        );
+        assert_eq!(
+            classify(failed(), 4, Isolating::No, true, true),
+            Next::GiveUp(r())
         );
     }
 }

@@ -147,7 +147,8 @@ impl Forwarder {
     }
 }
 
-/// The batches of the Events not yet known (delivered or poison in an earlier try), each
+/// The batches of the Events not yet known (delivered or poison in an earlier try, or set
+/// apart as failing right after the receiver answered), each
 /// bounded by count and bytes, the first to send last.
 pub(super) fn plan_queue(
     events: &[AuditEvent],
@@ -160,8 +161,15 @@ pub(super) fn plan_queue(
         max_events: limits.max_events,
         max_bytes: limits.max_bytes,
     };
-    let known =
-        |i: usize| learned.delivered.contains(&i) || learned.poison.iter().any(|p| p.index == i);
+    // A batch that failed right after the receiver answered is sent last, apart.
+    let apart = |i: usize| {
+        learned
+            .failing_after_answer
+            .is_some_and(|(a, b)| (a..b).contains(&i))
+    };
+    let known = |i: usize| {
+        learned.delivered.contains(&i) || learned.poison.iter().any(|p| p.index == i) || apart(i)
+    };
     let mut queue: Vec<Range<usize>> = Vec::new();
     let mut start = 0;
     while start < events.len() {

@@ -74,22 +74,125 @@ pub(super) async fn probe(
     tally: &mut DeliveryTally,
     empty_allowed: bool,
 ) -> bool {
+    let Some(body) = probe_body(target, events, learned, empty_allowed) else {
+        return false;
+    };
     if Instant::now() >= deadline {
         return false;
     }
-    let body = match learned.delivered.iter().next() {
-        Some(&i) => encode(target.format, std::slice::from_ref(&events[i])),
-        None if empty_allowed && target.format == WebhookFormat::EventList => {
-            encode(target.format, &[])
-        }
-        None => return false,
-    };
     let outcome = target
         .webhook
         .deliver_limited(body, deadline, ISOLATION_FAILURES)
         .await;
     tally.attempts += u64::from(outcome.attempts());
     matches!(outcome, Delivery::Delivered { .. })
+}
+
+/// [`probe`], sent again every [`AWAIT_POLL`] until the receiver takes it or the deadline
+/// (a refusal ends it: the receiver answers, but not to say it takes Events): waits for a
+/// receiver that went down (a crash and restart) to answer again. Same payload as [`probe`].
+pub(super) async fn await_receiver(
+    target: &AuditWebhook,
+    events: &[AuditEvent],
+    learned: &RouteLearned,
+    deadline: Instant,
+    tally: &mut DeliveryTally,
+    empty_allowed: bool,
+) -> bool {
+    let Some(body) = probe_body(target, events, learned, empty_allowed) else {
+        return false;
+    };
+    if Instant::now() >= deadline {
+        return false;
+    }
+    // Polled at a steady pace, not with the growing backoff: a receiver back after a restart
+    // is seen within [`AWAIT_POLL`], not seconds later.
+    loop {
+        let outcome = target
+            .webhook
+            .deliver_limited(body.clone(), deadline, 1)
+            .await;
+        tally.attempts += u64::from(outcome.attempts());
+        match outcome {
+            Delivery::Delivered { .. } => return true,
+            Delivery::Failed { .. } => {}
+            Delivery::Rejected { .. } | Delivery::Halted { .. } => return false,
+        }
+        let next = Instant::now() + AWAIT_POLL;
+        if next >= deadline {
+            return false;
+        }
+        tokio::time::sleep_until(next).await;
+    }
+}
+
+/// Pause between the probes of [`await_receiver`].
+pub(super) const AWAIT_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The probe's payload (see [`probe`]), if there is one.
+fn probe_body(
+    target: &AuditWebhook,
+    events: &[AuditEvent],
+    learned: &RouteLearned,
+    empty_allowed: bool,
+) -> Option<bytes::Bytes> {
+    match learned.delivered.iter().next() {
+        Some(&i) => Some(encode(target.format, std::slice::from_ref(&events[i]))),
+        None if empty_allowed && target.format == WebhookFormat::EventList => {
+            Some(encode(target.format, &[]))
+        }
+        None => None,
+    }
+}
+
+/// Pieces a failing batch is cut into while stepping (one POST at a time, each once the
+/// receiver answers again): an Event that takes its receiver down costs one restart per level,
+/// so fewer, wider levels than halves (400 Events: 3 restarts, not 9).
+pub(super) const STEP_PIECES: usize = 8;
+
+/// Failed attempts (429s aside) of one POST of an Event alone right after the receiver
+/// answered, when that POST counts against the Event ([`send_after_answer`]).
+pub(super) const ALONE_ATTEMPTS: u32 = 4;
+
+/// Counted failures ([`send_after_answer`]) that isolate an Event, carried across the host's
+/// tries: 3 × [`ALONE_ATTEMPTS`] = 12 failed attempts, each right after the receiver took
+/// something; a receiver failing half the requests at random fails a healthy Event so often
+/// with probability 2⁻¹² = 4⁻⁶, the bound the retests keep ([`SUSPECT_RETESTS`]).
+pub(super) const ALONE_FAILURES_TO_ISOLATE: u32 = 3;
+
+/// How one POST of an Event alone, right after the receiver answered, ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum AloneTry {
+    Delivered,
+    /// Failed [`ALONE_ATTEMPTS`] times before the deadline: evidence against the Event.
+    Failed(String),
+    /// The deadline came first, or the receiver refused it for good: no count.
+    NoVerdict,
+}
+
+/// Sends `event` alone with [`ALONE_ATTEMPTS`] failed attempts; the caller has just seen the
+/// receiver answer (a passing [`await_receiver`]), so failures that follow are counted
+/// against the Event. Returns how it ended and the attempts made.
+pub(super) async fn send_after_answer(
+    target: &AuditWebhook,
+    event: &AuditEvent,
+    deadline: Instant,
+) -> (AloneTry, u32) {
+    let body = encode(target.format, std::slice::from_ref(event));
+    let delivery = target
+        .webhook
+        .deliver_limited(body, deadline, ALONE_ATTEMPTS)
+        .await;
+    let attempts = delivery.attempts();
+    let counted = attempts >= ALONE_ATTEMPTS && Instant::now() < deadline;
+    let result = match delivery {
+        Delivery::Delivered { .. } => AloneTry::Delivered,
+        Delivery::Failed { reason, .. } | Delivery::Halted { reason, .. } if counted => {
+            AloneTry::Failed(reason.into())
+        }
+        _ => AloneTry::NoVerdict,
+    };
+    (result, attempts)
 }
 
 /// Times an Event that failed alone is sent alone again before it is judged: chance (a

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::classify::{classify, Isolating, Next};
 use super::deliver::{plan_queue, Limits, RouteOutcome, Start};
 use super::isolation::{
-    poison_letter, probe, retest, undelivered_letter, Isolation, Retest, ISOLATION_FAILURES,
+    poison_letter, probe, undelivered_letter, Isolation, ALONE_ATTEMPTS, ISOLATION_FAILURES,
 };
 use super::routes::{AuditWebhook, Route};
 use super::DeliveryTally;
@@ -35,6 +35,11 @@ use crate::audit::{encode, encoded_len, AuditEvent};
 use crate::deadletter::DeadLetter;
 use crate::delivery::learned::{InvocationKey, Learned, Poisoned, RouteLearned};
 use crate::delivery::Delivery;
+
+mod judge;
+mod stepping;
+
+use stepping::push_pieces_under;
 
 /// A batch that is not delivered (yet), and the last reason.
 #[derive(Debug)]
@@ -108,6 +113,11 @@ pub(super) struct RouteDelivery<'a> {
     probed: bool,
     explored: bool,
     isolation_logged: bool,
+    /// One POST at a time, each once the receiver answered: a batch took the receiver down
+    /// for longer than a probe waits (a crash and restart). Whether it answered since the
+    /// last failure.
+    stepping: bool,
+    answering: bool,
 }
 
 impl<'a> RouteDelivery<'a> {
@@ -138,7 +148,19 @@ impl<'a> RouteDelivery<'a> {
             tally.rejected_batches += 1;
             tally.rejected_events += 1;
         }
-        let queue = plan_queue(events, &learned, target, limits);
+        // A batch that failed right after the receiver answered in an earlier try: the rest
+        // first, then it, one POST at a time.
+        let known = |i: usize| {
+            learned.delivered.contains(&i) || learned.poison.iter().any(|p| p.index == i)
+        };
+        let failing = learned.failing_after_answer.filter(|&(a, b)| {
+            isolation != Isolation::Off && a < b && b <= events.len() && !(a..b).any(known)
+        });
+        learned.failing_after_answer = failing;
+        let mut queue = plan_queue(events, &learned, target, limits);
+        if let Some((a, b)) = failing {
+            push_pieces_under(&mut queue, a..b);
+        }
         let planned = queue.iter().map(|r| (r.start, r.end)).collect();
         Self {
             route,
@@ -167,6 +189,8 @@ impl<'a> RouteDelivery<'a> {
             probed: false,
             explored: false,
             isolation_logged: false,
+            stepping: failing.is_some(),
+            answering: false,
         }
     }
 
@@ -174,6 +198,12 @@ impl<'a> RouteDelivery<'a> {
     pub(super) async fn run(mut self) -> RouteOutcome {
         let mut in_flight = FuturesUnordered::new();
         loop {
+            if self.stepping && !self.answering && in_flight.is_empty() && !self.queue.is_empty() {
+                self.answering = self.await_receiver(false).await;
+                if !self.answering {
+                    self.give_up_queue("the receiver did not answer again before the deadline");
+                }
+            }
             self.send_more(&mut in_flight);
             match in_flight.next().await {
                 Some(answer) => self.on_answer(answer),
@@ -191,7 +221,7 @@ impl<'a> RouteDelivery<'a> {
 
     /// Fills the in-flight set from the queue, halving a batch over the byte bound.
     fn send_more(&mut self, in_flight: &mut FuturesUnordered<BoxFuture<'a, Answer>>) {
-        let limit = if self.sizing {
+        let limit = if self.sizing || self.stepping {
             1
         } else {
             self.limits.concurrency
@@ -216,17 +246,19 @@ impl<'a> RouteDelivery<'a> {
         let top = self.planned.contains(&(range.start, range.end));
         let (target, deadline, half, isolation) =
             (self.target, self.deadline, self.half, self.isolation);
+        // Alone right after the receiver answered: enough attempts to count against the Event.
+        let failures = if self.stepping && range.len() == 1 {
+            ALONE_ATTEMPTS
+        } else {
+            ISOLATION_FAILURES
+        };
         Box::pin(async move {
             let began = Instant::now();
             let webhook = &target.webhook;
             let delivery = match isolation {
                 Isolation::Off => webhook.deliver(body, deadline).await,
                 Isolation::AfterHalfTheDeadline if top => webhook.deliver(body, half).await,
-                _ => {
-                    webhook
-                        .deliver_limited(body, deadline, ISOLATION_FAILURES)
-                        .await
-                }
+                _ => webhook.deliver_limited(body, deadline, failures).await,
             };
             Answer {
                 range,
@@ -262,11 +294,21 @@ impl<'a> RouteDelivery<'a> {
             Isolation::AfterHalfTheDeadline => Isolating::Transient,
             Isolation::Immediate => Isolating::Everything,
         };
+        // A POST of one Event alone with all its attempts, right after the receiver answered.
+        let counted = self.stepping
+            && range.len() == 1
+            && delivery.attempts() >= ALONE_ATTEMPTS
+            && Instant::now() < self.deadline;
+        let stepping = self.stepping;
+        if !matches!(delivery, Delivery::Delivered { .. }) {
+            self.answering = false;
+        }
         let next = classify(
             delivery,
             range.len(),
             isolating,
             self.last_success.is_some(),
+            stepping,
         );
         let count = range.len() as u64;
         match next {
@@ -277,6 +319,7 @@ impl<'a> RouteDelivery<'a> {
                 self.last_success = Some(Instant::now());
                 self.progress += 1;
                 self.sizing = false;
+                self.answering = true;
             }
             Next::SplitRefused(reason) => {
                 tracing::warn!(
@@ -309,41 +352,11 @@ impl<'a> RouteDelivery<'a> {
                 }
                 push_halves(&mut self.queue, range);
             }
-            Next::Suspect(reason) => self.suspects.push(Suspect {
-                index: range.start,
-                reason,
-                began,
-            }),
+            Next::Narrow(reason) => self.narrow(range, reason),
+            Next::Suspect(reason) => self.on_suspect(range, reason, began, counted),
             Next::Defer(reason) => self.deferred.push(Unfinished { range, reason }),
             Next::GiveUp(reason) => self.failed.push(Unfinished { range, reason }),
         }
-    }
-
-    /// Nothing in flight: whether to go on. Failures set aside while nothing was getting
-    /// through are split again only once the receiver has taken something since (a delivery
-    /// in this try, or one resent Event an earlier try delivered): a receiver that is down
-    /// costs a few POSTs per try, not one per Event. With no evidence either way, they are
-    /// split once: halves that pass are the evidence.
-    async fn when_idle(&mut self) -> bool {
-        if self.deferred.is_empty() || Instant::now() >= self.deadline {
-            return false;
-        }
-        if self.progress == self.progress_at_resume && !self.probed {
-            self.probed = true;
-            if self.probe(false).await {
-                self.progress += 1;
-                self.last_success = Some(Instant::now());
-            }
-        }
-        if self.progress == self.progress_at_resume && self.explored {
-            return false;
-        }
-        self.explored = true;
-        self.progress_at_resume = self.progress;
-        for unfinished in self.deferred.drain(..).rev() {
-            push_halves(&mut self.queue, unfinished.range);
-        }
-        true
     }
 
     async fn probe(&mut self, empty_allowed: bool) -> bool {
@@ -358,65 +371,6 @@ impl<'a> RouteDelivery<'a> {
             empty_allowed,
         )
         .await
-    }
-
-    /// An Event that failed alone is sent alone again a few times ([`SUSPECT_RETESTS`]); if
-    /// it passes once it is delivered. If it fails every time, it is poison only if the
-    /// receiver took other Events after its failure began, or a probe passes now. The rest
-    /// are given up on.
-    async fn judge_suspects(&mut self) {
-        let suspects = std::mem::take(&mut self.suspects);
-        let (target, events, deadline) = (self.target, self.events, self.deadline);
-        let retests = suspects
-            .iter()
-            .map(|s| retest(target, &events[s.index], deadline));
-        let results = futures::future::join_all(retests).await;
-        let mut failing = Vec::new();
-        let mut still = Vec::new();
-        for (suspect, (result, attempts)) in suspects.into_iter().zip(results) {
-            self.tally.attempts += u64::from(attempts);
-            match result {
-                Retest::Delivered => {
-                    self.tally.delivered_batches += 1;
-                    self.tally.delivered_events += 1;
-                    self.learned.delivered.insert(suspect.index);
-                    self.last_success = Some(Instant::now());
-                }
-                Retest::FailedEveryTime => failing.push(suspect),
-                Retest::Unfinished => still.push(suspect),
-            }
-        }
-        let last_success = self.last_success;
-        let (mut judged, mut unproven): (Vec<Suspect>, Vec<Suspect>) = failing
-            .into_iter()
-            .partition(|s| last_success.is_some_and(|t| t > s.began));
-        // The empty probe only for an Event alone on its route (see `probe`).
-        let known = self.learned.delivered.len() + self.learned.poison.len();
-        let alone = unproven.len() == 1 && self.events.len() == known + 1;
-        if !unproven.is_empty() && self.probe(alone).await {
-            judged.append(&mut unproven);
-        }
-        still.append(&mut unproven);
-        for s in judged {
-            let reason = format!(
-                "failed alone ({}) while other Events to this route were delivered",
-                s.reason
-            );
-            tracing::error!(
-                %reason,
-                route = %self.route.name,
-                webhook = %self.target.webhook.shown_url(),
-                sequence_number = self.events[s.index].sequence_number(),
-                "An Event keeps failing while others are delivered; it is dead-lettered."
-            );
-            self.set_aside(s.index, reason, None);
-        }
-        for s in still {
-            self.failed.push(Unfinished {
-                range: s.index..s.index + 1,
-                reason: s.reason,
-            });
-        }
     }
 
     /// On the host's last try, what is still undelivered is dead-lettered (the host would

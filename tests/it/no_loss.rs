@@ -306,14 +306,7 @@ async fn r18_8_the_last_try_of_a_finite_policy_dead_letters_what_is_undelivered(
 /// Row 3: one Event makes the receiver reset and stay down for 3 s (an agent that crashes and
 /// restarts) among 401. Resets that follow that Event each time are evidence against it: it is
 /// isolated after a bounded number of host retries and the 400 others are delivered.
-///
-/// Not yet true: every try fails with 500 (12 tries here). Each crash takes the receiver down
-/// longer than the isolating POSTs wait, so no half gets through and the probe fails. What is
-/// missing: send the halves of a deferred batch one at a time once the receiver answers again,
-/// and judge an Event that fails alone only by failures that follow a passing probe, counted
-/// across the host's tries.
 #[tokio::test]
-#[ignore = "issue row 3 is not fixed yet: run with --ignored to reproduce"]
 async fn r18_3_an_event_that_crashes_its_receiver_is_isolated() {
     let down_until = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
     let state = down_until.clone();
