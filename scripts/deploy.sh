@@ -93,7 +93,7 @@ command -v az >/dev/null 2>&1 ||
 # Azure/bicep#12647).
 AZ_MIN_VERSION="2.54.0"
 AZ_VERSION="$(az version --query '"azure-cli"' --output tsv 2>/dev/null)" ||
-  die "az version failed: the Azure CLI is older than 2.11 (which added az version) or not working; this needs $AZ_MIN_VERSION or later: az upgrade, or reinstall it (https://aka.ms/azure-cli)"
+  die "az version failed: the Azure CLI is too old to have az version, or not working; this needs $AZ_MIN_VERSION or later: az upgrade, or reinstall it (https://aka.ms/azure-cli)"
 python3 -c 'import re, sys
 v = lambda t: tuple(int(n) for n in re.findall(r"\d+", t)[:3])
 sys.exit(0 if re.match(r"\d+\.\d+", sys.argv[1]) and v(sys.argv[1]) >= v(sys.argv[2]) else 1)' "$AZ_VERSION" "$AZ_MIN_VERSION" ||
