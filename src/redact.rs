@@ -78,6 +78,28 @@ pub fn excerpt(text: &[u8], max: usize) -> String {
     out
 }
 
+/// `secret` and the forms a receiver that echoes it inside a JSON string writes: escaped as
+/// JSON (RFC 8259 §7), with `/` escaped too (PHP's `json_encode` does by default), and with
+/// `<`, `>` and `&` escaped as `\u003c`, `\u003e`, `\u0026` (Go's `encoding/json` does by
+/// default). A base64 token or a Basic credential often holds `/`. For [`mask`].
+pub fn echoed_forms(secret: &str) -> Vec<String> {
+    let json = serde_json::to_string(secret).unwrap_or_default();
+    let json = json
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(secret)
+        .to_string();
+    let slashes = json.replace('/', "\\/");
+    let go = json
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
+    let mut out = vec![secret.to_string(), json, slashes, go];
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// `text` with every occurrence of a known secret value replaced by `***`. Receivers that echo
 /// the request headers in their error answers would otherwise put credentials in the logs.
 pub fn mask(text: &str, secrets: &[String]) -> String {
@@ -118,6 +140,18 @@ mod tests {
         assert_eq!(redact_url(&url), "https://audit.example/k8s_audit?***");
         let url = Url::parse("https://a.example/x?sig=Zm9v%2BYmFy%2FSECRET%3D&T0K&&v=1").unwrap();
         assert_eq!(redact_url(&url), "https://a.example/x?sig=***&***&&v=***");
+    }
+
+    /// A secret echoed inside a JSON string, escaped the common ways, is masked.
+    #[test]
+    fn json_escaped_echoes_are_masked() {
+        let secrets = echoed_forms("a/b<c>&d\"e");
+        let echoed =
+            r#"{"php":"a\/b<c>&d\"e","go":"a/b\u003cc\u003e\u0026d\"e","plain":"a/b<c>&d\"e"}"#;
+        assert_eq!(
+            mask(echoed, &secrets),
+            r#"{"php":"***","go":"***","plain":"***"}"#
+        );
     }
 
     /// The forms a URL's credentials take on the wire, each listed for masking.

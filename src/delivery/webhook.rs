@@ -15,7 +15,7 @@ use crate::delivery::retry::RetrySettings;
 use crate::delivery::retry::{
     self, classify_error, classify_status, parse_retry_after, Delivery, RetryAction,
 };
-use crate::redact::{excerpt, mask, redact_url, url_secret_values};
+use crate::redact::{echoed_forms, excerpt, mask, redact_url, url_secret_values};
 
 /// Characters of an error response quoted in the logs and dead letters (Vector quotes 1 KiB).
 const ERROR_BODY_CHARS: usize = 256;
@@ -74,6 +74,7 @@ impl Webhook {
         let mut secrets = options.secret_values();
         secrets.extend(url_secret_values(&url));
         secrets.retain(|s| s.len() >= 3);
+        let mut secrets: Vec<String> = secrets.iter().flat_map(|s| echoed_forms(s)).collect();
         // Longest first, so a value that holds another is masked whole.
         secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         secrets.dedup();

@@ -260,3 +260,55 @@ async fn every_credential_form_is_masked_in_check_config_and_help() {
         assert_hidden(&help, &case.hidden, &format!("--help, case {i}"));
     }
 }
+
+/// A receiver that echoes our headers inside a JSON string, escaped as PHP's `json_encode`
+/// (`/` as `\/`) and Go's `encoding/json` (`<`, `>`, `&` as `\u003c`…) escape them by default:
+/// the escaped forms are masked too, in the dead letter's reason and in the log.
+#[tokio::test]
+async fn credentials_echoed_json_escaped_are_masked() {
+    let rogue = Rogue::start(|r, _| {
+        if r.ids.iter().any(|id| id == "jsonecho-0-1") {
+            let php = |v: &str| v.replace('/', "\\/");
+            let go = |v: &str| {
+                v.replace('<', "\\u003c")
+                    .replace('>', "\\u003e")
+                    .replace('&', "\\u0026")
+            };
+            let body = format!(
+                r#"{{"error":"denied","authorization":"{}","x-api-key":"{}"}}"#,
+                php(r.header("authorization").unwrap_or("")),
+                go(r.header("x-api-key").unwrap_or("")),
+            );
+            Act::Answer(400, Vec::new(), body)
+        } else {
+            ok()
+        }
+    })
+    .await;
+    let handler = spawn_handler(&[
+        ("AUDIT_WEBHOOK_URL", &rogue.url("/k8s_audit")),
+        ("AUDIT_WEBHOOK_BEARER_TOKEN", "b3arer/t0ken+value/x=="),
+        (
+            "AUDIT_WEBHOOK_HEADERS",
+            r#"{"X-Api-Key":"k3y<&>secret-value"}"#,
+        ),
+        ("AUDIT_BATCH_MAX_EVENTS", "1"),
+    ])
+    .await;
+    let (bodies, _) = audit_bodies("jsonecho", 1, 3, 0);
+    let answer = handler.invoke_bodies(&bodies, "0").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let dead = dead_letters(&answer);
+    assert_eq!(dead.len(), 1, "{}", answer.body);
+    let reason = &dead[0].reason;
+    // The echo really carried both values, each replaced by `***`.
+    assert!(reason.contains(r#""x-api-key":"***""#), "{reason}");
+    assert!(reason.contains(r#""authorization":"***""#), "{reason}");
+    let everything = format!("{reason}\n{}\n{}", answer.body, handler.log());
+    for fragment in ["t0ken+value", "secret-value"] {
+        assert!(
+            !everything.contains(fragment),
+            "{fragment} leaked:\n{everything}"
+        );
+    }
+}
