@@ -151,6 +151,20 @@ pub(super) fn routes(
         (value, _) => parse_webhook_url(value)?,
     };
     let client = client_options(get, base)?;
+    // RFC 9110 §11.6.2: one `Authorization` field. With both, the client sends two and the
+    // receiver picks one, or refuses every request (nginx answers 400).
+    if (!url.username().is_empty() || url.password().is_some())
+        && (client.bearer.is_some() || client.basic.is_some())
+    {
+        return Err(def::WEBHOOK_URL.invalid(
+            format!("{}://{}/…", url.scheme(), url.host_str().unwrap_or_default()),
+            format!(
+                "the URL carries user-info credentials and {} or {} is set too: two Authorization headers would be sent; keep one",
+                vars::WEBHOOK_BEARER_TOKEN,
+                vars::WEBHOOK_USERNAME
+            ),
+        ));
+    }
     Ok(vec![RouteConfig {
         name: "default".into(),
         matcher: Matcher::default(),

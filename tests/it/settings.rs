@@ -113,6 +113,29 @@ fn duplicate_route_names_stop_start_up_and_check_config() {
     );
 }
 
+/// Credentials in the URL's user-info and a bearer token or basic auth setting would send two
+/// `Authorization` fields (RFC 9110 allows one): start-up and check-config refuse, naming
+/// the URL's variable and neither credential.
+#[test]
+fn url_user_info_with_a_credential_setting_is_refused() {
+    let url = "http://svc:u5er-pa55@127.0.0.1:9/k8s_audit";
+    for credential in [
+        [("AUDIT_WEBHOOK_BEARER_TOKEN", "t0ken-s3cret"), ("", "")],
+        [
+            ("AUDIT_WEBHOOK_USERNAME", "other"),
+            ("AUDIT_WEBHOOK_PASSWORD", "t0ken-s3cret"),
+        ],
+    ] {
+        let mut settings = vec![("AUDIT_WEBHOOK_URL", url)];
+        settings.extend(credential.iter().filter(|(k, _)| !k.is_empty()));
+        refused_everywhere(
+            &settings,
+            &["AUDIT_WEBHOOK_URL", "two Authorization headers"],
+            &["u5er-pa55", "t0ken-s3cret"],
+        );
+    }
+}
+
 /// Issue 18 row 10: a typo in AUDIT_CATEGORIES used to drop every Event in silence; it now
 /// stops start-up and check-config naming the variable, with the category it resembles.
 #[test]

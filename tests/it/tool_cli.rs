@@ -164,7 +164,7 @@ fn check_config_names_the_bad_setting_and_masks_secrets() {
     let settings = serde_json::json!({
         "IsEncrypted": false,
         "Values": {
-            "AUDIT_WEBHOOK_URL": "https://user:hunter2@audit.internal:7765/k8s_audit",
+            "AUDIT_WEBHOOK_URL": "https://audit.internal:7765/k8s_audit?code=hunter2",
             "AUDIT_WEBHOOK_BEARER_TOKEN": "tok-s3cret",
             "AUDIT_CATEGORIES": "kube-audit"
         }
