@@ -10,8 +10,9 @@ pub(super) enum Next {
     Delivered,
     /// Refused for good, more than one Event: split to find the refused ones.
     SplitRefused(String),
-    /// Refused for good, one Event.
-    Poison(String, Option<u16>),
+    /// Refused for good, one Event: set aside only once there is evidence that the route
+    /// takes other payloads (a status it gives to every payload is a route problem).
+    Refused(String, Option<u16>),
     /// Failing while others pass, during isolation: split.
     SplitFailing(String),
     /// Failing right after the receiver answered, while sending one POST at a time
@@ -51,7 +52,7 @@ pub(super) fn classify(
         Delivery::Rejected { reason, .. } if events > 1 => {
             return Next::SplitRefused(reason.into())
         }
-        Delivery::Rejected { reason, status, .. } => return Next::Poison(reason.into(), status),
+        Delivery::Rejected { reason, status, .. } => return Next::Refused(reason.into(), status),
         // A status the route gives to every payload (401, 404…) is a route problem, but one it
         // does not give to other payloads is a refusal of that content, whatever its code
         // (a WAF's 403): once the host has retried, it is judged like a transient failure,
@@ -108,7 +109,7 @@ mod tests {
         );
         assert_eq!(
             classify(refused, 1, Isolating::No, false, false),
-            Next::Poison(reason(), Some(400))
+            Next::Refused(reason(), Some(400))
         );
         let halted = Delivery::Halted {
             reason: "HTTP 401".into(),

@@ -209,6 +209,31 @@ pub(super) enum Retest {
     Unfinished,
 }
 
+/// Times an Event refused alone (400, 422…) is sent alone again before it is judged: a
+/// receiver refusing half the requests at random refuses all of them with probability 2⁻¹¹.
+/// Refusals are answered at once, so these cost little. A 413 is not retested: the same bytes
+/// are the same size.
+pub(super) const REFUSAL_RETESTS: u32 = 10;
+
+/// Sends each Event `(index, times)` alone up to `times` times, until it is delivered,
+/// `concurrency` Events at a time; returns how each ended, in order, and the attempts made.
+pub(super) async fn retest_refused(
+    target: &AuditWebhook,
+    events: &[AuditEvent],
+    which: &[(usize, u32)],
+    deadline: Instant,
+    concurrency: usize,
+) -> Vec<(Retest, u32)> {
+    let mut results = Vec::with_capacity(which.len());
+    for chunk in which.chunks(concurrency.max(1)) {
+        let retests = chunk
+            .iter()
+            .map(|&(i, times)| retest_times(target, &events[i], deadline, times));
+        results.extend(futures::future::join_all(retests).await);
+    }
+    results
+}
+
 /// Sends `event` alone up to [`SUSPECT_RETESTS`] times, until it is delivered; returns how
 /// that ended and the attempts made.
 pub(super) async fn retest(
@@ -216,8 +241,18 @@ pub(super) async fn retest(
     event: &AuditEvent,
     deadline: Instant,
 ) -> (Retest, u32) {
+    retest_times(target, event, deadline, SUSPECT_RETESTS).await
+}
+
+/// [`retest`], up to `times` times.
+async fn retest_times(
+    target: &AuditWebhook,
+    event: &AuditEvent,
+    deadline: Instant,
+    times: u32,
+) -> (Retest, u32) {
     let mut attempts = 0;
-    for _ in 0..SUSPECT_RETESTS {
+    for _ in 0..times {
         if Instant::now() >= deadline {
             return (Retest::Unfinished, attempts);
         }

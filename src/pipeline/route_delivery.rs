@@ -6,7 +6,7 @@
 //! - delivered: remembered, so that a later try of the invocation skips it;
 //! - split: a batch refused for good, or failing while others pass during isolation, is
 //!   cut in two and both halves queued again (413 also lowers the byte bound);
-//! - poison: one Event refused for good is dead-lettered;
+//! - refused: one Event refused for good waits for [`RouteDelivery::judge_refused`];
 //! - suspect: one Event failing alone during isolation waits for [`RouteDelivery::judge_suspects`];
 //! - deferred: a batch failing while nothing passes waits for [`RouteDelivery::when_idle`];
 //! - given up: still failing at the deadline, or halted (401, 404…): the invocation fails
@@ -56,6 +56,14 @@ struct Suspect {
     began: Instant,
 }
 
+/// An Event refused for good alone: its index, why, and the status.
+#[derive(Debug)]
+struct Refused {
+    index: usize,
+    reason: String,
+    status: Option<u16>,
+}
+
 /// The answer to one POST, with what was sent.
 struct Answer {
     range: Range<usize>,
@@ -100,6 +108,8 @@ pub(super) struct RouteDelivery<'a> {
     /// refused before the lowered bound is known.
     sizing: bool,
     suspects: Vec<Suspect>,
+    /// Events refused for good alone, judged by [`Self::judge_refused`].
+    refused: Vec<Refused>,
     /// Batches failing while nothing passed, split again only once something passes.
     deferred: Vec<Unfinished>,
     /// Batches given up on: the invocation fails.
@@ -181,6 +191,7 @@ impl<'a> RouteDelivery<'a> {
             planned,
             sizing: false,
             suspects: Vec::new(),
+            refused: Vec::new(),
             deferred: Vec::new(),
             failed: Vec::new(),
             last_success: None,
@@ -216,6 +227,7 @@ impl<'a> RouteDelivery<'a> {
         }
         self.failed.append(&mut self.deferred);
         self.judge_suspects().await;
+        self.judge_refused().await;
         self.finish()
     }
 
@@ -330,16 +342,11 @@ impl<'a> RouteDelivery<'a> {
                 );
                 push_halves(&mut self.queue, range);
             }
-            Next::Poison(reason, status) => {
-                tracing::error!(
-                    %reason,
-                    route = %self.route.name,
-                    webhook = %self.target.webhook.shown_url(),
-                    sequence_number = self.events[range.start].sequence_number(),
-                    "The webhook refused an Event for good; it is dead-lettered."
-                );
-                self.set_aside(range.start, reason, status);
-            }
+            Next::Refused(reason, status) => self.refused.push(Refused {
+                index: range.start,
+                reason,
+                status,
+            }),
             Next::SplitFailing(reason) => {
                 if !self.isolation_logged {
                     self.isolation_logged = true;

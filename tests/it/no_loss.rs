@@ -280,6 +280,76 @@ async fn r18_7_statuses_about_the_request_fail_and_dead_letter_nothing() {
     }
 }
 
+/// Row 4's rule for a 400: a receiver answering 400 to every POST (nginx's "plain HTTP
+/// request was sent to HTTPS port") gives that status to every payload, an empty `EventList`
+/// included. It is a route problem: the invocation fails and nothing is dead-lettered, on the
+/// first try as on a retried one, with six Events as with one Event alone.
+#[tokio::test]
+async fn a_route_refusing_every_payload_with_400_fails_and_dead_letters_nothing() {
+    let rogue = Rogue::start(|_, _| {
+        Act::Answer(
+            400,
+            Vec::new(),
+            "The plain HTTP request was sent to HTTPS port".into(),
+        )
+    })
+    .await;
+    let handler = spawn_handler(&[
+        ("AUDIT_WEBHOOK_URL", &rogue.url("/k8s_audit")),
+        ("AUDIT_DELIVERY_DEADLINE", "3s"),
+    ])
+    .await;
+    for events in [6, 1] {
+        let (bodies, _) = audit_bodies("plain", 1, events, 0);
+        for count in [0, 3] {
+            let answer = try_as(&handler, &bodies, count, -1).await;
+            assert_eq!(
+                answer.status, 500,
+                "{events} Events, try {count}: {}",
+                answer.body
+            );
+            assert!(dead_letters(&answer).is_empty(), "{}", answer.body);
+            assert!(answer.body.contains("HTTP 400"), "{}", answer.body);
+        }
+    }
+    assert!(rogue.kept_unique().is_empty());
+}
+
+/// A receiver answering 400 to half the requests at random: each refused Event is sent alone
+/// again, and chance never makes one look refused for good. Tries go on until every Event is
+/// delivered, and nothing is dead-lettered.
+#[tokio::test]
+async fn a_receiver_refusing_at_random_never_dead_letters_a_healthy_event() {
+    let rogue = Rogue::start(|_, n| {
+        // A fixed pseudo-random half of the requests are refused.
+        let x = (n as u64 ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        if (x >> 31) & 1 == 1 {
+            status(400)
+        } else {
+            ok()
+        }
+    })
+    .await;
+    let handler = spawn_handler(&[
+        ("AUDIT_WEBHOOK_URL", &rogue.url("/k8s_audit")),
+        ("AUDIT_BATCH_MAX_EVENTS", "5"),
+        ("AUDIT_DELIVERY_DEADLINE", "5s"),
+    ])
+    .await;
+    let (bodies, events) = audit_bodies("coin", 4, 50, 0);
+    let mut delivered = false;
+    for count in 0..10 {
+        let answer = try_as(&handler, &bodies, count, -1).await;
+        assert!(dead_letters(&answer).is_empty(), "{}", answer.body);
+        if answer.status == 200 {
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "the invocation never succeeded");
+    assert_eq!(rogue.kept_unique().len(), events.len());
+}
+
 /// Row 8: on the last try of a finite retry policy (`RetryCount` = `MaxRetryCount`), with the
 /// receiver down, every undelivered Event is dead-lettered and the answer is 200: the host
 /// checkpoints past the batch next, so a 500 would lose them. The try before still fails.

@@ -6,7 +6,8 @@ use tokio::time::Instant;
 
 use super::{RouteDelivery, Suspect, Unfinished};
 use crate::pipeline::isolation::{
-    retest, send_after_answer, AloneTry, Retest, ALONE_FAILURES_TO_ISOLATE,
+    retest, retest_refused, send_after_answer, AloneTry, Retest, ALONE_FAILURES_TO_ISOLATE,
+    REFUSAL_RETESTS,
 };
 
 impl RouteDelivery<'_> {
@@ -56,6 +57,64 @@ impl RouteDelivery<'_> {
                 range: s.index..s.index + 1,
                 reason: s.reason,
             });
+        }
+    }
+
+    /// An Event refused for good alone (400, 422…) is sent alone again ([`REFUSAL_RETESTS`]
+    /// times, a 413 not at all); if it passes once it is delivered. If it is refused every
+    /// time, it is dead-lettered only when the route took another Event in this invocation,
+    /// or a probe passes (an empty `EventList` for an Event alone on its route): a status the
+    /// route gives to every payload is a route problem, and the invocation fails instead.
+    pub(super) async fn judge_refused(&mut self) {
+        let refused = std::mem::take(&mut self.refused);
+        let which: Vec<(usize, u32)> = refused
+            .iter()
+            .map(|r| {
+                (
+                    r.index,
+                    if r.status == Some(413) {
+                        0
+                    } else {
+                        REFUSAL_RETESTS
+                    },
+                )
+            })
+            .collect();
+        let (target, events, deadline) = (self.target, self.events, self.deadline);
+        let concurrency = self.limits.concurrency;
+        let results = retest_refused(target, events, &which, deadline, concurrency).await;
+        let mut failing = Vec::new();
+        for (r, (result, attempts)) in refused.into_iter().zip(results) {
+            self.tally.attempts += u64::from(attempts);
+            match result {
+                Retest::Delivered => self.delivered_alone(r.index),
+                Retest::FailedEveryTime => failing.push(r),
+                Retest::Unfinished => self.failed.push(Unfinished {
+                    range: r.index..r.index + 1,
+                    reason: r.reason,
+                }),
+            }
+        }
+        let known = self.learned.delivered.len() + self.learned.poison.len();
+        let alone = failing.len() == 1 && self.events.len() == known + 1;
+        let evidence =
+            !failing.is_empty() && (!self.learned.delivered.is_empty() || self.probe(alone).await);
+        for r in failing {
+            if !evidence {
+                self.failed.push(Unfinished {
+                    range: r.index..r.index + 1,
+                    reason: r.reason,
+                });
+                continue;
+            }
+            tracing::error!(
+                reason = %r.reason,
+                route = %self.route.name,
+                webhook = %self.target.webhook.shown_url(),
+                sequence_number = self.events[r.index].sequence_number(),
+                "The webhook refused an Event for good; it is dead-lettered."
+            );
+            self.set_aside(r.index, r.reason, r.status);
         }
     }
 
