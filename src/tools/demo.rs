@@ -12,7 +12,8 @@ use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
 use super::demo_check::Expectation;
-use super::demo_view::{columns, fit, print_picture, row, Style, HEADER};
+use super::demo_view::{fit, print_picture, row, Style, HEADER};
+use super::describe::columns;
 use super::hostsim::HostSim;
 use super::receiver::{Receiver, Scripted};
 use super::replay::{replay, ReplayOptions, ReplayReport};

@@ -3,8 +3,6 @@
 
 use std::io::IsTerminal as _;
 
-use serde_json::Value;
-
 use super::demo_check::Expectation;
 use super::replay::ReplayReport;
 
@@ -39,29 +37,6 @@ pub(super) fn row(cells: &[String; 6]) -> String {
         .map(|(cell, width)| format!("{:<width$}", fit(cell, width)))
         .collect();
     padded.join(" ").trim_end().to_string()
-}
-
-pub(super) fn columns(event: &Value) -> [String; 6] {
-    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
-    let obj = &event["objectRef"];
-    let mut resource = s(&obj["resource"]);
-    if let Some(sub) = obj["subresource"].as_str() {
-        resource = format!("{resource}/{sub}");
-    }
-    let target = match (obj["namespace"].as_str(), obj["name"].as_str()) {
-        (Some(ns), Some(n)) => format!("{ns}/{n}"),
-        (None, Some(n)) => n.to_string(),
-        (Some(ns), None) => format!("{ns}/*"),
-        (None, None) => s(&event["requestURI"]),
-    };
-    [
-        s(&event["stage"]),
-        s(&event["verb"]),
-        resource,
-        target,
-        s(&event["user"]["username"]),
-        event["responseStatus"]["code"].to_string(),
-    ]
 }
 
 /// The pipeline of the README, with this run's counts.
