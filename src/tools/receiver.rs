@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use axum::routing::any;
 use axum::Router;
 use serde_json::Value;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -230,7 +230,7 @@ impl Receiver {
     /// # Errors
     /// When `addr` cannot be bound.
     pub async fn start(&self, addr: SocketAddr) -> std::io::Result<RunningReceiver> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = listen(addr)?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let router = self.router();
@@ -248,6 +248,21 @@ impl Receiver {
             task,
         })
     }
+}
+
+/// A listening socket on `addr` with `SO_REUSEADDR` set, as servers set it: a receiver
+/// started again right after one that served connections on the same port (`receive`
+/// stopped and restarted) binds even while those connections linger in `TIME_WAIT`. It does
+/// not let two receivers listen on one port: the second still fails with `EADDRINUSE`.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// A receiver serving in the background.
@@ -278,5 +293,57 @@ impl RunningReceiver {
 impl Drop for RunningReceiver {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// `receive` stopped and started again at once on the same port: the first receiver served
+    /// a keep-alive connection and closed it when it stopped, so that connection lingers in
+    /// `TIME_WAIT` on the port; without `SO_REUSEADDR` the second bind fails with
+    /// `EADDRINUSE`.
+    #[tokio::test]
+    async fn restarts_on_its_port_right_after_serving_a_connection() {
+        let first = Receiver::new()
+            .start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = first.addr;
+        let body = r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[]}"#;
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "POST /k8s_audit HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = [0u8; 12];
+        conn.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 200");
+        // The receiver closes the idle connection first, so the TIME_WAIT is on its side.
+        first.stop().await;
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            conn.read_to_end(&mut rest),
+        )
+        .await
+        .expect("the stopped receiver closes the connection");
+        drop(conn);
+        let again = Receiver::new().start(addr).await;
+        assert!(again.is_ok(), "restarting on {addr}: {:?}", again.err());
+    }
+
+    #[tokio::test]
+    async fn a_second_receiver_on_a_port_in_use_is_still_refused() {
+        let first = Receiver::new()
+            .start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let err = Receiver::new().start(first.addr).await.err().unwrap();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
     }
 }
