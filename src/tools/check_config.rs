@@ -246,7 +246,7 @@ async fn probe_alerts(config: &Config, timeout: Duration) -> anyhow::Result<usiz
                 format!("failed after {} attempt(s): {}", e.attempts, e.reason)
             }
         };
-        println!(
+        outln!(
             "probe alert {:<12} ({}) {result} in {} ms",
             n.name,
             n.kind.name(),
@@ -368,15 +368,15 @@ pub async fn run(args: &CheckConfigArgs) -> anyhow::Result<()> {
     // The HTTP clients too, as the handler builds them at start-up: TLS material that parses
     // as PEM can still be refused here.
     Forwarder::new(config.forwarder.clone()).context("invalid webhook TLS configuration")?;
-    println!("check-config: the configuration is valid; effective settings (secrets masked):");
-    print!("{}", describe(&config));
+    outln!("check-config: the configuration is valid; effective settings (secrets masked):");
+    out!("{}", describe(&config));
     if !args.probe {
         return Ok(());
     }
     let probes = probe(&config, args.probe_timeout).await?;
     let mut failed = 0;
     for p in &probes {
-        println!(
+        outln!(
             "probe {:<12} {} {} in {} ms, {}",
             p.route,
             p.url,

@@ -133,7 +133,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 pub async fn resend(args: ResendArgs) -> anyhow::Result<()> {
     let config = Config::from_env().context("invalid configuration")?;
     let report = resend::run(&args, config.forwarder).await?;
-    println!("{}", report.summary(&args));
+    outln!("{}", report.summary(&args));
     let failing = report.remaining.saturating_sub(report.skipped);
     anyhow::ensure!(
         report.remaining == 0,
@@ -157,9 +157,11 @@ pub async fn replay(args: ReplayCommandArgs) -> anyhow::Result<()> {
         ..args.replay.into()
     };
     let report = replay::replay(&args.handler, &options).await?;
-    println!(
+    outln!(
         "replay: {} of {} invocation(s) succeeded ({} POSTs)",
-        report.succeeded, report.invocations, report.posts
+        report.succeeded,
+        report.invocations,
+        report.posts
     );
     anyhow::ensure!(
         report.succeeded == report.invocations,
@@ -181,9 +183,9 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
     let config = Config::from_env_for(purpose).context("invalid configuration")?;
     let report = backfill::run(&args, config.forwarder).await?;
     for (hour, events) in &report.per_hour {
-        println!("backfill: {hour}  {events} Event(s)");
+        outln!("backfill: {hour}  {events} Event(s)");
     }
-    println!("{}", report.summary(&args));
+    outln!("{}", report.summary(&args));
     anyhow::ensure!(!report.interrupted, "interrupted");
     Ok(())
 }
@@ -207,12 +209,18 @@ pub async fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
     })
 }
 
-/// `convert`: the tally on standard error, the Events on standard output or a file.
+/// `convert`: the tally on standard error, the Events on standard output or a file. When the
+/// reader of standard output stops early (`convert … | head`), it stops quietly and succeeds,
+/// as `cat` or `grep` would: convert opens no socket, so a closed pipe can only be its output.
 ///
 /// # Errors
 /// As [`convert::run`].
 pub fn convert(args: &ConvertArgs) -> anyhow::Result<()> {
-    let report = convert::run(args)?;
+    let report = match convert::run(args) {
+        Ok(report) => report,
+        Err(e) if args.out.is_none() && closed_pipe(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
     eprintln!(
         "convert: {} record(s): {} Event(s) written, {} dropped by the Policy, {} unreadable by the Policy, {} other category, {} malformed record(s), {} malformed event(s)",
         report.tally.records,
@@ -224,6 +232,15 @@ pub fn convert(args: &ConvertArgs) -> anyhow::Result<()> {
         report.tally.malformed_bodies
     );
     Ok(())
+}
+
+/// Whether `error` was caused by writing to a pipe whose reader has gone.
+fn closed_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(super::output::is_closed_pipe)
+    })
 }
 
 /// Events `receive` keeps in memory: counts and the last few only, however much arrives.
@@ -257,23 +274,27 @@ pub async fn receive(args: ReceiveArgs, stop: impl Future<Output = ()>) -> anyho
         .start(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    println!(
+    outln!(
         "receiver: listening on {} (POST any path: /k8s_audit, /k8s-audit); Ctrl-C to stop",
         running.url("")
     );
     if !args.quiet {
-        println!("{DESCRIBE_HEADER}");
+        outln!("{DESCRIBE_HEADER}");
     }
     stop.await;
-    println!("receiver: stopping");
+    outln!("receiver: stopping");
     running.stop().await;
     let stats = stats_after_flush(&receiver, args.out.as_deref())?;
-    println!(
+    outln!(
         "receiver: {} POST(s), {} event(s), {} duplicate(s), {} refused, {} scripted answer(s)",
-        stats.batches, stats.events, stats.duplicates, stats.refused, stats.scripted_failures
+        stats.batches,
+        stats.events,
+        stats.duplicates,
+        stats.refused,
+        stats.scripted_failures
     );
     if falco {
-        println!(
+        outln!(
             "receiver: Falco would drop {} event(s); largest event as Falco measures it: {} bytes; largest body: {} bytes",
             stats.falco_dropped, stats.falco_largest_event, stats.largest_body
         );

@@ -45,7 +45,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         .await
         .context("starting the local audit receiver")?;
     let webhook = running.url("/k8s_audit");
-    println!("demo: audit receiver listening on {webhook} (stands in for Sysdig / Falco)");
+    outln!("demo: audit receiver listening on {webhook} (stands in for Sysdig / Falco)");
     let samples = options.replay.input.is_none();
     let (report, relayed) = run_handler(&options, &webhook, samples, style).await?;
     let (_, bodies) = options.replay.load()?;
@@ -53,20 +53,21 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let stats = receiver.stats();
     running.stop().await;
 
-    println!();
+    outln!();
     if stats.scripted_failures > 0 {
-        println!(
+        outln!(
             "demo: the receiver answered {} scripted failure(s) first; the handler retried",
             stats.scripted_failures
         );
     }
-    println!(
+    outln!(
         "demo: the receiver took {} Event(s) in {} POST(s):",
-        stats.events, stats.batches
+        stats.events,
+        stats.batches
     );
-    println!("  {}", style.bold(&row(&HEADER.map(str::to_string))));
+    outln!("  {}", style.bold(&row(&HEADER.map(str::to_string))));
     for event in receiver.events() {
-        println!("  {}", row(&columns(&event)));
+        outln!("  {}", row(&columns(&event)));
     }
     let mut problems = expected.compare(&receiver.raw_events());
     if report.succeeded != report.invocations {
@@ -83,21 +84,21 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             relayed.unexpected_warnings
         ));
     }
-    println!();
+    outln!();
     print_picture(&expected, &report, stats.events, style);
-    println!();
+    outln!();
     if !problems.is_empty() {
         for problem in &problems {
-            println!("demo: {} {problem}", style.red("FAILED"));
+            outln!("demo: {} {problem}", style.red("FAILED"));
         }
         bail!("the receiver did not get exactly the audit Events of the input, once each");
     }
-    println!(
+    outln!(
         "demo: {} the receiver got each of the {} audit Event(s) of the input once, byte for byte,",
         style.green("OK"),
         expected.events.len()
     );
-    println!("      and nothing else");
+    outln!("      and nothing else");
     super::demo_alert::print_alert_card(&bodies)
 }
 
@@ -124,19 +125,17 @@ async fn run_handler(
             return Err(e);
         }
     };
-    println!(
+    outln!(
         "demo: handler started with FUNCTIONS_CUSTOMHANDLER_PORT={port}; answered GET / after {} ms",
         ready.as_millis()
     );
-    println!("demo: AUDIT_CLUSTER_ANNOTATIONS=off: Events arrive as the API server wrote them");
+    outln!("demo: AUDIT_CLUSTER_ANNOTATIONS=off: Events arrive as the API server wrote them");
     if samples {
-        println!(
-            "demo: the samples hold, on purpose, a truncated record, an event body that is not"
-        );
-        println!(
+        outln!("demo: the samples hold, on purpose, a truncated record, an event body that is not");
+        outln!(
             "      JSON and one cluster streaming both audit categories: the handler warns about"
         );
-        println!("      each, and the demo tags those three warnings as expected");
+        outln!("      each, and the demo tags those three warnings as expected");
     }
     let replay_options = ReplayOptions {
         echo_logs: false,
@@ -189,7 +188,7 @@ async fn relay(stream: Option<impl AsyncRead + Unpin>, expected: Expected, style
         if line.contains(" WARN ") && !tagged {
             unexpected += 1;
         }
-        println!("{text}");
+        outln!("{text}");
     }
     unexpected
 }

@@ -17,11 +17,9 @@ const DEMO_ALERTS: &str = "notifiers:\n  - {name: secops, type: teams, url: \"ht
 /// When the demo's rule does not parse (a bug).
 pub fn print_alert_card(bodies: &[Vec<u8>]) -> anyhow::Result<()> {
     let (matched, card) = alert_card(bodies)?;
-    println!(
-        "demo: alert rule kube-system-changed (see docs/alerts.md) matches {matched} Event(s)"
-    );
+    outln!("demo: alert rule kube-system-changed (see docs/alerts.md) matches {matched} Event(s)");
     let Some(card) = card else { return Ok(()) };
-    println!(
+    outln!(
         "demo: the Teams card it would send ({} bytes of Adaptive Card JSON):",
         card.to_string().len()
     );
@@ -31,12 +29,12 @@ pub fn print_alert_card(bodies: &[Vec<u8>]) -> anyhow::Result<()> {
         .unwrap_or(&empty);
     for block in blocks {
         if let Some(text) = block["text"].as_str() {
-            println!("  │ {}", clip(text, 94));
+            outln!("  │ {}", clip(text, 94));
         }
         for fact in block["facts"].as_array().unwrap_or(&empty) {
             let title = fact["title"].as_str().unwrap_or("");
             let value = fact["value"].as_str().unwrap_or("");
-            println!("  │ {title:<14} {}", clip(value, 79));
+            outln!("  │ {title:<14} {}", clip(value, 79));
         }
     }
     Ok(())

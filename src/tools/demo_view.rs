@@ -81,7 +81,7 @@ pub(super) fn print_picture(
         ),
     ));
     for line in lines {
-        println!("{}", style.bold(&fit(&line, WIDTH)));
+        outln!("{}", style.bold(&fit(&line, WIDTH)));
     }
 }
 

@@ -112,9 +112,11 @@ pub(super) fn count(stats: &mut ReceiverStats, view: &FalcoView, print: bool) {
     stats.falco_largest_event = stats.falco_largest_event.max(view.largest as u64);
     if print {
         for drop in &view.drops {
-            println!(
+            outln!(
                 "receiver: Falco would drop item {} ({} bytes as Falco measures it): {}",
-                drop.index, drop.size, drop.reason
+                drop.index,
+                drop.size,
+                drop.reason
             );
         }
     }

@@ -4,6 +4,23 @@
 //! `backfill` from the storage archive, `check-config` and `convert`, and the floor baseline
 //! and counting receiver of the benchmarks. Production code never imports this module.
 
+/// `print!` for the tools: discarded once standard output is closed ([`output::write`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::tools::output::write(format_args!($($arg)*))
+    };
+}
+
+/// `println!` for the tools: discarded once standard output is closed ([`output::write`]).
+macro_rules! outln {
+    () => {
+        $crate::tools::output::write(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::tools::output::write(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 pub mod archive;
 pub mod backfill;
 pub mod check_config;
@@ -20,6 +37,7 @@ pub mod falco;
 pub mod floor;
 pub mod hostsim;
 pub mod notified;
+pub mod output;
 pub mod progress;
 pub mod receiver;
 mod receiving;

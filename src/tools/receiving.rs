@@ -56,7 +56,7 @@ fn key_hash(event: &Value) -> u64 {
 fn refuse(receiver: &Receiver, message: String) -> Response {
     receiver.lock().stats.refused += 1;
     if receiver.verbosity != Verbosity::Quiet {
-        println!("receiver: refused a POST: {message}");
+        outln!("receiver: refused a POST: {message}");
     }
     (StatusCode::BAD_REQUEST, message).into_response()
 }
@@ -121,7 +121,7 @@ async fn serve_script(receiver: &Receiver) -> Option<Response> {
             receiver.lock().stats.scripted_failures += 1;
             let response = canned.response();
             if receiver.verbosity != Verbosity::Quiet {
-                println!("receiver: answering {} as scripted", response.status());
+                outln!("receiver: answering {} as scripted", response.status());
             }
             Some(response)
         }
@@ -249,11 +249,11 @@ fn keep(
             inner.stats.duplicates += 1;
         }
         if receiver.verbosity == Verbosity::Events {
-            println!("{}", describe(event));
+            outln!("{}", describe(event));
         }
     }
     if events.is_empty() && receiver.verbosity != Verbosity::Quiet {
-        println!("receiver: an empty {shape} on {path}, answered 200 (a probe, such as check-config --probe)");
+        outln!("receiver: an empty {shape} on {path}, answered 200 (a probe, such as check-config --probe)");
     }
     inner.stats.batches += 1;
     inner.stats.events += events.len() as u64;
@@ -275,7 +275,7 @@ fn keep(
         } else {
             "payload"
         };
-        println!(
+        outln!(
             "receiver: {shape} {what} with {} event(s) on {path}",
             events.len()
         );

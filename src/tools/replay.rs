@@ -91,7 +91,7 @@ pub async fn replay(handler: &str, options: &ReplayOptions) -> anyhow::Result<Re
     } else {
         options.events_per_invocation.max(1)
     };
-    println!(
+    outln!(
         "replay: sending {} event(s) from {name} to {handler}/{FUNCTION_NAME} as {:?} invocations of up to {per}",
         bodies.len(),
         options.shape
@@ -124,7 +124,7 @@ pub async fn replay(handler: &str, options: &ReplayOptions) -> anyhow::Result<Re
                 .as_ref()
                 .and_then(|r| r.error.clone())
                 .unwrap_or_default();
-            println!("replay: handler answered {} {lines}{error}", answer.status);
+            outln!("replay: handler answered {} {lines}{error}", answer.status);
         }
         let Some(last) = answers.last().filter(|a| a.is_success()) else {
             continue;
@@ -147,9 +147,9 @@ pub async fn replay(handler: &str, options: &ReplayOptions) -> anyhow::Result<Re
                 file.write_all(dead.as_bytes())
                     .and_then(|()| if dead.ends_with('\n') { Ok(()) } else { file.write_all(b"\n") })
                     .with_context(|| format!("writing {}", path.display()))?;
-                println!("replay: {count} dead letter(s) appended to {}", path.display());
+                outln!("replay: {count} dead letter(s) appended to {}", path.display());
             }
-            _ => println!(
+            _ => outln!(
                 "replay: {count} dead letter(s) returned in Outputs.deadletter (the host writes them to the dead-letter container; --deadletter-out FILE keeps them)"
             ),
         }
@@ -179,7 +179,7 @@ async fn invoke_with_retries(
                 }
             }
             Err(e) if retry < options.retries => {
-                println!(
+                outln!(
                     "replay: could not reach the handler ({e:#}); retry {} of {} in {:?}",
                     retry + 1,
                     options.retries,

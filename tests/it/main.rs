@@ -9,6 +9,7 @@ mod azurite;
 mod backfill_exact;
 mod chaos;
 mod chaos_delivery;
+mod closed_stdout;
 mod delivery;
 mod edit_properties;
 mod faults;
