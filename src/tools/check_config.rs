@@ -57,8 +57,7 @@ pub fn read_settings_file(path: &Path) -> anyhow::Result<BTreeMap<String, String
     struct File {
         values: BTreeMap<String, serde_json::Value>,
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| unreadable(path, e))?;
     let file: File = serde_json::from_str(&text).with_context(|| {
         format!(
             "{} is not a local.settings.json file (an object with \"Values\")",
@@ -83,6 +82,19 @@ pub fn read_settings_file(path: &Path) -> anyhow::Result<BTreeMap<String, String
         );
     }
     Ok(values)
+}
+
+/// Why `path` cannot be read; a missing file whose `<path>.example` exists (the repository
+/// ships `local.settings.json.example`) says to copy that first.
+fn unreadable(path: &Path, error: std::io::Error) -> anyhow::Error {
+    let mut example = path.as_os_str().to_owned();
+    example.push(".example");
+    let example = Path::new(&example);
+    if error.kind() == std::io::ErrorKind::NotFound && example.is_file() {
+        let (to, from) = (path.display(), example.display());
+        return anyhow::anyhow!("reading {to}: {error}; copy {from} first: cp {from} {to}");
+    }
+    anyhow::Error::new(error).context(format!("reading {}", path.display()))
 }
 
 /// Validates the configuration as the handler does; returns it.
@@ -455,6 +467,21 @@ mod tests {
         ] {
             assert!(shown.contains(part), "{part} not in {shown}");
         }
+    }
+
+    #[test]
+    fn a_missing_settings_file_says_to_copy_its_example() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("local.settings.json");
+        let alone = read_settings_file(&path).unwrap_err().to_string();
+        assert!(
+            alone.starts_with("reading ") && !alone.contains("copy"),
+            "{alone}"
+        );
+        std::fs::write(dir.path().join("local.settings.json.example"), "{}").unwrap();
+        let hint = format!("{:#}", read_settings_file(&path).unwrap_err());
+        let cp = format!("cp {0}.example {0}", path.display());
+        assert!(hint.contains(&cp), "{hint}");
     }
 
     /// Row 19: a probe timeout too long for a deadline to exist (it used to panic with exit
