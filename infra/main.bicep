@@ -103,6 +103,9 @@ param aksSubscriptionId string = subscription().subscriptionId
 ])
 param auditCategory string = 'kube-audit-admin'
 
+@description('Resource id of an existing storage account that the cluster\'s diagnostic setting also archives auditCategory to, as hourly PT1H.json blobs in the container insights-logs-<auditCategory>: the archive aks-audit-forwarder backfill reads after an outage longer than messageRetentionInDays. The template creates no account and sets no retention: the blobs stay until the account\'s lifecycle rules delete them. Azure Monitor wants the account in the cluster\'s region. Empty: no archive (only the event hub, for messageRetentionInDays days).')
+param auditArchiveStorageAccountId string = ''
+
 // ---------------------------------------------------------------------------------------------
 // Key Vault
 // ---------------------------------------------------------------------------------------------
@@ -791,6 +794,7 @@ module diagnosticSetting 'modules/aks-diagnostic-setting.bicep' = if (createDiag
     eventHubName: eventHub.name
     eventHubAuthorizationRuleId: diagnosticsStreamRule.id
     auditCategory: auditCategory
+    archiveStorageAccountId: auditArchiveStorageAccountId
   }
 }
 

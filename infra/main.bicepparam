@@ -23,3 +23,4 @@ param alertEmail = 'platform-oncall@example.com'
 // param auditWebhookBearerToken = '@Microsoft.KeyVault(SecretUri=https://kv-aks-audit.vault.azure.net/secrets/audit-token)'
 // param privateEndpointSubnetId = '/subscriptions/.../virtualNetworks/vnet-aks/subnets/snet-private-endpoints'
 // param location = 'northeurope'        // the app's region, when the cluster's lacks Flex custom
+// param auditArchiveStorageAccountId = '/subscriptions/.../storageAccounts/stauditarchive'   // also archive, for backfill

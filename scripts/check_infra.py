@@ -468,6 +468,9 @@ if categories != ["auditCategory"]:
 rule("categories-follow", "AUDIT_CATEGORIES must follow auditCategory", re.search(r"^  AUDIT_CATEGORIES: auditCategory$", main_text, re.M))
 rule("diagnostic-setting-category", "the diagnostic setting must stream auditCategory", re.search(r"^    auditCategory: auditCategory$", main_text, re.M))
 rule("diagnostic-setting-unique", "the diagnostic setting name must be unique per forwarder", re.search(r"^    diagnosticSettingName: aksDiagnosticSettingName$", main_text, re.M) and "${suffix}" in variables.get("aksDiagnosticSettingName", ""))
+# The archive backfill reads: the same diagnostic setting (one category, one place to change),
+# a storage destination only when an account is given.
+rule("diagnostic-setting-archive", "the diagnostic setting must archive to auditArchiveStorageAccountId when it is set, and only then", re.search(r"^    archiveStorageAccountId: auditArchiveStorageAccountId$", main_text, re.M) and re.search(r"^    storageAccountId: empty\(archiveStorageAccountId\) \? null : archiveStorageAccountId$", diag, re.M))
 rule("cluster-subscription", "the cluster may be in another subscription", re.search(r"scope: resourceGroup\(aksSubscriptionId, aksResourceGroup\)", main_text))
 # The namespace rule the diagnostic setting streams with: "Streaming to Event Hubs requires Manage,
 # Send, and Listen permissions" (Azure Monitor, Diagnostic settings, destination limitations).

@@ -83,6 +83,8 @@ MUTATIONS = [
     ("basic-auth-off:scm", MAIN, "name: 'scm'\n  properties: {\n    allow: false", "name: 'scm'\n  properties: {\n    allow: true"),
     ("basic-auth-off:ftp", MAIN, "name: 'ftp'\n  properties: {\n    allow: false", "name: 'ftp'\n  properties: {\n    allow: true"),
     # The cluster's diagnostic setting.
+    ("diagnostic-setting-archive", MAIN, "    archiveStorageAccountId: auditArchiveStorageAccountId\n", ""),
+    ("diagnostic-setting-archive", "infra/modules/aks-diagnostic-setting.bicep", "storageAccountId: empty(archiveStorageAccountId) ? null : archiveStorageAccountId", "storageAccountId: archiveStorageAccountId"),
     ("one-category", "infra/modules/aks-diagnostic-setting.bicep", "        category: auditCategory\n        enabled: true\n", "        category: auditCategory\n        enabled: true\n      }\n      {\n        category: 'kube-audit'\n        enabled: true\n"),
     ("categories-follow", MAIN, "  AUDIT_CATEGORIES: auditCategory\n", "  AUDIT_CATEGORIES: 'kube-audit,kube-audit-admin'\n"),
     ("diagnostic-setting-category", MAIN, "    auditCategory: auditCategory\n", "    auditCategory: 'kube-audit'\n"),

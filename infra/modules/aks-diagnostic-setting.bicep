@@ -1,4 +1,5 @@
-// Streams an existing AKS cluster's audit logs to the forwarder's event hub.
+// Streams an existing AKS cluster's audit logs to the forwarder's event hub and, when an
+// account is given, also archives them to a storage account (for backfill).
 // Deployed into the cluster's resource group and subscription (see the module's scope in
 // main.bicep). The event hub must be in the cluster's region.
 
@@ -21,6 +22,9 @@ param eventHubAuthorizationRuleId string
 ])
 param auditCategory string = 'kube-audit-admin'
 
+@description('Resource id of a storage account that also receives the category (PT1H.json blobs in insights-logs-<category>). Empty: the event hub only.')
+param archiveStorageAccountId string = ''
+
 resource cluster 'Microsoft.ContainerService/managedClusters@2024-09-01' existing = {
   name: aksClusterName
 }
@@ -31,6 +35,7 @@ resource auditToEventHub 'Microsoft.Insights/diagnosticSettings@2021-05-01-previ
   properties: {
     eventHubName: eventHubName
     eventHubAuthorizationRuleId: eventHubAuthorizationRuleId
+    storageAccountId: empty(archiveStorageAccountId) ? null : archiveStorageAccountId
     logs: [
       {
         category: auditCategory
