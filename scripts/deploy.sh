@@ -15,9 +15,10 @@
 #    providers are registered, the cluster's region is read (the event hub must be there), the
 #    integration subnet is in the app's region, Flex Consumption offers the custom runtime in the
 #    app's region, and a Key Vault named by keyVaultName is reachable for Key Vault references.
-#    Also, before any Azure call: az 2.54 or later (older versions may silently ignore name=value
-#    overrides given with a .bicepparam file: Azure/azure-cli#27924, Azure/bicep#12647), and no
-#    parameter still holding a scripts/new-params.sh placeholder such as '<your-oncall-email>'.
+#    Also, before any Azure call: no parameter still holding a scripts/new-params.sh
+#    placeholder such as '<your-oncall-email>' (all of them named at once, checked before az is
+#    needed), then az 2.54 or later (older versions may silently ignore name=value overrides
+#    given with a .bicepparam file: Azure/azure-cli#27924, Azure/bicep#12647).
 # 2. scripts/package.sh builds dist/app (before anything is created, so a machine that cannot
 #    build stops here), and the publish folder is checked.
 # 3. az deployment group create with that template.
@@ -86,23 +87,6 @@ template_of() {
 }
 TEMPLATE="$(template_of "$PARAMS")"
 echo "ok   parameter file $PARAMS deploys $TEMPLATE"
-command -v az >/dev/null 2>&1 ||
-  die "the Azure CLI (az) is not on PATH: install it (https://aka.ms/azure-cli), then az login"
-# .bicepparam files with --parameters name=value overrides need az 2.54 or later: some older
-# versions deploy the file and silently drop the overrides (Azure/azure-cli#27924,
-# Azure/bicep#12647).
-AZ_MIN_VERSION="2.54.0"
-AZ_VERSION="$(az version --query '"azure-cli"' --output tsv 2>/dev/null)" ||
-  die "az version failed: the Azure CLI is too old to have az version, or not working; this needs $AZ_MIN_VERSION or later: az upgrade, or reinstall it (https://aka.ms/azure-cli)"
-python3 -c 'import re, sys
-v = lambda t: tuple(int(n) for n in re.findall(r"\d+", t)[:3])
-sys.exit(0 if re.match(r"\d+\.\d+", sys.argv[1]) and v(sys.argv[1]) >= v(sys.argv[2]) else 1)' "$AZ_VERSION" "$AZ_MIN_VERSION" ||
-  die "the Azure CLI is ${AZ_VERSION:-of unknown version}; this needs $AZ_MIN_VERSION or later (older versions may silently ignore name=value overrides given with a .bicepparam file). Run: az upgrade"
-echo "ok   Azure CLI $AZ_VERSION (at least $AZ_MIN_VERSION)"
-if [ "${DEPLOY_SKIP_PUBLISH:-0}" != 1 ]; then
-  command -v func >/dev/null 2>&1 ||
-    die "the Azure Functions Core Tools v4 (func) are not on PATH: they publish the package (https://aka.ms/func-core-tools); DEPLOY_SKIP_PUBLISH=1 deploys the infrastructure only"
-fi
 
 # The value a parameter will have: the last override, else the parameter file, else empty.
 param_value() {
@@ -145,12 +129,37 @@ for k, p in json.load(open(sys.argv[1])).get("parameters", {}).items():
   done
   return 0
 }
-for name in $(placeholder_names); do
+# Every parameter still holding one is named in one run, before the Azure CLI is needed.
+LEFT=0
+HINT=""
+for name in $(placeholder_names | awk '!seen[$0]++'); do
   if printf '%s' "$(param_value "$name")" | grep -Eq "$PLACEHOLDER"; then
-    die "parameter $name in $PARAMS still holds a placeholder ($(param_value "$name" | grep -Eo "$PLACEHOLDER" | head -n 1)): set your value in the file, or pass $name=<value>"
+    echo "deploy: parameter $name in $PARAMS still holds a placeholder ($(param_value "$name" | grep -Eo "$PLACEHOLDER" | head -n 1))" >&2
+    LEFT=$((LEFT + 1))
+    [ "$name" != alertEmail ] || HINT="; alertEmail = '' deploys without e-mail alerts"
   fi
 done
+[ "$LEFT" = 0 ] ||
+  die "$LEFT parameter(s) above still hold a placeholder: set your values in the file, or pass name=<value> for each$HINT"
 echo "ok   no parameter holds a placeholder"
+
+command -v az >/dev/null 2>&1 ||
+  die "the Azure CLI (az) is not on PATH: install it (https://aka.ms/azure-cli), then az login"
+# .bicepparam files with --parameters name=value overrides need az 2.54 or later: some older
+# versions deploy the file and silently drop the overrides (Azure/azure-cli#27924,
+# Azure/bicep#12647).
+AZ_MIN_VERSION="2.54.0"
+AZ_VERSION="$(az version --query '"azure-cli"' --output tsv 2>/dev/null)" ||
+  die "az version failed: the Azure CLI is too old to have az version, or not working; this needs $AZ_MIN_VERSION or later: az upgrade, or reinstall it (https://aka.ms/azure-cli)"
+python3 -c 'import re, sys
+v = lambda t: tuple(int(n) for n in re.findall(r"\d+", t)[:3])
+sys.exit(0 if re.match(r"\d+\.\d+", sys.argv[1]) and v(sys.argv[1]) >= v(sys.argv[2]) else 1)' "$AZ_VERSION" "$AZ_MIN_VERSION" ||
+  die "the Azure CLI is ${AZ_VERSION:-of unknown version}; this needs $AZ_MIN_VERSION or later (older versions may silently ignore name=value overrides given with a .bicepparam file). Run: az upgrade"
+echo "ok   Azure CLI $AZ_VERSION (at least $AZ_MIN_VERSION)"
+if [ "${DEPLOY_SKIP_PUBLISH:-0}" != 1 ]; then
+  command -v func >/dev/null 2>&1 ||
+    die "the Azure Functions Core Tools v4 (func) are not on PATH: they publish the package (https://aka.ms/func-core-tools); DEPLOY_SKIP_PUBLISH=1 deploys the infrastructure only"
+fi
 
 preflight() {
   echo "== pre-flight"

@@ -162,7 +162,15 @@ refute_placeholder() { if grep -Eq "$2" "$WORK/ops/prod/new.bicepparam"; then ec
 refute_placeholder "alertEmail" "example.com"; refute_placeholder "subscription" "00000000-"; refute_placeholder "appName" "aks-audit-fwd-demo"
 RUN_DIR="$WORK/elsewhere" run "a new-params.sh copy still holding placeholders is refused, naming the parameter" 1 -- rg-test ../ops/prod/new.bicepparam &&
   { expect_out "placeholders" "parameter appName in .* still holds a placeholder (<your-app-name>)"
+    for name in aksClusterName aksResourceGroup integrationSubnetId auditWebhookUrl alertEmail; do
+      expect_out "placeholders, all in one run" "parameter $name in .* still holds a placeholder"
+    done
+    expect_out "placeholders counted" "6 parameter(s) above still hold a placeholder"
+    expect_out "placeholders: how to go without e-mail" "alertEmail = '' deploys without e-mail alerts"
     refute_log "placeholders" "group show"; refute_log "placeholders" "deployment group create"; }
+RUN_DIR="$WORK/elsewhere" run "alertEmail='' clears that placeholder; the others are still named" 1 -- rg-test ../ops/prod/new.bicepparam alertEmail= &&
+  { expect_out "no e-mail" "5 parameter(s) above still hold a placeholder"; refute_out "no e-mail" "parameter alertEmail"
+    refute_out "no e-mail" "deploys without e-mail alerts"; }
 run "a placeholder replaced by an override is accepted; one given as an override is refused" 1 -- rg-test "$WORK/ops/prod/new.bicepparam" \
   appName=fwd aksClusterName=aks aksResourceGroup=rg integrationSubnetId=/subscriptions/s/resourceGroups/r/providers/Microsoft.Network/virtualNetworks/v/subnets/n \
   auditWebhookUrl=http://10.0.0.1:7765/a alertEmail='<your-oncall-email>' &&
@@ -173,6 +181,8 @@ sed -i.bak -e "s/<your-aks-cluster>/aks-prod-weu/" -e "s/<your-[a-z-]*>/filled/g
 RUN_DIR="$WORK/elsewhere" run "a new-params.sh copy outside infra/, given relative to the caller, deploys" 0 STUB_CLUSTER_LOCATION=westeurope -- rg-test ../ops/prod/new.bicepparam &&
   { expect_log "copy" "--template-file $WORK/repo/infra/main.bicep --parameters $WORK/elsewhere/../ops/prod/new.bicepparam"
     expect_log "copy" "aks show --name aks-prod-weu"; }
+RUN_DIR="$WORK/elsewhere" run "alertEmail='' deploys (no e-mail receiver)" 0 STUB_CLUSTER_LOCATION=westeurope -- rg-test ../ops/prod/new.bicepparam alertEmail= &&
+  { expect_log "empty alertEmail" "--parameters $WORK/elsewhere/../ops/prod/new.bicepparam --parameters alertEmail= --parameters"; }
 
 # Spacing the Bicep grammar allows: the pre-flight still reads the values.
 sed -e "s/^param aksClusterName = 'aks-prod-weu'/param  aksClusterName='aks-spaced'/" \
@@ -191,10 +201,13 @@ run "a restricted vault deploys when asked to" 0 STUB_VAULT_PUBLIC=Disabled DEPL
   { expect_log "vault forced" "deployment group create"; }
 
 mkdir -p "$WORK/bare"
-for tool in sed head tail tr grep dirname cat env bash; do ln -sf "$(command -v "$tool")" "$WORK/bare/$tool"; done
+for tool in sed head tail tr grep dirname cat env bash awk; do ln -sf "$(command -v "$tool")" "$WORK/bare/$tool"; done
 ln -sf "$(python3 -c 'import sys; print(sys.executable)')" "$WORK/bare/python3"
 run "no az on PATH: stops before anything, saying what to install" 1 PATH="$WORK/bare" -- rg-test &&
   { expect_out "no az" "the Azure CLI (az) is not on PATH"; }
+run "placeholders are named without az on PATH" 1 PATH="$WORK/bare" -- rg-test "$WORK/ops/prod/new.bicepparam.bak" &&
+  { expect_out "placeholders before az" "6 parameter(s) above still hold a placeholder"
+    refute_out "placeholders before az" "Azure CLI (az) is not on PATH"; }
 cp "$WORK/bin/az" "$WORK/bare/az"
 run "no func on PATH: stops before anything, saying what to install" 1 PATH="$WORK/bare" -- rg-test &&
   { expect_out "no func" "Core Tools v4 (func) are not on PATH"; refute_log "no func" "deployment group create"; }
