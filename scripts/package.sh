@@ -6,6 +6,11 @@
 #
 #   scripts/package.sh            (scripts/deploy.sh runs it before creating anything)
 #
+# It is a second full release build, separate from `cargo build --release`: for the target
+# x86_64-unknown-linux-gnu.2.28, so every crate is compiled again (about 4 minutes on 2 cores
+# the first time; later runs rebuild only what changed). The first run also creates a Python
+# virtualenv and installs ziglang and cargo-zigbuild into it from PyPI (network access needed).
+#
 # Configuration folder: PACKAGE_CONFIG_DIR (relative to where you stand), else ./config in this
 # checkout when it exists. Its files land in the app root's config/ folder, so the file forms of
 # the settings name them from there: AUDIT_POLICY_FILE=config/policy.yaml,
@@ -39,6 +44,7 @@ TARGET="x86_64-unknown-linux-gnu"
 GLIBC="2.28"
 
 if [ ! -x "$VENV/bin/cargo-zigbuild" ]; then
+  echo "package: first run: installing ziglang and cargo-zigbuild from PyPI into $VENV (once)"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet ziglang cargo-zigbuild
 fi
@@ -49,6 +55,7 @@ export PATH="$VENV_BIN:$PATH"
 if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx "$TARGET"; then
   rustup target add "$TARGET"
 fi
+echo "package: release build for $TARGET with glibc $GLIBC (a build of its own: the first takes minutes)"
 cargo zigbuild --release --locked --target "$TARGET.$GLIBC"
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 
