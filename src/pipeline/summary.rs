@@ -120,17 +120,27 @@ impl Summary {
     }
 }
 
+/// The outcome that opens the summary line, `Invocation <outcome>:`: every Event delivered;
+/// some refused for good and dead-lettered; or failed, so the host retries the invocation
+/// (logged at error level). The docs quote the line with these words.
+const OUTCOMES: [&str; 3] = [
+    "delivered",
+    "done with rejected batches",
+    "failed, will be retried",
+];
+
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.convert;
         let d = &self.delivery;
         let m = &self.meta;
+        let [delivered, rejected, failed] = OUTCOMES;
         let outcome = if self.needs_retry() {
-            "failed, will be retried"
+            failed
         } else if d.rejected_batches > 0 {
-            "done with rejected batches"
+            rejected
         } else {
-            "delivered"
+            delivered
         };
         write!(f, "Invocation {outcome}:")?;
         if let Some(id) = &self.invocation_id {
@@ -238,6 +248,35 @@ mod lag_tests {
             enqueued_first: Some(first.into()),
             enqueued_last: Some(last.into()),
             ..InvocationMeta::default()
+        }
+    }
+
+    /// Every `Invocation <outcome>:` the README and the docs quote is one the handler writes,
+    /// and the Verify step of deployment.md quotes each.
+    #[test]
+    fn the_docs_quote_the_summary_line_as_it_is_written() {
+        let deployment = include_str!("../../docs/deployment.md");
+        for (name, text) in [
+            ("README.md", include_str!("../../README.md")),
+            (
+                "docs/operations.md",
+                include_str!("../../docs/operations.md"),
+            ),
+            ("docs/deployment.md", deployment),
+        ] {
+            // A code span may wrap: Markdown reads the line break as a space.
+            let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            for quoted in text.split("`Invocation ").skip(1) {
+                let outcome = quoted.split(['`', ':']).next().unwrap_or_default();
+                assert!(
+                    OUTCOMES.contains(&outcome),
+                    "{name} quotes `Invocation {outcome}`, which the handler never writes"
+                );
+            }
+        }
+        for outcome in OUTCOMES {
+            let quoted = format!("`Invocation {outcome}: …");
+            assert!(deployment.contains(&quoted), "deployment.md lacks {quoted}");
         }
     }
 
