@@ -13,6 +13,8 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::text::JsonStr;
+
 /// The API version of every Event the forwarder sends.
 pub const API_VERSION: &str = "audit.k8s.io/v1";
 
@@ -135,7 +137,10 @@ impl AuditEvent {
     /// in this Event's own text (edits near its end move only the bytes after them, and fit
     /// in [`ROOM_FOR_EDITS`] without reallocating). False, and the Event unchanged, when ranges
     /// overlap or do not fall on character boundaries.
-    pub(crate) fn edit_in_place(&mut self, mut edits: Vec<(Range<usize>, String)>) -> bool {
+    pub(crate) fn edit_in_place<S: AsRef<str>>(
+        &mut self,
+        mut edits: Vec<(Range<usize>, S)>,
+    ) -> bool {
         edits.sort_by_key(|(r, _)| (r.start, r.end));
         let fits = |r: &Range<usize>| {
             r.start <= r.end
@@ -148,7 +153,12 @@ impl AuditEvent {
         }
         self.layout = self.layout.after(&edits);
         for (range, text) in edits.iter().rev() {
-            self.json.replace_range(range.clone(), text);
+            if range.is_empty() {
+                // One move of the bytes after it (`replace_range` writes byte by byte).
+                self.json.insert_str(range.start, text.as_ref());
+            } else {
+                self.json.replace_range(range.clone(), text.as_ref());
+            }
         }
         true
     }
@@ -228,17 +238,17 @@ impl Layout {
     /// value replaced as a whole takes the new text's place, a value inside a removed range
     /// is gone, and every other value moves by what changed before it (or grows by what was
     /// inserted inside it).
-    fn after(&self, edits: &[(Range<usize>, String)]) -> Self {
+    fn after<S: AsRef<str>>(&self, edits: &[(Range<usize>, S)]) -> Self {
         let map = |span: &Option<Range<usize>>| -> Option<Range<usize>> {
             let span = span.as_ref()?;
-            let delta = |e: &(Range<usize>, String)| e.1.len() as isize - e.0.len() as isize;
+            let delta = |e: &(Range<usize>, S)| e.1.as_ref().len() as isize - e.0.len() as isize;
             let mut start = span.start as isize;
             let mut end = span.end as isize;
             for edit in edits {
                 let range = &edit.0;
                 if *range == *span {
                     let new_start = start;
-                    return Some(new_start as usize..(new_start as usize + edit.1.len()));
+                    return Some(new_start as usize..(new_start as usize + edit.1.as_ref().len()));
                 }
                 if range.start <= span.start && range.end >= span.end {
                     return None;
@@ -306,13 +316,14 @@ impl<'de> Deserialize<'de> for Header<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut h = Header::default();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                // Keys and values borrowed from the text (`JsonStr`): no allocation per member.
+                while let Some(JsonStr(key)) = map.next_key::<JsonStr<'de>>()? {
                     let text =
                         |slot: &mut Option<Cow<'de, str>>, name: &'static str, map: &mut A| {
                             if slot.is_some() {
                                 return Err(serde::de::Error::duplicate_field(name));
                             }
-                            *slot = map.next_value::<Option<Cow<'de, str>>>()?;
+                            *slot = map.next_value::<Option<JsonStr<'de>>>()?.map(|s| s.0);
                             Ok(())
                         };
                     let raw =

@@ -7,6 +7,7 @@ pub mod event;
 pub mod jsonedit;
 pub mod measure;
 pub mod policy;
+pub mod text;
 pub mod truncate;
 pub mod yaml;
 

@@ -9,6 +9,8 @@
 
 use std::ops::Range;
 
+use memchr::memmem;
+
 use crate::audit::jsonedit::{rewrite, Edit};
 use crate::audit::AuditEvent;
 
@@ -102,13 +104,21 @@ pub fn annotate(event: &AuditEvent, cluster: &ClusterId) -> AuditEvent {
 #[derive(Debug, Clone)]
 pub struct ClusterAnnotations {
     ours: Vec<(&'static str, String)>,
+    /// A searcher for each of `ours`' keys, built once rather than per Event.
+    finders: Vec<memmem::Finder<'static>>,
     /// `"<id annotation>":"<id>","cluster_name":"<name>"[,"<type annotation>":"<type>"]`.
     members: String,
+    /// The texts a splice inserts, built once: the members after a comma, as an object, and
+    /// as an `annotations` member with and without a leading comma.
+    after_comma: String,
+    object: String,
+    member: String,
+    member_after_comma: String,
 }
 
-/// An edit of an Event's text, and where its `annotations` value lies after it when the edit
-/// adds the member.
-type Splice = ((Range<usize>, String), Option<Range<usize>>);
+/// An edit of an Event's text (a range and its new text), and where its `annotations` value
+/// lies after it when the edit adds the member.
+type Splice<'a> = ((Range<usize>, &'a str), Option<Range<usize>>);
 
 impl ClusterAnnotations {
     /// Encodes the annotations of `cluster`: its id and name, and its resource type when it
@@ -125,9 +135,20 @@ impl ClusterAnnotations {
             .iter()
             .map(|(k, v)| format!("{}:{v}", json_string(k)))
             .collect();
+        let members = members.join(",");
+        let finders = ours
+            .iter()
+            .map(|(key, _)| memmem::Finder::new(key.as_bytes()).into_owned())
+            .collect();
+        let member = format!("\"annotations\":{{{members}}}");
         Self {
             ours,
-            members: members.join(","),
+            finders,
+            after_comma: format!(",{members}"),
+            object: format!("{{{members}}}"),
+            member_after_comma: format!(",{member}"),
+            member,
+            members,
         }
     }
 
@@ -136,8 +157,8 @@ impl ClusterAnnotations {
     /// object, or the object added or put in place of a `null`; otherwise (the object already
     /// names a cluster, a repeated member) the members are rewritten one by one.
     pub fn apply(&self, event: &AuditEvent) -> AuditEvent {
-        let spliced = self.splice(event).and_then(|(edit, value)| {
-            let added = event.with_edits(vec![edit])?;
+        let spliced = self.splice(event).and_then(|((range, text), value)| {
+            let added = event.with_edits(vec![(range, text.to_string())])?;
             Some(match value {
                 Some(span) => added.with_annotations_at(span),
                 None => added,
@@ -163,7 +184,7 @@ impl ClusterAnnotations {
 
     /// The one edit that adds the annotations, and where the `annotations` value lies after
     /// it when the edit adds the member; `None` when the members must be rewritten.
-    fn splice(&self, event: &AuditEvent) -> Option<Splice> {
+    fn splice(&self, event: &AuditEvent) -> Option<Splice<'_>> {
         let layout = event.layout();
         if !layout.known {
             return None;
@@ -172,26 +193,32 @@ impl ClusterAnnotations {
         let edit = match &layout.annotations {
             Some(span) if text[span.clone()].starts_with('{') => {
                 let object = &text[span.clone()];
-                let named = |key: &str| memchr::memmem::find(object.as_bytes(), key.as_bytes());
-                if self.ours.iter().any(|(key, _)| named(key).is_some()) {
+                if self
+                    .finders
+                    .iter()
+                    .any(|f| f.find(object.as_bytes()).is_some())
+                {
                     return None;
                 }
                 let empty = object[1..object.len() - 1].trim().is_empty();
                 let at = span.end - 1;
-                let comma = if empty { "" } else { "," };
-                (at..at, format!("{comma}{}", self.members))
+                let members = if empty {
+                    &self.members
+                } else {
+                    &self.after_comma
+                };
+                (at..at, members.as_str())
             }
-            Some(span) => (span.clone(), format!("{{{}}}", self.members)),
+            Some(span) => (span.clone(), self.object.as_str()),
             None => {
                 let at = text.len() - 1;
-                let comma = if text[1..at].trim().is_empty() {
-                    ""
+                let member = if text[1..at].trim().is_empty() {
+                    &self.member
                 } else {
-                    ","
+                    &self.member_after_comma
                 };
-                let member = format!("{comma}\"annotations\":{{{}}}", self.members);
-                let value = at + member.len() - self.members.len() - 2..at + member.len();
-                return Some(((at..at, member), Some(value)));
+                let value = at + member.len() - self.object.len()..at + member.len();
+                return Some(((at..at, member.as_str()), Some(value)));
             }
         };
         Some((edit, None))
@@ -200,7 +227,7 @@ impl ClusterAnnotations {
     fn rewrite(&self, event: &AuditEvent) -> AuditEvent {
         let ours = &self.ours;
         // Used when the Event has no annotations object (absent, or null).
-        let fresh = format!("{{{}}}", self.members);
+        let fresh = self.object.clone();
         let edited = rewrite(
             event.json(),
             |key, value| {

@@ -16,6 +16,7 @@ use super::bad_input::parseable_text;
 pub use super::bad_input::WARNINGS_IN_FULL;
 use super::categories::{canonical, CategoriesSeen, KUBE_AUDIT};
 use super::onepass;
+use crate::audit::text::optional;
 use crate::audit::{AuditEvent, EventError};
 use crate::deadletter::{DeadLetter, DeadLetterKind, RecordProblem, MAX_RECORD_PROBLEMS};
 use crate::redact::excerpt;
@@ -97,9 +98,9 @@ struct Envelope<'a> {
 
 #[derive(Deserialize)]
 struct Record<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional")]
     category: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "resourceId")]
+    #[serde(borrow, default, rename = "resourceId", deserialize_with = "optional")]
     resource_id: Option<Cow<'a, str>>,
     /// Read only once the category says the record is an audit one: other services put
     /// strings or pseudo-JSON here (Function App logs).

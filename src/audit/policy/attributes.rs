@@ -4,10 +4,11 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::requestinfo::{resolve, RequestInfo};
+use crate::audit::text::{list_or_null, optional};
 
 /// The Event fields the checker reads: kube-apiserver's request attributes, as the Event
 /// records them.
@@ -15,16 +16,16 @@ use super::requestinfo::{resolve, RequestInfo};
 #[serde(rename_all = "camelCase")]
 pub struct Attributes<'a> {
     /// Recorded level.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional")]
     pub level: Option<Cow<'a, str>>,
     /// Stage.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional")]
     pub stage: Option<Cow<'a, str>>,
     /// Verb.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional")]
     pub verb: Option<Cow<'a, str>>,
     /// Request URI, query included.
-    #[serde(borrow, default, rename = "requestURI")]
+    #[serde(borrow, default, rename = "requestURI", deserialize_with = "optional")]
     pub request_uri: Option<Cow<'a, str>>,
     /// The authenticated user (the checker runs before impersonation).
     #[serde(borrow, default)]
@@ -44,10 +45,11 @@ pub struct Attributes<'a> {
 #[derive(Debug, Default, Deserialize)]
 pub struct User<'a> {
     /// User name.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional")]
     pub username: Option<Cow<'a, str>>,
-    /// Groups; `null` reads as none, as Go's `encoding/json` reads it.
-    #[serde(borrow, default, deserialize_with = "null_as_empty")]
+    /// Groups; `null` reads as none, as Go's `encoding/json` reads it (kube-apiserver decodes
+    /// with it).
+    #[serde(borrow, default, deserialize_with = "list_or_null")]
     pub groups: Vec<Cow<'a, str>>,
 }
 
@@ -56,26 +58,20 @@ pub struct User<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct ObjectRef<'a> {
     /// Resource.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional")]
     pub resource: Option<Cow<'a, str>>,
     /// Subresource.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional")]
     pub subresource: Option<Cow<'a, str>>,
     /// Namespace; absent for cluster-scoped objects.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional")]
     pub namespace: Option<Cow<'a, str>>,
     /// Object name.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional")]
     pub name: Option<Cow<'a, str>>,
     /// API group; absent for the core group.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional")]
     pub api_group: Option<Cow<'a, str>>,
-}
-
-/// `null` as an empty list (kube-apiserver decodes with Go's `encoding/json`, where `null`
-/// leaves a slice empty).
-fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Cow<'de, str>>, D::Error> {
-    Ok(Option::<Vec<Cow<'de, str>>>::deserialize(d)?.unwrap_or_default())
 }
 
 impl Attributes<'_> {
