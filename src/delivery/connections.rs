@@ -9,8 +9,10 @@
 //!   runs; the others wait their turn until the invocation's deadline. At most
 //!   [`ConnectionBudget::deliveries`] connections are in use.
 //! - **Idle connections kept**: each client claims up to [`IDLE_PER_CLIENT`] kept-alive
-//!   connections from a shared allowance when it is built; a client that finds the allowance
-//!   spent keeps none (it opens a connection per POST and closes it after).
+//!   connections from a shared allowance when it is built, and never more than a quarter of
+//!   what is left unless that is under [`MIN_IDLE_PER_CLIENT`], so the routes built later
+//!   still get some; a client that finds the allowance spent keeps none (it opens a
+//!   connection per POST and closes it after).
 //!
 //! Both come from `RLIMIT_NOFILE` (the soft limit) less [`RESERVED_DESCRIPTORS`] for the
 //! listener, the host's connections, standard streams and files; half for deliveries, half
@@ -24,8 +26,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub const RESERVED_DESCRIPTORS: u64 = 64;
 /// Most deliveries at once, and most idle connections kept, however high the limit.
 pub const MAX_DELIVERIES: usize = 1024;
-/// Most kept-alive connections one client claims (the default `AUDIT_WEBHOOK_CONCURRENCY`).
-pub const IDLE_PER_CLIENT: usize = 4;
+/// Most kept-alive connections one client claims: the default `AUDIT_WEBHOOK_CONCURRENCY` (4)
+/// for each of eight invocations at once (one per Event Hub partition the instance holds).
+/// A pool that keeps fewer closes the rest after each burst of POSTs and opens them again
+/// for the next: a TCP handshake (and a TLS one) per POST for the receiver and for us.
+pub const IDLE_PER_CLIENT: usize = 32;
+/// What a client claims at least while the allowance lasts, however many came before it.
+pub const MIN_IDLE_PER_CLIENT: usize = 4;
 
 /// The process's connection budget.
 #[derive(Debug)]
@@ -71,11 +78,13 @@ impl ConnectionBudget {
         self.deliveries.clone().acquire_owned().await.ok()
     }
 
-    /// Claims up to [`IDLE_PER_CLIENT`] kept-alive connections for one client; returned to
+    /// Claims up to [`IDLE_PER_CLIENT`] kept-alive connections for one client, at most a
+    /// quarter of what is left (at least [`MIN_IDLE_PER_CLIENT`] while it lasts); returned to
     /// the allowance when the claim is dropped.
     pub fn claim_idle(&'static self) -> IdleClaim {
         let mut left = self.idle_left.lock().unwrap_or_else(|e| e.into_inner());
-        let taken = (*left).min(IDLE_PER_CLIENT);
+        let share = (*left / 4).clamp(MIN_IDLE_PER_CLIENT, IDLE_PER_CLIENT);
+        let taken = (*left).min(share);
         *left -= taken;
         IdleClaim {
             budget: self,
@@ -133,5 +142,16 @@ mod tests {
         assert_eq!(taken, [4, 4, 2, 0, 0]);
         drop(claims);
         assert_eq!(budget.claim_idle().connections(), 4);
+    }
+
+    /// With room, a client keeps enough for eight invocations at the default concurrency;
+    /// as the allowance shrinks, later clients get a quarter of what is left, then the least.
+    #[test]
+    fn idle_claims_shrink_as_the_allowance_does() {
+        let budget: &'static ConnectionBudget =
+            Box::leak(Box::new(ConnectionBudget::for_descriptors(64 + 2 * 200)));
+        let claims: Vec<IdleClaim> = (0..14).map(|_| budget.claim_idle()).collect();
+        let taken: Vec<usize> = claims.iter().map(IdleClaim::connections).collect();
+        assert_eq!(taken, [32, 32, 32, 26, 19, 14, 11, 8, 6, 5, 4, 4, 4, 3]);
     }
 }
