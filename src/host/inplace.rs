@@ -179,14 +179,12 @@ pub(super) fn decode_array_in_place(
             Element::Value(value) => (value, false),
         };
         let is_base64 = is_string && !matches!(lead(&buffer[text.clone()]), Some(b'{' | b'['));
-        scratch.clear();
         let decoded = is_base64
-            && BASE64
-                .decode_vec(trim(&buffer[text.clone()]), &mut scratch)
-                .is_ok();
-        let len = if decoded {
-            buffer[write..write + scratch.len()].copy_from_slice(&scratch);
-            scratch.len()
+            .then(|| decode_base64(trim(&buffer[text.clone()]), &mut scratch))
+            .flatten();
+        let len = if let Some(len) = decoded {
+            buffer[write..write + len].copy_from_slice(&scratch[..len]);
+            len
         } else {
             // Not base64, or a body as text: passed on as it is, reported later if malformed.
             buffer.copy_within(text.clone(), write);
@@ -197,6 +195,17 @@ pub(super) fn decode_array_in_place(
     }
     buffer.truncate(write);
     Bodies::in_buffer(buffer, spans).ok_or_else(|| "bodies out of order".to_string())
+}
+
+/// Decodes `input` into the front of `scratch` and returns the decoded length, or `None` when
+/// it is not base64. `scratch` only grows (zeroed once as it does), so decoding a hundred
+/// bodies does not clear a buffer for each.
+fn decode_base64(input: &[u8], scratch: &mut Vec<u8>) -> Option<usize> {
+    let room = base64::decoded_len_estimate(input.len());
+    if scratch.len() < room {
+        scratch.resize(room, 0);
+    }
+    BASE64.decode_slice(input, &mut scratch[..room]).ok()
 }
 
 /// The elements of the JSON array at `buffer[span]`, read with serde_json.
