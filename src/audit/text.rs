@@ -6,36 +6,14 @@
 //! Event's keys and members as `Cow` allocated for each of them: a dozen allocations per Event.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::de::{Deserializer, Error, Visitor};
+use serde::de::Deserializer;
 use serde::Deserialize;
 
-/// A JSON string, borrowed from the input where it can be.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct JsonStr<'a>(pub Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for JsonStr<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = JsonStr<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(JsonStr(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(JsonStr(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(JsonStr(Cow::Owned(v)))
-            }
-        }
-        deserializer.deserialize_str(V)
-    }
-}
+/// A JSON string, borrowed from the input where it can be: `#[serde(borrow)]` reaches a
+/// `Cow` that is a field of its own, so this newtype borrows wherever it is put.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct JsonStr<'a>(#[serde(borrow)] pub Cow<'a, str>);
 
 /// For `#[serde(deserialize_with)]`: an optional string (`null` or absent: `None`), borrowed
 /// where it can be.

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::helpers::{audit_event, free_port, start_receiver, BIN};
+use super::helpers::{audit_event, free_port, spawn_handler_on, start_receiver, BIN};
 
 /// Starts the binary with `args`, its standard output a pipe whose reader is already gone.
 fn spawn_closed(args: &[&str], settings: &[(&str, &str)]) -> Child {
@@ -136,15 +136,7 @@ fn receive_serves_and_stops_cleanly() {
 async fn replay_ends_quietly_and_delivers() {
     let receiver = start_receiver().await;
     let port = free_port();
-    let mut handler = tokio::process::Command::new(BIN)
-        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-        .env("AUDIT_WEBHOOK_URL", receiver.url("/k8s_audit"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut handler = spawn_handler_on(port, &receiver.url("/k8s_audit"));
     let url = format!("http://127.0.0.1:{port}");
     let (status, stderr) = tokio::task::spawn_blocking(move || {
         let args = [

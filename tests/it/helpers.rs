@@ -96,6 +96,20 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("addr").port()
 }
 
+/// The binary started as the host starts it, on `port` and delivering to `webhook`, its output
+/// discarded and nothing waited for: for tools that must cope with a handler still starting.
+pub fn spawn_handler_on(port: u16, webhook: &str) -> tokio::process::Child {
+    tokio::process::Command::new(BIN)
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("AUDIT_WEBHOOK_URL", webhook)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the handler")
+}
+
 /// Starts the binary with the host's port variables, the given settings, and fast retries
 /// unless overridden; waits for `GET /` as the host does.
 ///

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::helpers::{free_port, start_receiver, BIN};
+use super::helpers::{free_port, spawn_handler_on, start_receiver, BIN};
 
 fn run(args: &[&str], settings: &[(&str, &str)]) -> Output {
     let mut command = Command::new(BIN);
@@ -121,15 +121,7 @@ async fn replay_retries_until_the_handler_is_up_and_keeps_dead_letters() {
         )
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let mut handler = tokio::process::Command::new(BIN)
-        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-        .env("AUDIT_WEBHOOK_URL", receiver.url("/k8s_audit"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut handler = spawn_handler_on(port, &receiver.url("/k8s_audit"));
     let output = replay.await.unwrap();
     let _ = handler.kill().await;
     let out = text(&output);
