@@ -29,6 +29,11 @@ pub const FUNCTION_NAME: &str = "EventHubForwarder";
 /// Header carrying the host's invocation id.
 const INVOCATION_ID: &str = "x-azure-functions-invocationid";
 
+/// The most a body's buffer reserves before its bytes arrive (bytes). A larger body grows it
+/// as it comes (a few remaps); a run of small bodies after one huge one reserves no more
+/// address space each than this.
+const MOST_RESERVED_AHEAD: usize = 32 * 1024 * 1024;
+
 /// What every invocation shares: the pipeline and the host-side settings.
 #[derive(Debug)]
 struct Handler {
@@ -122,7 +127,11 @@ async fn run_invocation(
     let limit = settings.max_body_bytes;
     // Held until the invocation is answered: its share of AUDIT_MAX_BYTES_IN_FLIGHT.
     let mut reservation = handler.budget.admit();
-    let expected = handler.last_body_len.load(Ordering::Relaxed).min(limit);
+    let expected = handler
+        .last_body_len
+        .load(Ordering::Relaxed)
+        .min(limit)
+        .min(MOST_RESERVED_AHEAD);
     let read = read_body(body, limit, expected, &mut reservation);
     let bytes = match tokio::time::timeout(settings.body_read_timeout, read).await {
         Ok(Ok(bytes)) => {
