@@ -12,9 +12,10 @@ use crate::pipeline::isolation::{
 
 impl RouteDelivery<'_> {
     /// An Event that failed alone is sent alone again a few times ([`crate::pipeline::isolation::SUSPECT_RETESTS`]); if
-    /// it passes once it is delivered. If it fails every time, it is poison only if the
-    /// receiver took other Events after its failure began, or a probe passes now. Otherwise
-    /// it is judged by failures right after the receiver answers ([`Self::judge_after_answers`]).
+    /// it passes once it is delivered. If it fails every time and no other suspect failed
+    /// with it, it is poison only if the receiver took other Events after its failure began,
+    /// or a probe passes now. Otherwise it is judged by failures right after the receiver
+    /// answers ([`Self::judge_after_answers`]).
     /// The rest are given up on.
     pub(super) async fn judge_suspects(&mut self) {
         let suspects = std::mem::take(&mut self.suspects);
@@ -33,14 +34,19 @@ impl RouteDelivery<'_> {
                 Retest::Unfinished => still.push(suspect),
             }
         }
+        // Other deliveries, or a probe, prove a failure the Event's own only when one Event
+        // failed its retests: with several retested at once, one of them may have taken the
+        // receiver down (a crash and restart) while the others were sent, so each is sent
+        // alone again once the receiver answers (`judge_after_answers`).
+        let several = failing.len() > 1;
         let last_success = self.last_success;
         let (mut judged, mut unproven): (Vec<Suspect>, Vec<Suspect>) = failing
             .into_iter()
-            .partition(|s| last_success.is_some_and(|t| t > s.began));
+            .partition(|s| !several && last_success.is_some_and(|t| t > s.began));
         // The empty probe only for an Event alone on its route (see `probe`).
         let known = self.learned.delivered.len() + self.learned.poison.len();
         let alone = unproven.len() == 1 && self.events.len() == known + 1;
-        if !unproven.is_empty() && self.probe(alone).await {
+        if !several && !unproven.is_empty() && self.probe(alone).await {
             judged.append(&mut unproven);
         }
         let mut unproven = self.judge_after_answers(unproven, alone).await;
