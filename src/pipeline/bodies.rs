@@ -4,23 +4,12 @@
 
 use std::ops::Range;
 
-/// The size (bytes) from which a body buffer is given back to the allocator as its bodies are
-/// converted, so a large request's Events replace it in memory. A smaller buffer is kept whole
-/// until its invocation is converted, then freed at once: glibc's malloc then serves the next
-/// buffer of that size from memory it already holds (its mmap threshold follows the largest
-/// mapped block freed, up to 32 MiB on 64-bit) instead of mapping fresh pages and faulting
-/// each of them in again.
-const RELEASE_FROM: usize = 32 * 1024 * 1024;
-
 /// The raw bytes of each Event Hub event of an invocation, in partition order, held in one
 /// buffer.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Bodies {
     buffer: Vec<u8>,
     spans: Vec<Range<usize>>,
-    /// Whether the buffer held [`RELEASE_FROM`] bytes or more, and is given back as its
-    /// bodies are converted.
-    release: bool,
 }
 
 impl Bodies {
@@ -34,16 +23,7 @@ impl Bodies {
             }
             end = span.end;
         }
-        Some(Self::new(buffer, spans))
-    }
-
-    fn new(buffer: Vec<u8>, spans: Vec<Range<usize>>) -> Self {
-        let release = buffer.len() >= RELEASE_FROM;
-        Self {
-            buffer,
-            spans,
-            release,
-        }
+        Some(Self { buffer, spans })
     }
 
     /// Bodies copied from separate buffers.
@@ -55,7 +35,7 @@ impl Bodies {
             buffer.extend_from_slice(&body);
             spans.push(start..buffer.len());
         }
-        Self::new(buffer, spans)
+        Self { buffer, spans }
     }
 
     /// How many bodies.
@@ -83,17 +63,16 @@ impl Bodies {
         self.iter().map(<[u8]>::to_vec).collect()
     }
 
-    /// Hands the last body and its index to `f`, then drops it; a buffer that held
-    /// [`RELEASE_FROM`] bytes or more gives its memory back to the allocator (it shrinks in
-    /// place: no copy).
+    /// Hands the last body and its index to `f`, then drops it and gives its memory back to
+    /// the allocator (a large buffer shrinks in place: no copy).
     pub fn pop_with<R>(&mut self, f: impl FnOnce(usize, &[u8]) -> R) -> Option<R> {
         let span = self.spans.pop()?;
         let out = f(self.spans.len(), &self.buffer[span.clone()]);
         self.buffer.truncate(span.start);
-        // Given back in steps of a sixteenth of the buffer: each step is an `mremap` that every
-        // thread's TLB must hear about, so not one per body.
-        let capacity = self.buffer.capacity();
-        if self.release && capacity - self.buffer.len() >= (capacity / 16).max(64 * 1024) {
+        // Given back in steps of a sixteenth of the buffer (at least 64 KiB): each step is an
+        // `mremap` that every thread's TLB must hear about, so not one per body.
+        let step = (self.buffer.capacity() / 16).max(64 * 1024);
+        if self.buffer.capacity() - self.buffer.len() >= step {
             self.buffer.shrink_to_fit();
         }
         Some(out)
