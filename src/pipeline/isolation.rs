@@ -74,12 +74,9 @@ pub(super) async fn probe(
     tally: &mut DeliveryTally,
     empty_allowed: bool,
 ) -> bool {
-    let Some(body) = probe_body(target, events, learned, empty_allowed) else {
+    let Some(body) = probe_body(target, events, learned, empty_allowed, deadline) else {
         return false;
     };
-    if Instant::now() >= deadline {
-        return false;
-    }
     let outcome = target
         .webhook
         .deliver_limited(body, deadline, ISOLATION_FAILURES)
@@ -99,12 +96,9 @@ pub(super) async fn await_receiver(
     tally: &mut DeliveryTally,
     empty_allowed: bool,
 ) -> bool {
-    let Some(body) = probe_body(target, events, learned, empty_allowed) else {
+    let Some(body) = probe_body(target, events, learned, empty_allowed, deadline) else {
         return false;
     };
-    if Instant::now() >= deadline {
-        return false;
-    }
     // Polled at a steady pace, not with the growing backoff: a receiver back after a restart
     // is seen within [`AWAIT_POLL`], not seconds later.
     loop {
@@ -129,13 +123,17 @@ pub(super) async fn await_receiver(
 /// Pause between the probes of [`await_receiver`].
 pub(super) const AWAIT_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// The probe's payload (see [`probe`]), if there is one.
+/// The probe's payload (see [`probe`]), if there is one and the deadline has not come.
 fn probe_body(
     target: &AuditWebhook,
     events: &[AuditEvent],
     learned: &RouteLearned,
     empty_allowed: bool,
+    deadline: Instant,
 ) -> Option<bytes::Bytes> {
+    if Instant::now() >= deadline {
+        return None;
+    }
     match learned.delivered.iter().next() {
         Some(&i) => Some(encode(target.format, std::slice::from_ref(&events[i]))),
         None if empty_allowed && target.format == WebhookFormat::EventList => {
