@@ -228,6 +228,9 @@ async fn memories(bin: &str, webhook: &str) -> Vec<Value> {
         |b: &[Vec<u8>]| build_request(Shape::ManyBinary, b, &mut partition, None).expect("request");
     let largest = request(&padded_bodies("mib", 100, 10, 100 * 1024));
     out.push(memory(bin, "100 x 1 MiB events", webhook, largest).await);
+    // Under 32 MiB: read into a pooled buffer, kept whole until converted.
+    let mix = request(&mix_bodies("mem", 100, 20));
+    out.push(memory(bin, "realistic mix (100 x 20 records)", webhook, mix).await);
     for len in [370, 100] {
         let malformed = request(&malformed_bodies(100, len));
         let name = format!("100 x 1 MiB of malformed {len}-byte records");

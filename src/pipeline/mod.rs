@@ -12,6 +12,7 @@
 
 mod alert_copies;
 mod bodies;
+mod body_pool;
 mod classify;
 pub mod copies;
 mod deliver;
@@ -33,6 +34,7 @@ use crate::delivery::{RetrySettings, RouteConfig, TruncateOverrides};
 
 pub use alert_copies::AlertCopies;
 pub use bodies::Bodies;
+pub use body_pool::{BodyPool, Loan};
 pub use copies::{Copies, CopyDestination, CopyDestinations, InvocationCopies};
 pub use deliver::{DeliveryOutcome, RouteTally};
 pub use forward::{Forwarded, Panicked, Prepared};
