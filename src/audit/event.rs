@@ -137,10 +137,7 @@ impl AuditEvent {
     /// in this Event's own text (edits near its end move only the bytes after them, and fit
     /// in [`ROOM_FOR_EDITS`] without reallocating). False, and the Event unchanged, when ranges
     /// overlap or do not fall on character boundaries.
-    pub(crate) fn edit_in_place<S: AsRef<str>>(
-        &mut self,
-        mut edits: Vec<(Range<usize>, S)>,
-    ) -> bool {
+    pub(crate) fn edit_in_place<S: AsRef<str>>(&mut self, edits: &mut [(Range<usize>, S)]) -> bool {
         edits.sort_by_key(|(r, _)| (r.start, r.end));
         let fits = |r: &Range<usize>| {
             r.start <= r.end
@@ -151,7 +148,7 @@ impl AuditEvent {
         if !apart || !edits.iter().all(|(r, _)| fits(r)) {
             return false;
         }
-        self.layout = self.layout.after(&edits);
+        self.layout = self.layout.after(edits);
         for (range, text) in edits.iter().rev() {
             if range.is_empty() {
                 // One move of the bytes after it (`replace_range` writes byte by byte).

@@ -173,7 +173,7 @@ impl ClusterAnnotations {
         let Some((edit, value)) = self.splice(&event) else {
             return self.rewrite(&event);
         };
-        if !event.edit_in_place(vec![edit]) {
+        if !event.edit_in_place(&mut [edit]) {
             return self.rewrite(&event);
         }
         match value {

@@ -134,10 +134,10 @@ impl Forwarder {
         }) {
             parts.push(part);
         }
-        let mut events = Vec::with_capacity(parts.iter().map(|p| p.0.len()).sum());
+        let mut events = Vec::with_capacity(parts.len());
         let mut dead_letters = Vec::with_capacity(parts.iter().map(|p| p.1.len()).sum());
         for (part_events, part_dead) in parts.into_iter().rev() {
-            events.extend(part_events);
+            events.push(part_events);
             dead_letters.extend(part_dead);
         }
         conversion.log_suppressed();
@@ -183,6 +183,12 @@ impl Forwarder {
         let mut chain = handler_steps(&Default::default(), self.settings.cluster_annotations);
         // Copies of resent Events are not sent again: they were offered when first forwarded.
         let mut copies = self.copies.begin();
-        route_events(&self.routes, &mut copies, &mut chain, events, dead_letters)
+        route_events(
+            &self.routes,
+            &mut copies,
+            &mut chain,
+            vec![events],
+            dead_letters,
+        )
     }
 }

@@ -177,24 +177,25 @@ struct Resolved {
 }
 
 /// Runs each Event through `chain` at the route its cluster matches, and sorts what the
-/// steps keep by route; a copy goes to each copy destination. Dead letters are appended to
-/// `dead_letters` in the Events' order.
+/// steps keep by route; a copy goes to each copy destination. `events` come in runs (one
+/// per event body), taken in order. Dead letters are appended to `dead_letters` in the
+/// Events' order.
 pub(super) fn route_events(
     routes: &[Route],
     copies: &mut Copies,
     chain: &mut Chain,
-    events: Vec<AuditEvent>,
+    events: Vec<Vec<AuditEvent>>,
     dead_letters: &mut Vec<DeadLetter>,
 ) -> (Routed, StepTally) {
     let mut routed = Routed::new(routes.len());
     if routes.len() == 1 {
         // The usual single route takes (nearly) every Event: one allocation, no regrowth.
-        routed.reserve(0, events.len());
+        routed.reserve(0, events.iter().map(Vec::len).sum());
     }
     let mut tally = StepTally::default();
     // Events of one envelope share their source: parse and match it once per run.
     let mut last: Option<Resolved> = None;
-    for event in events {
+    for event in events.into_iter().flatten() {
         let source = event.source();
         let resolved = match last.take() {
             Some(r) if same_source(r.source.as_ref(), source) => r,
