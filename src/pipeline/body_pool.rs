@@ -19,6 +19,12 @@ use std::time::{Duration, Instant};
 /// only the pages a body is written to are. A larger body grows its buffer out of the pool.
 pub const POOLED_CAPACITY: usize = 33 * 1024 * 1024;
 
+/// The unit in which a buffer's memory is counted (bytes): 2 MiB, a transparent huge page on
+/// x86-64, which the kernel may map whole on the first write into it. A buffer written to at
+/// all counts at least this much, so the pool's bound holds on any kernel setting, and it
+/// keeps at most `most / PAGES_OF` buffers however small the bodies.
+pub const PAGES_OF: usize = 2 * 1024 * 1024;
+
 /// How long a kept buffer waits for an invocation before it is unmapped.
 pub const KEPT_FOR: Duration = Duration::from_secs(10);
 
@@ -32,7 +38,7 @@ pub struct BodyPool {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Bytes written to in every buffer lent or kept: what the pool holds in memory.
+    /// The memory of every buffer lent or kept (bytes, see [`resident`]).
     held: usize,
     /// Buffers waiting for an invocation, the latest back last.
     kept: Vec<Kept>,
@@ -41,8 +47,8 @@ struct State {
 #[derive(Debug)]
 struct Kept {
     buffer: Vec<u8>,
-    /// The most bytes ever written to it: its pages in memory.
-    written: usize,
+    /// Its memory: the most bytes ever written to it, in [`PAGES_OF`] units.
+    resident: usize,
     since: Instant,
 }
 
@@ -72,7 +78,7 @@ impl BodyPool {
         self.most
     }
 
-    /// Bytes written to in the buffers lent or kept now.
+    /// The memory of the buffers lent or kept now (bytes, in [`PAGES_OF`] units).
     pub fn held(&self) -> usize {
         self.lock().held
     }
@@ -96,18 +102,19 @@ impl BodyPool {
         let mut state = self.lock();
         if let Some(kept) = state.kept.pop() {
             drop(state);
-            let loan = self.loan(kept.written, kept.written);
+            let loan = self.loan(kept.resident, kept.resident);
             return (kept.buffer, Some(loan));
         }
-        if state.held + expected > self.most {
+        let charged = resident(expected);
+        if state.held + charged > self.most {
             drop(state);
             return (Vec::with_capacity(expected), None);
         }
-        state.held += expected;
+        state.held += charged;
         drop(state);
         (
             Vec::with_capacity(POOLED_CAPACITY),
-            Some(self.loan(expected, 0)),
+            Some(self.loan(charged, 0)),
         )
     }
 
@@ -125,7 +132,7 @@ impl BodyPool {
         let waited = |k: &Kept| now.saturating_duration_since(k.since) >= KEPT_FOR;
         let idle = state.kept.iter().take_while(|k| waited(k)).count();
         let idle: Vec<Kept> = state.kept.drain(..idle).collect();
-        state.held -= idle.iter().map(|k| k.written).sum::<usize>();
+        state.held -= idle.iter().map(|k| k.resident).sum::<usize>();
         drop(state);
         drop(idle);
     }
@@ -160,14 +167,14 @@ impl Loan {
     pub fn give_back(mut self, mut buffer: Vec<u8>) {
         buffer.clear();
         let pool = self.pool.clone();
-        let written = self.written;
+        let resident = resident(self.written);
         let mut state = pool.lock();
         state.held -= std::mem::take(&mut self.charged);
-        if buffer.capacity() == POOLED_CAPACITY && state.held + written <= pool.most {
-            state.held += written;
+        if buffer.capacity() == POOLED_CAPACITY && state.held + resident <= pool.most {
+            state.held += resident;
             state.kept.push(Kept {
                 buffer,
-                written,
+                resident,
                 since: Instant::now(),
             });
             return;
@@ -175,6 +182,11 @@ impl Loan {
         drop(state);
         drop(buffer);
     }
+}
+
+/// The memory of a buffer `written` bytes of which were written to, in [`PAGES_OF`] units.
+fn resident(written: usize) -> usize {
+    written.max(1).div_ceil(PAGES_OF) * PAGES_OF
 }
 
 impl Drop for Loan {
@@ -241,14 +253,29 @@ mod tests {
         loan.expect("room").give_back(grown);
         assert_eq!((pool.held(), pool.kept()), (0, 0));
 
-        // Two buffers of 25 MiB written do not fit in 40 MiB: the second is freed.
+        // Two buffers of 25 MiB written (26 MiB in huge pages) do not fit in 40 MiB: the
+        // second is freed.
         let (a, loan_a) = lend_and_write(&pool, 25 * MIB);
         let (b, loan_b) = lend_and_write(&pool, 0);
         let mut loan_b = loan_b.expect("room for a body of unknown size");
         loan_b.wrote(25 * MIB);
         loan_a.expect("room").give_back(a);
         loan_b.give_back(b);
-        assert_eq!((pool.held(), pool.kept()), (25 * MIB, 1));
+        assert_eq!((pool.held(), pool.kept()), (26 * MIB, 1));
+    }
+
+    #[test]
+    fn small_bodies_count_whole_huge_pages_so_few_buffers_are_kept() {
+        let pool = BodyPool::new(8 * MIB);
+        let lent: Vec<_> = (0..5).map(|_| lend_and_write(&pool, 100)).collect();
+        assert_eq!(lent.iter().filter(|(_, loan)| loan.is_some()).count(), 4);
+        assert_eq!(pool.held(), 8 * MIB);
+        for (buffer, loan) in lent {
+            if let Some(loan) = loan {
+                loan.give_back(buffer);
+            }
+        }
+        assert_eq!((pool.held(), pool.kept()), (8 * MIB, 4));
     }
 
     #[test]
