@@ -6,7 +6,8 @@
 //! a few invocations, oldest forgotten first; losing an entry only costs duplicates and a new
 //! isolation, never an Event.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
 use std::sync::Mutex;
 
 /// Invocations remembered at once (a handler serves a few partitions; each keeps at most the
@@ -48,7 +49,7 @@ pub struct RouteLearned {
     /// How many Events the route had (a different count means different input: ignored).
     pub events: usize,
     /// Indices delivered.
-    pub delivered: BTreeSet<usize>,
+    pub delivered: Indices,
     /// Events isolated as poison, in the order they were isolated.
     pub poison: Vec<Poisoned>,
     /// Per Event (index), how many times it failed alone right after the receiver answered
@@ -57,6 +58,60 @@ pub struct RouteLearned {
     /// The last batch (`start..end`) that failed right after the receiver answered while
     /// Events were sent one POST at a time: the next try sends it last, in pieces, the same way.
     pub failing_after_answer: Option<(usize, usize)>,
+}
+
+/// A set of indices held as sorted, disjoint runs: a route's delivered Events are a few long
+/// runs (its batches), so thousands of indices take a few entries and adding a batch is one
+/// merge, not an insert per Event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Indices {
+    /// Sorted, non-empty, neither overlapping nor touching.
+    runs: Vec<Range<usize>>,
+}
+
+impl Indices {
+    /// Adds every index of `range`.
+    pub fn extend(&mut self, range: Range<usize>) {
+        if range.is_empty() {
+            return;
+        }
+        // The runs that overlap or touch `range` are merged with it.
+        let first = self.runs.partition_point(|r| r.end < range.start);
+        let after = self.runs.partition_point(|r| r.start <= range.end);
+        let merged = match self.runs.get(first..after) {
+            Some([head, .., tail]) | Some([head @ tail]) => {
+                head.start.min(range.start)..tail.end.max(range.end)
+            }
+            _ => range,
+        };
+        self.runs.splice(first..after, [merged]);
+    }
+
+    /// Adds `index`.
+    pub fn insert(&mut self, index: usize) {
+        self.extend(index..index + 1);
+    }
+
+    /// Whether `index` is in the set.
+    pub fn contains(&self, index: &usize) -> bool {
+        let at = self.runs.partition_point(|r| r.end <= *index);
+        self.runs.get(at).is_some_and(|r| r.contains(index))
+    }
+
+    /// How many indices.
+    pub fn len(&self) -> usize {
+        self.runs.iter().map(ExactSizeIterator::len).sum()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// The least index.
+    pub fn first(&self) -> Option<usize> {
+        self.runs.first().map(|r| r.start)
+    }
 }
 
 /// An Event a route isolated as poison.
@@ -150,7 +205,7 @@ mod tests {
             events: 5,
             ..RouteLearned::default()
         };
-        learned.delivered.extend([0, 1]);
+        learned.delivered.extend(0..2);
         cache.put(&key, 0, learned.clone());
         assert_eq!(cache.get(&key, 0, 5), learned);
         assert_eq!(cache.get(&key, 0, 6), RouteLearned::default());
@@ -165,5 +220,42 @@ mod tests {
         assert_eq!(cache.len(), REMEMBERED_INVOCATIONS - 1);
         assert!(InvocationKey::new(None, &[1]).is_none());
         assert!(InvocationKey::new(Some("1"), &[]).is_none());
+    }
+
+    #[test]
+    fn indices_merge_runs_as_a_set_would() {
+        let mut indices = Indices::default();
+        let mut set = std::collections::BTreeSet::new();
+        // Batches delivered out of order, single Events, overlaps, touching runs, empties.
+        let adds = [
+            10..20,
+            30..40,
+            0..5,
+            20..30,
+            5..6,
+            50..50,
+            45..47,
+            44..48,
+            7..8,
+            6..7,
+            100..101,
+            99..102,
+            0..3,
+        ];
+        for range in adds {
+            indices.extend(range.clone());
+            set.extend(range);
+            assert_eq!(indices.len(), set.len());
+            assert_eq!(indices.first(), set.first().copied());
+            for i in 0..110 {
+                assert_eq!(indices.contains(&i), set.contains(&i), "index {i}");
+            }
+            assert!(indices.runs.windows(2).all(|w| w[0].end < w[1].start));
+        }
+        assert_eq!(indices.runs, vec![0..8, 10..40, 44..48, 99..102]);
+        indices.insert(9);
+        indices.insert(8);
+        assert_eq!(indices.runs, vec![0..40, 44..48, 99..102]);
+        assert!(Indices::default().is_empty());
     }
 }

@@ -134,8 +134,8 @@ fn probe_body(
     if Instant::now() >= deadline {
         return None;
     }
-    match learned.delivered.iter().next() {
-        Some(&i) => Some(encode(target.format, std::slice::from_ref(&events[i]))),
+    match learned.delivered.first() {
+        Some(i) => Some(encode(target.format, std::slice::from_ref(&events[i]))),
         None if empty_allowed && target.format == WebhookFormat::EventList => {
             Some(encode(target.format, &[]))
         }
