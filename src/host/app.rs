@@ -52,7 +52,7 @@ struct Handler {
     /// the host sends chunked requests without a length and a partition's invocations are
     /// alike in size.
     last_body_len: AtomicUsize,
-    /// Request buffers kept for the next invocations ([`KEPT_BUFFERS`]).
+    /// Request buffers kept for the next invocations ([`kept_buffers`]).
     pool: Arc<BodyPool>,
 }
 
@@ -217,16 +217,14 @@ async fn read_body(
         .exact()
         .and_then(|n| usize::try_from(n).ok());
     let mut limited = http_body_util::Limited::new(body, limit);
-    let (mut buffer, mut loan) = pool.lend(announced.unwrap_or(expected).min(limit));
+    let (mut buffer, loan) = pool.lend(announced.unwrap_or(expected).min(limit));
     while let Some(frame) = limited.frame().await {
         if let Ok(data) = frame.map_err(axum::Error::new)?.into_data() {
             reservation.grow(data.len()).await;
             buffer.extend_from_slice(&data);
         }
     }
-    if let Some(loan) = &mut loan {
-        loan.wrote(buffer.len());
-    }
+    let loan = loan.and_then(|loan| loan.settle(&buffer, buffer.capacity()));
     Ok((buffer, loan))
 }
 

@@ -41,7 +41,8 @@ impl Bodies {
     /// (the request outgrew it, or the bodies were copied out of it) is not kept whole: its
     /// loan ends here.
     pub fn on_loan(mut self, loan: Option<Loan>) -> Self {
-        self.loan = loan.filter(|_| self.buffer.capacity() == POOLED_CAPACITY);
+        self.loan = loan
+            .filter(|loan| loan.lends(&self.buffer) && self.buffer.capacity() == POOLED_CAPACITY);
         self
     }
 
@@ -177,6 +178,7 @@ mod tests {
         let pool = crate::pipeline::BodyPool::new(64 * 1024 * 1024);
         let (mut buffer, loan) = pool.lend(6);
         buffer.extend_from_slice(b"ab cde");
+        let loan = loan.and_then(|loan| loan.settle(&buffer, buffer.capacity()));
         let address = buffer.as_ptr();
         let mut bodies = Bodies::in_buffer(buffer, vec![0..2, 3..6])
             .unwrap()
@@ -196,7 +198,8 @@ mod tests {
         assert_eq!(pool.lend(6).0.as_ptr(), address);
 
         // Bodies copied out of the pool's buffer (string events) are not the pool's.
-        let (_, loan) = pool.lend(6);
+        let (buffer, loan) = pool.lend(6);
+        let loan = loan.and_then(|loan| loan.settle(&buffer, buffer.capacity()));
         let copied = Bodies::from_vecs(vec![b"x".to_vec()]).on_loan(loan);
         assert!(copied.loan.is_none());
         assert_eq!(pool.held(), 0);

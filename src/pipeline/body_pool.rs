@@ -6,10 +6,12 @@
 //! freed (up to 32 MiB), so once one request buffer is freed, every later one of up to
 //! 32 MiB comes from a per-thread arena and stays there: sixteen concurrent 29 MiB
 //! invocations then held 750 MiB when idle (`docs/performance.md`). A pool's buffer is
-//! allocated at [`POOLED_CAPACITY`], above that threshold's ceiling: it is always a mapping of
-//! its own (never in an arena, and freeing it unmaps it without moving the threshold), and
-//! only the pages written to are memory. The pool counts those pages, keeps at most its
-//! bound of them, and unmaps a buffer no invocation has needed for [`KEPT_FOR`].
+//! allocated at [`POOLED_CAPACITY`], above that threshold's ceiling: glibc maps it on its own
+//! (unless a free block that large already lies in an arena, which our allocations do not
+//! leave), so freeing it unmaps it without moving the threshold, and only the pages written
+//! to are memory. The pool counts those pages once each request is read ([`Loan::settle`]),
+//! keeps at most its bound of them, and unmaps a buffer no invocation has needed for
+//! [`KEPT_FOR`] (checked every half of it).
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -62,6 +64,8 @@ pub struct Loan {
     charged: usize,
     /// The most bytes written to the buffer, this loan and before.
     written: usize,
+    /// Where the buffer's bytes start, once settled ([`Loan::settle`]); 0 before.
+    address: usize,
 }
 
 impl BodyPool {
@@ -123,6 +127,7 @@ impl BodyPool {
             pool: self.clone(),
             charged,
             written,
+            address: 0,
         }
     }
 
@@ -157,9 +162,34 @@ impl BodyPool {
 }
 
 impl Loan {
-    /// Notes that `len` bytes of the buffer were written to (the request, as read).
-    pub fn wrote(&mut self, len: usize) {
-        self.written = self.written.max(len);
+    /// The loan of `buffer` once the request is read into it: charged now for what was
+    /// written, not for what was expected. `None` when that no longer fits in the pool (the
+    /// buffer is then an ordinary allocation, given back as its bodies are converted) or the
+    /// buffer has grown out of [`POOLED_CAPACITY`].
+    pub fn settle(mut self, buffer: &[u8], capacity: usize) -> Option<Self> {
+        if capacity != POOLED_CAPACITY {
+            return None;
+        }
+        self.written = self.written.max(buffer.len());
+        self.address = buffer.as_ptr() as usize;
+        let resident = resident(self.written);
+        let pool = self.pool.clone();
+        let mut state = pool.lock();
+        if resident > self.charged {
+            if state.held + (resident - self.charged) > pool.most {
+                drop(state);
+                return None;
+            }
+            state.held += resident - self.charged;
+            self.charged = resident;
+        }
+        drop(state);
+        Some(self)
+    }
+
+    /// Whether `buffer` is the buffer this loan was settled for (not a copy of its bodies).
+    pub fn lends(&self, buffer: &[u8]) -> bool {
+        self.address != 0 && buffer.as_ptr() as usize == self.address
     }
 
     /// Brings `buffer` back to the pool, emptied, to be lent again; it is freed instead when
@@ -204,11 +234,9 @@ mod tests {
     const MIB: usize = 1024 * 1024;
 
     fn lend_and_write(pool: &Arc<BodyPool>, len: usize) -> (Vec<u8>, Option<Loan>) {
-        let (mut buffer, mut loan) = pool.lend(len);
+        let (mut buffer, loan) = pool.lend(len);
         buffer.resize(len, b'x');
-        if let Some(loan) = &mut loan {
-            loan.wrote(len);
-        }
+        let loan = loan.and_then(|loan| loan.settle(&buffer, buffer.capacity()));
         (buffer, loan)
     }
 
@@ -253,14 +281,19 @@ mod tests {
         loan.expect("room").give_back(grown);
         assert_eq!((pool.held(), pool.kept()), (0, 0));
 
-        // Two buffers of 25 MiB written (26 MiB in huge pages) do not fit in 40 MiB: the
-        // second is freed.
+        // A body larger than expected is charged for what was written once it is read: two
+        // of 25 MiB (26 MiB in huge pages) do not fit in 40 MiB, so the second loan ends and
+        // that buffer is an ordinary one.
         let (a, loan_a) = lend_and_write(&pool, 25 * MIB);
-        let (b, loan_b) = lend_and_write(&pool, 0);
-        let mut loan_b = loan_b.expect("room for a body of unknown size");
-        loan_b.wrote(25 * MIB);
-        loan_a.expect("room").give_back(a);
-        loan_b.give_back(b);
+        let (mut b, loan_b) = pool.lend(0);
+        let loan_b = loan_b.expect("room for a body of unknown size");
+        assert_eq!(pool.held(), 28 * MIB);
+        b.resize(25 * MIB, b'x');
+        assert!(loan_b.settle(&b, b.capacity()).is_none());
+        assert_eq!(pool.held(), 26 * MIB);
+        let loan_a = loan_a.expect("room");
+        assert!(loan_a.lends(&a) && !loan_a.lends(&b));
+        loan_a.give_back(a);
         assert_eq!((pool.held(), pool.kept()), (26 * MIB, 1));
     }
 
