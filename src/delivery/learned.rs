@@ -60,6 +60,18 @@ pub struct RouteLearned {
     pub failing_after_answer: Option<(usize, usize)>,
 }
 
+impl RouteLearned {
+    /// Whether the Event at `index` is settled: delivered, or isolated as poison.
+    pub fn knows(&self, index: usize) -> bool {
+        self.delivered.contains(&index) || self.poison.iter().any(|p| p.index == index)
+    }
+
+    /// How many Events are settled (delivered or isolated as poison).
+    pub fn known(&self) -> usize {
+        self.delivered.len() + self.poison.len()
+    }
+}
+
 /// A set of indices held as sorted, disjoint runs: a route's delivered Events are a few long
 /// runs (its batches), so thousands of indices take a few entries and adding a batch is one
 /// merge, not an insert per Event.

@@ -167,9 +167,7 @@ pub(super) fn plan_queue(
             .failing_after_answer
             .is_some_and(|(a, b)| (a..b).contains(&i))
     };
-    let known = |i: usize| {
-        learned.delivered.contains(&i) || learned.poison.iter().any(|p| p.index == i) || apart(i)
-    };
+    let known = |i: usize| learned.knows(i) || apart(i);
     let mut queue: Vec<Range<usize>> = Vec::new();
     let mut start = 0;
     while start < events.len() {

@@ -160,11 +160,11 @@ impl<'a> RouteDelivery<'a> {
         }
         // A batch that failed right after the receiver answered in an earlier try: the rest
         // first, then it, one POST at a time.
-        let known = |i: usize| {
-            learned.delivered.contains(&i) || learned.poison.iter().any(|p| p.index == i)
-        };
         let failing = learned.failing_after_answer.filter(|&(a, b)| {
-            isolation != Isolation::Off && a < b && b <= events.len() && !(a..b).any(known)
+            isolation != Isolation::Off
+                && a < b
+                && b <= events.len()
+                && !(a..b).any(|i| learned.knows(i))
         });
         learned.failing_after_answer = failing;
         let mut queue = plan_queue(events, &learned, target, limits);

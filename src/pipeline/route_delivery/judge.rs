@@ -44,7 +44,7 @@ impl RouteDelivery<'_> {
             .into_iter()
             .partition(|s| !several && last_success.is_some_and(|t| t > s.began));
         // The empty probe only for an Event alone on its route (see `probe`).
-        let known = self.learned.delivered.len() + self.learned.poison.len();
+        let known = self.learned.known();
         let alone = unproven.len() == 1 && self.events.len() == known + 1;
         if !several && !unproven.is_empty() && self.probe(alone).await {
             judged.append(&mut unproven);
@@ -101,7 +101,7 @@ impl RouteDelivery<'_> {
                 }),
             }
         }
-        let known = self.learned.delivered.len() + self.learned.poison.len();
+        let known = self.learned.known();
         let alone = failing.len() == 1 && self.events.len() == known + 1;
         let evidence =
             !failing.is_empty() && (!self.learned.delivered.is_empty() || self.probe(alone).await);
